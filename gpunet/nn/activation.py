@@ -1,0 +1,52 @@
+"""Activation layers. Each caches its forward output, which is all its backward needs (see ``gpunet.ops``)."""
+from __future__ import annotations
+
+from .. import ops
+from .module import Module
+
+
+class _Pointwise(Module):
+    _forward = staticmethod(lambda x, device: x)
+    _backward = staticmethod(lambda y, dy, device: dy)
+
+    def __init__(self, device=None):
+        super().__init__(device)
+        self._y = None
+
+    def forward(self, x):
+        self._y = type(self)._forward(x, device=self.device)
+        return self._y
+
+    def backward(self, dy):
+        if self._y is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return type(self)._backward(self._y, dy, device=self.device)
+
+
+class ReLU(_Pointwise):
+    _forward = staticmethod(ops.relu)
+    _backward = staticmethod(ops.relu_backward)
+
+
+class Tanh(_Pointwise):
+    _forward = staticmethod(ops.tanh)
+    _backward = staticmethod(ops.tanh_backward)
+
+
+class Sigmoid(_Pointwise):
+    _forward = staticmethod(ops.sigmoid)
+    _backward = staticmethod(ops.sigmoid_backward)
+
+
+class Softmax(_Pointwise):
+    """Softmax over the last axis; backward is the Jacobian-vector product ``y * (dy - sum(dy * y))``."""
+    _forward = staticmethod(ops.softmax)
+    _backward = staticmethod(ops.softmax_backward)
+
+
+class LogSoftmax(_Pointwise):
+    _forward = staticmethod(ops.log_softmax)
+    _backward = staticmethod(ops.log_softmax_backward)
+
+
+ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}

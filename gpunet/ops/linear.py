@@ -1,0 +1,37 @@
+"""The affine map ``y = x W + b`` with ``W`` of shape (in_features, out_features), and its backward.
+
+With ``dy = dL/dy`` of shape (N, out): ``dx = dy W^T``, ``dW = x^T dy``, ``db = sum over the batch of dy``.
+Matrix products stay with the BLAS of the device (OpenBLAS/MKL through NumPy, cuBLAS through CuPy).
+"""
+from __future__ import annotations
+
+from ..backend import device_of
+from .checks import require_floating, require_ndim
+
+
+def linear(x, weight, bias=None, device=None):
+    dev = device_of(x, device)
+    x, weight = dev.asarray(x), dev.asarray(weight)
+    require_floating(x, "x")
+    require_ndim(x, 2, "x")
+    require_ndim(weight, 2, "weight")
+    if x.shape[1] != weight.shape[0]:
+        raise ValueError(f"x has {x.shape[1]} features (shape {tuple(x.shape)}) but weight expects "
+                         f"{weight.shape[0]} (shape {tuple(weight.shape)})")
+    y = x @ weight
+    if bias is not None:
+        bias = dev.asarray(bias)
+        if tuple(bias.shape) != (weight.shape[1],):
+            raise ValueError(f"bias must have shape ({weight.shape[1]},), got {tuple(bias.shape)}")
+        y += bias
+    return y
+
+
+def linear_backward(x, weight, dy, device=None):
+    """Return ``(dx, dweight, dbias)``."""
+    dev = device_of(x, device)
+    x, weight, dy = dev.asarray(x), dev.asarray(weight), dev.asarray(dy)
+    require_ndim(dy, 2, "dy")
+    if dy.shape != (x.shape[0], weight.shape[1]):
+        raise ValueError(f"dy must have shape {(x.shape[0], weight.shape[1])}, got {tuple(dy.shape)}")
+    return dy @ weight.T, x.T @ dy, dy.sum(axis=0)

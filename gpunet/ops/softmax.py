@@ -1,0 +1,116 @@
+"""Softmax and log-softmax, forward and backward, written once for every device.
+
+Forward, per row: ``y_i = exp(x_i - m) / sum_j exp(x_j - m)`` with ``m = max_j x_j``. Subtracting the row max
+changes nothing mathematically (it cancels) but keeps ``exp`` from overflowing for logits like 1e4. A row that
+holds ``-inf`` gets 0 there; a row of nothing but ``-inf`` has no distribution and gives NaN, on every device
+(the same choice as PyTorch).
+
+Backward: the Jacobian of softmax is ``J = diag(y) - y y^T`` (``dy_i/dx_j = y_i (delta_ij - y_j)``). It is
+symmetric, so the vector-Jacobian product is ``dx = J dy = y * dy - y (y . dy) = y * (dy - sum(dy * y))``:
+O(C) per row instead of the O(C^2) that materialising ``J`` would cost. ``softmax_jacobian`` builds ``J``
+anyway, for teaching and for the tests that check the product against it.
+"""
+from __future__ import annotations
+
+import contextlib
+
+from ..backend import device_of
+from .checks import normalize_axis, require_floating, require_ndim, require_nonempty, require_same_shape
+from .rows import from_rows, to_rows
+
+
+def _prepare(x, device, name="x"):
+    dev = device_of(x, device)
+    x = dev.asarray(x)
+    require_floating(x, name)
+    require_nonempty(x, name)
+    return dev, x
+
+
+def _rowwise(dev, kernel_name, axis, *arrays):
+    """Run a row kernel on ``arrays`` viewed as contiguous rows along ``axis``."""
+    xp = dev.xp
+    rows = []
+    layout = None
+    for a in arrays:
+        r, layout = to_rows(xp, a, axis)
+        rows.append(r)
+    out = getattr(dev.kernels, kernel_name)(*rows)
+    return from_rows(xp, out, layout)
+
+
+def softmax(x, axis: int = -1, device=None):
+    """Numerically stable softmax along ``axis``."""
+    dev, x = _prepare(x, device)
+    axis = normalize_axis(axis, x.ndim)
+    if dev.kernels is not None:
+        return _rowwise(dev, "softmax_forward", axis, x)
+    xp = dev.xp
+    with _quiet(xp):
+        y = x - x.max(axis=axis, keepdims=True)
+        xp.exp(y, out=y)
+        y /= y.sum(axis=axis, keepdims=True)
+    return y
+
+
+def softmax_backward(y, dy, axis: int = -1, device=None):
+    """``dx = y * (dy - sum(dy * y, axis))``: the softmax Jacobian applied to ``dy``, never built."""
+    dev, y = _prepare(y, device, "y")
+    dy = dev.asarray(dy)
+    require_floating(dy, "dy")
+    require_same_shape(y, dy)
+    axis = normalize_axis(axis, y.ndim)
+    if dev.kernels is not None:
+        return _rowwise(dev, "softmax_backward", axis, y, dy)
+    dot = (dy * y).sum(axis=axis, keepdims=True)
+    dx = dy - dot
+    dx *= y
+    return dx
+
+
+def softmax_jacobian(y, device=None):
+    """The explicit Jacobian ``diag(y) - y y^T``: (C, C) for a vector ``y``, (N, C, C) for a batch (N, C)."""
+    dev, y = _prepare(y, device, "y")
+    require_ndim(y, (1, 2), "y")
+    xp = dev.xp
+    outer = y[..., :, None] * y[..., None, :]
+    eye = xp.eye(y.shape[-1], dtype=y.dtype)
+    return eye * y[..., None, :] - outer
+
+
+def log_softmax(x, axis: int = -1, device=None):
+    """``x - m - log(sum(exp(x - m)))``: finite for any finite logits, however large."""
+    dev, x = _prepare(x, device)
+    axis = normalize_axis(axis, x.ndim)
+    if dev.kernels is not None:
+        return _rowwise(dev, "log_softmax_forward", axis, x)
+    xp = dev.xp
+    with _quiet(xp):
+        shifted = x - x.max(axis=axis, keepdims=True)
+        lse = xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        shifted -= lse
+    return shifted
+
+
+def log_softmax_backward(logy, dy, axis: int = -1, device=None):
+    """``dx = dy - exp(logy) * sum(dy, axis)``: the log-softmax Jacobian ``I - 1 y^T`` applied to ``dy``."""
+    dev, logy = _prepare(logy, device, "logy")
+    dy = dev.asarray(dy)
+    require_floating(dy, "dy")
+    require_same_shape(logy, dy, ("logy", "dy"))
+    axis = normalize_axis(axis, logy.ndim)
+    if dev.kernels is not None:
+        return _rowwise(dev, "log_softmax_backward", axis, logy, dy)
+    xp = dev.xp
+    dx = xp.exp(logy)
+    dx *= dy.sum(axis=axis, keepdims=True)
+    xp.subtract(dy, dx, out=dx)
+    return dx
+
+
+def _quiet(xp):
+    """Silence NumPy's floating-point warnings for the documented -inf/NaN cases; CuPy never warns."""
+    errstate = getattr(xp, "errstate", None)
+    if errstate is None:
+        return contextlib.nullcontext()
+    return errstate(invalid="ignore", over="ignore", divide="ignore")

@@ -1,0 +1,96 @@
+"""Device selection: CPU fallback with a log line when CuPy is absent or has no GPU; "cuda" by name errors."""
+import logging
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import gpunet
+from gpunet.backend import CudaUnavailable
+
+
+def fake_cupy(available=True, alloc_error=None):
+    cupy = types.ModuleType("cupy")
+    cuda = types.SimpleNamespace()
+    cuda.is_available = lambda: available
+    cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
+
+    class Dev:
+        def __init__(self, i):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+    cuda.Device = Dev
+    cupy.cuda = cuda
+    cupy.float32 = np.float32
+
+    def zeros(*a, **k):
+        raise alloc_error
+    cupy.zeros = zeros
+    return cupy
+
+
+@pytest.mark.parametrize("setup,reason", [
+    (lambda mp: mp.setitem(sys.modules, "cupy", None), "CuPy is not installed"),
+    (lambda mp: mp.setitem(sys.modules, "cupy", fake_cupy(available=False)), "no CUDA driver or device"),
+    (lambda mp: mp.setitem(sys.modules, "cupy", fake_cupy(alloc_error=RuntimeError("cudaErrorNoDevice"))),
+     "cudaErrorNoDevice"),
+])
+def test_auto_falls_back_to_cpu_with_a_reason(monkeypatch, caplog, setup, reason):
+    setup(monkeypatch)
+    gpunet.backend._reset_for_tests()
+    with caplog.at_level(logging.WARNING, logger="gpunet"):
+        dev = gpunet.device("auto")
+    assert dev.name == "cpu"
+    assert len(caplog.records) == 1 and reason in caplog.records[0].getMessage()
+    with pytest.raises(CudaUnavailable, match=reason):
+        gpunet.device("cuda")
+
+
+def test_real_cupy_without_gpu_falls_back():
+    """CI installs cupy-cuda13x where it can: it imports without a GPU and must not be used."""
+    cupy = pytest.importorskip("cupy")
+    if cupy.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert gpunet.device("auto").name == "cpu"
+    with pytest.raises(CudaUnavailable, match="cuda:0"):
+        gpunet.device("cuda:0")
+
+
+def test_compile_errors_are_not_swallowed(monkeypatch):
+    class CompileError(Exception):
+        pass
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(alloc_error=CompileError("nvrtc: error")))
+    gpunet.backend._reset_for_tests()
+    with pytest.raises(CompileError):
+        gpunet.device("auto")
+
+
+def test_default_device_from_environment(monkeypatch):
+    monkeypatch.setenv("GPUNET_DEVICE", "cpu")
+    gpunet.backend._reset_for_tests()
+    assert gpunet.get_default_device().name == "cpu"
+    monkeypatch.setenv("GPUNET_DEVICE", "tpu")
+    gpunet.backend._reset_for_tests()
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        gpunet.get_default_device()
+
+
+@pytest.mark.parametrize("spec", ["gpu", "cpu:1", "cuda:x", ""])
+def test_unknown_device_strings(spec):
+    with pytest.raises(ValueError, match="unknown device"):
+        gpunet.device(spec)
+
+
+def test_device_roundtrip(dev):
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = dev.asarray(a)
+    assert dev.owns(b) and b.dtype == np.float32
+    np.testing.assert_array_equal(dev.to_numpy(b), a)
+    assert gpunet.device(dev.name) is dev
+    assert gpunet.set_default_device(dev) is dev and gpunet.get_default_device() is dev
