@@ -1,0 +1,129 @@
+"""A ctypes binding of NVRTC, the compiler CuPy uses, to build kernels without a GPU or a CUDA install.
+
+Finds ``libnvrtc`` in the pip packages ``nvidia-cuda-nvrtc`` (CUDA 13) or ``nvidia-cuda-nvrtc-cu12`` (CUDA 12,
+the last to target sm_70), then in a system CUDA. ``compile_module`` returns the cubin and NVRTC's log, which
+carries ptxas' resource report (registers, shared memory, spills) when asked for with ``verbose``.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import glob
+import os
+import sys
+from pathlib import Path
+
+from .kernel_source import DtypeConfig, kernel_dir, read_source
+
+ARCHITECTURES = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
+VOLTA = "sm_70"
+
+
+class NvrtcError(RuntimeError):
+    pass
+
+
+def _candidates(major: int | None):
+    roots = [Path(p) for p in sys.path if p and os.path.isdir(p)]
+    patterns = {13: ["nvidia/cu13/lib/libnvrtc.so.13*"], 12: ["nvidia/cuda_nvrtc/lib/libnvrtc.so.12*",
+                                                               "nvidia/cu12/lib/libnvrtc.so.12*"]}
+    majors = [major] if major else [13, 12]
+    for m in majors:
+        for root in roots:
+            for pattern in patterns[m]:
+                yield from sorted(glob.glob(str(root / pattern)))
+        for cuda in ("/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib"):
+            yield from sorted(glob.glob(f"{cuda}/libnvrtc.so.{m}*"))
+
+
+class Nvrtc:
+    def __init__(self, major: int | None = None):
+        self.lib = None
+        for path in _candidates(major):
+            if "builtins" in path:
+                continue
+            try:
+                self.lib = ctypes.CDLL(path)
+                self.path = path
+                break
+            except OSError:
+                continue
+        if self.lib is None:
+            raise NvrtcError(f"libnvrtc{'.so.' + str(major) if major else ''} not found: "
+                             "pip install nvidia-cuda-nvrtc (CUDA 13) or nvidia-cuda-nvrtc-cu12")
+        lib = self.lib
+        lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+        major_v, minor_v = ctypes.c_int(), ctypes.c_int()
+        lib.nvrtcVersion(ctypes.byref(major_v), ctypes.byref(minor_v))
+        self.version = (major_v.value, minor_v.value)
+
+    def _check(self, status, what):
+        if status != 0:
+            raise NvrtcError(f"{what}: {self.lib.nvrtcGetErrorString(status).decode()}")
+
+    def compile(self, source: str, name: str, options: list[str]):
+        """Return ``(ok, log, cubin_bytes)``."""
+        lib = self.lib
+        prog = ctypes.c_void_p()
+        self._check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None),
+                    "nvrtcCreateProgram")
+        try:
+            opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+            status = lib.nvrtcCompileProgram(prog, len(options), opts)
+            size = ctypes.c_size_t()
+            lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+            log = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetProgramLog(prog, log)
+            log_text = log.value.decode(errors="replace")
+            if status != 0:
+                return False, log_text, b""
+            lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+            cubin = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetCUBIN(prog, cubin)
+            return True, log_text, cubin.raw
+        finally:
+            lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+@dataclasses.dataclass
+class CompileResult:
+    module: str
+    dtype: str
+    arch: str
+    ok: bool
+    log: str
+    cubin: bytes
+
+    @property
+    def spills(self) -> list[str]:
+        return [line for line in self.log.splitlines() if "spill" in line.lower() and " 0 bytes spill" not in line
+                and "0 bytes spill stores, 0 bytes spill loads" not in line]
+
+
+def compile_options(config: DtypeConfig, arch: str, verbose: bool = False) -> list[str]:
+    options = [f"--gpu-architecture={arch}", f"--include-path={kernel_dir()}", "--std=c++17",
+               "--ptxas-options=--warn-on-spills", *config.compile_defines()]
+    if config.defines:  # cuda_fp16.h ships with the nvrtc wheel's CUDA headers
+        options += [f"--include-path={p}" for p in cuda_include_dirs()]
+    if verbose:
+        options.append("--ptxas-options=-v")
+    return options
+
+
+def cuda_include_dirs() -> list[str]:
+    dirs = []
+    for root in sys.path:
+        for sub in ("nvidia/cu13/include", "nvidia/cuda_runtime/include", "nvidia/cuda_nvrtc/include"):
+            if root and os.path.isfile(os.path.join(root, sub, "cuda_fp16.h")):
+                dirs.append(os.path.join(root, sub))
+    for cuda in ("/usr/local/cuda/include",):
+        if os.path.isfile(os.path.join(cuda, "cuda_fp16.h")):
+            dirs.append(cuda)
+    return dirs[:1]
+
+
+def compile_module(module: str, config: DtypeConfig, arch: str, nvrtc: Nvrtc | None = None,
+                   verbose: bool = False) -> CompileResult:
+    nvrtc = nvrtc or Nvrtc()
+    ok, log, cubin = nvrtc.compile(read_source(module), f"{module}.cu", compile_options(config, arch, verbose))
+    return CompileResult(module, config.name, arch, ok, log, cubin)

@@ -1,0 +1,105 @@
+"""Build a kernel module for the CPU simulator: the very same ``kernels/<module>.cu``, compiled by g++.
+
+Steps: ``g++ -E`` the source with ``cuda_sim.h`` in front (so ``__shared__`` becomes ``static``), rewrite each
+``extern __shared__ T name[];`` into a bounds-checked view of the launch's dynamic shared buffer, append one
+``extern "C"`` launcher per kernel (unpacking a ``void**`` argument array by the kernel's signature), and link a
+shared library. Builds are cached by a hash of every input, so a source change rebuilds and nothing else does.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ..kernel_source import DtypeConfig, kernel_dir, read_source, signatures_of, source_digest_parts
+from ..nvrtc import cuda_include_dirs
+
+SIM_DIR = Path(__file__).resolve().parent
+HEADER = SIM_DIR / "cuda_sim.h"
+SANITIZERS = {None: [], "address": ["-fsanitize=address", "-fno-omit-frame-pointer"], "thread": ["-fsanitize=thread"]}
+CXXFLAGS = ["-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-g0", "-w"]
+_EXTERN_SHARED = re.compile(r"extern\s+static\s+([A-Za-z_][\w:\s]*?)\s+(\w+)\s*\[\s*\]\s*;")
+
+
+class SimBuildError(RuntimeError):
+    pass
+
+
+def compiler() -> str:
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise SimBuildError(f"the CUDA simulator needs a C++20 compiler; {cxx!r} was not found (set CXX)")
+    return cxx
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("GPUNET_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
+                                                           "gpunet")
+    path = Path(root) / "sim"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def launcher_source(source: str) -> str:
+    """One ``gpunet_sim_launch_<kernel>`` per kernel: unpack ``args`` by type and run the grid."""
+    out = []
+    for name, params in signatures_of(source).items():
+        unpack = []
+        for i, p in enumerate(params):
+            ctype = " ".join(t for t in p.ctype.split() if t != "__restrict__")
+            unpack.append(f"    {ctype} a{i} = *reinterpret_cast<{ctype}*>(args[{i}]);")
+        call = ", ".join(f"a{i}" for i in range(len(params)))
+        out.append(
+            f'extern "C" int gpunet_sim_launch_{name}(const unsigned* grid, const unsigned* block,\n'
+            f"        unsigned long long shared_bytes, void** args, char* err, int err_len) {{\n"
+            + "\n".join(unpack) + "\n"
+            f"    return ::sim::launch(grid, block, shared_bytes, err, err_len, [&] {{ {name}({call}); }});\n}}\n")
+    return "\n".join(out)
+
+
+def rewrite_extern_shared(text: str) -> str:
+    return _EXTERN_SHARED.sub(lambda m: f"::sim::SharedArray<{m.group(1).strip()}> {m.group(2)} = "
+                                        f"::sim::dynamic_shared<{m.group(1).strip()}>();", text)
+
+
+def _include_flags(config: DtypeConfig) -> list[str]:
+    flags = [f"-I{SIM_DIR}", f"-I{kernel_dir()}"]
+    if config.defines:
+        flags += [f"-I{d}" for d in cuda_include_dirs()]
+    return flags
+
+
+def build_module(module: str, config: DtypeConfig, sanitize: str | None = None, source: str | None = None) -> Path:
+    """Path of the simulator library for ``module`` (or for ``source``, a test's own kernels) and ``config``."""
+    if sanitize not in SANITIZERS:
+        raise ValueError(f"unknown sanitizer {sanitize!r}: expected 'address' or 'thread'")
+    cxx = compiler()
+    digest = hashlib.sha256()
+    for part in [HEADER.read_bytes(), *source_digest_parts(), module.encode(), (source or "").encode(),
+                 " ".join(config.compile_defines() + CXXFLAGS + SANITIZERS[sanitize]).encode(), cxx.encode()]:
+        digest.update(part)
+        digest.update(b"\0")
+    target = cache_dir() / f"{module}-{config.name}-{sanitize or 'plain'}-{digest.hexdigest()[:20]}.so"
+    if target.exists():
+        return target
+    unit = f'#include "cuda_sim.h"\n' + (source if source is not None else f'#include "{module}.cu"\n')
+    flags = _include_flags(config) + config.compile_defines()
+    pre = subprocess.run([cxx, "-E", "-std=c++20", *flags, "-x", "c++", "-"], input=unit, capture_output=True,
+                         text=True)
+    if pre.returncode != 0:
+        raise SimBuildError(f"preprocessing {module}.cu for the simulator failed:\n{pre.stderr}")
+    text = rewrite_extern_shared(pre.stdout) + "\n" + launcher_source(source or read_source(module))
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        cpp = Path(tmp) / f"{module}.ii"
+        cpp.write_text(text)
+        lib = Path(tmp) / "module.so"
+        res = subprocess.run([cxx, *CXXFLAGS, *SANITIZERS[sanitize], "-x", "c++", str(cpp), "-o", str(lib)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SimBuildError(f"compiling {module}.cu for the simulator failed:\n{res.stderr[-6000:]}")
+        os.replace(lib, target)
+    return target

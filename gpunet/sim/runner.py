@@ -1,0 +1,76 @@
+"""Launching kernels in the simulator: argument checks, marshalling through ctypes, errors back to Python."""
+from __future__ import annotations
+
+import ctypes
+import os
+
+from ..backend.host import host_xp as np
+from ..kernel_runner import KernelRunner
+from ..kernel_source import check_arguments, dtype_config, read_source, signatures_of
+from .build import build_module
+
+_CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "uint32": ctypes.c_uint32, "uint64": ctypes.c_uint64,
+           "float32": ctypes.c_float, "float64": ctypes.c_double}
+
+
+class SimulatorError(RuntimeError):
+    """A kernel did something a GPU would not forgive (a bad shuffle, a deadlock, shared memory overrun...)."""
+
+
+class SimModule:
+    """One compiled module (a .cu file for one dtype) loaded into this process."""
+
+    def __init__(self, module: str, config, sanitize=None, source=None):
+        self.module, self.config = module, config
+        self.source = source if source is not None else read_source(module)
+        self.signatures = signatures_of(self.source)
+        self.lib = ctypes.CDLL(str(build_module(module, config, sanitize, source)))
+
+    def launch(self, kernel: str, grid, block, shared_bytes: int, args) -> None:
+        if kernel not in self.signatures:
+            raise KeyError(f"no kernel {kernel!r} in {self.module}.cu (has {sorted(self.signatures)})")
+        bound = check_arguments(kernel, self.signatures[kernel], args, self.config,
+                                lambda a: isinstance(a, np.ndarray))
+        holders = []
+        for param, value, dtype in bound:
+            if param.pointer:
+                if value is not None and "const" not in param.ctype.split("*")[0] and not value.flags.writeable:
+                    raise ValueError(f"kernel {kernel}: parameter {param.name} is written to, but the array is "
+                                     "read-only")
+                holders.append(ctypes.c_void_p(None if value is None else value.ctypes.data))
+            else:
+                holders.append(_CTYPES[dtype.name](value))
+        argv = (ctypes.c_void_p * max(1, len(holders)))(*[ctypes.addressof(h) for h in holders])
+        grid3 = (ctypes.c_uint * 3)(*_dim3(grid))
+        block3 = (ctypes.c_uint * 3)(*_dim3(block))
+        err = ctypes.create_string_buffer(1024)
+        fn = getattr(self.lib, f"gpunet_sim_launch_{kernel}")
+        fn.restype = ctypes.c_int
+        rc = fn(grid3, block3, ctypes.c_ulonglong(shared_bytes), argv, err, ctypes.c_int(len(err)))
+        if rc != 0:
+            raise SimulatorError(f"kernel {kernel} ({self.module}.cu, {self.config.name}) failed in the simulator: "
+                                 f"{err.value.decode(errors='replace')}")
+
+
+def _dim3(d):
+    d = (d,) if isinstance(d, int) else tuple(d)
+    return (d + (1, 1, 1))[:3]
+
+
+class SimKernelRunner(KernelRunner):
+    max_grid = 4  # small on purpose: exercises every grid-stride loop, and each block costs thread switches
+
+    def __init__(self, device):
+        super().__init__(device)
+        self.sanitize = os.environ.get("GPUNET_SIM_SANITIZE") or None
+        self._modules: dict = {}
+
+    def module(self, module: str, dtype) -> SimModule:
+        config = dtype_config(dtype)
+        key = (module, config.name)
+        if key not in self._modules:
+            self._modules[key] = SimModule(module, config, self.sanitize)
+        return self._modules[key]
+
+    def launch(self, module: str, plan, dtype, args) -> None:
+        self.module(module, dtype).launch(plan.kernel, plan.grid, plan.block, plan.shared_bytes, args)

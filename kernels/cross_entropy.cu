@@ -1,0 +1,119 @@
+// cross_entropy.cu: fused softmax cross-entropy over (rows, cols) logits and int64 labels.
+//
+// Forward, one pass over the logits per row: m = max, s = sum exp(x - m), loss = log s + m - x[label]
+// (= -log softmax(x)[label]), and either the probabilities p = exp(x - m) / s, or, when `grad_scale` is given,
+// directly the gradient (p - onehot(label)) * grad_scale[0] (the host passes dloss / n_valid for a mean).
+// Rows labelled `ignore_index` get loss 0 and a zero gradient. A label outside [0, cols) is flagged: the
+// smallest offending row goes to `*error_row` (initialised to ULLONG_MAX by the host, which raises ValueError).
+//
+// Backward from stored probabilities: grad = (p - onehot(label)) * row_scale[row], 0 for ignored rows.
+#include "reduce.cuh"
+
+__device__ __forceinline__ bool label_ok(long long label, int cols) { return label >= 0 && label < cols; }
+
+__device__ __forceinline__ acc_t row_loss(const scalar_t* __restrict__ x, long long offset, long long label,
+                                          long long ignore_index, int cols, long long row, acc_t m, acc_t s,
+                                          unsigned long long* error_row) {
+    if (label == ignore_index) return acc_t(0);
+    if (!label_ok(label, cols)) {
+        atomicMin(error_row, (unsigned long long)row);
+        return quiet_nan();
+    }
+    return gp_log(s) + m - load(x, offset + label);
+}
+
+__device__ __forceinline__ acc_t output(acc_t shifted, acc_t s, int col, long long label, long long ignore_index,
+                                        const scalar_t* grad_scale) {
+    const acc_t p = gp_exp(shifted) / s;
+    if (grad_scale == nullptr) return p;
+    if (label == ignore_index) return acc_t(0);
+    return (p - (col == label ? acc_t(1) : acc_t(0))) * load(grad_scale, 0);
+}
+
+// Warp variant (cols <= 1024): a group of `width` lanes per row, COLS logits per lane in registers.
+template <int COLS>
+__device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const long long* __restrict__ labels,
+                                        scalar_t* __restrict__ loss, scalar_t* __restrict__ out,
+                                        const scalar_t* __restrict__ grad_scale, unsigned long long* error_row,
+                                        long long rows, int cols, long long ignore_index, int width) {
+    const int lane = threadIdx.x % 32, sub = lane % width;
+    const long long rows_per_warp = 32 / width, warps_per_block = blockDim.x / 32;
+    const long long first = ((long long)blockIdx.x * warps_per_block + threadIdx.x / 32) * rows_per_warp;
+    const long long stride = (long long)gridDim.x * warps_per_block * rows_per_warp;
+    for (long long base = first; base < rows; base += stride) {
+        const long long row = base + lane / width;
+        const bool row_ok = row < rows;
+        const long long offset = row * cols;
+        acc_t v[COLS];
+        acc_t m = neg_inf();
+#pragma unroll
+        for (int j = 0; j < COLS; ++j) {
+            const int col = sub + j * width;
+            v[j] = (row_ok && col < cols) ? load(x, offset + col) : neg_inf();
+            m = MaxOp::apply(m, v[j]);
+        }
+        m = group_reduce<MaxOp>(m, width);
+        acc_t s = 0;
+#pragma unroll
+        for (int j = 0; j < COLS; ++j) {
+            const bool ok = row_ok && sub + j * width < cols;
+            v[j] = ok ? v[j] - m : acc_t(0);
+            s += ok ? gp_exp(v[j]) : acc_t(0);
+        }
+        s = group_reduce<SumOp>(s, width);
+        if (!row_ok) continue;
+        const long long label = labels[row];
+        if (sub == 0) store(loss, row, row_loss(x, offset, label, ignore_index, cols, row, m, s, error_row));
+#pragma unroll
+        for (int j = 0; j < COLS; ++j) {
+            const int col = sub + j * width;
+            if (col < cols) store(out, offset + col, output(v[j], s, col, label, ignore_index, grad_scale));
+        }
+    }
+}
+
+// Block variant (longer rows): one block per row, online (max, sum) pass, then the output pass.
+__device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const long long* __restrict__ labels,
+                                         scalar_t* __restrict__ loss, scalar_t* __restrict__ out,
+                                         const scalar_t* __restrict__ grad_scale, unsigned long long* error_row,
+                                         long long rows, int cols, long long ignore_index) {
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
+        const long long offset = row * cols;
+        acc_t m = neg_inf(), s = 0;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) online_add(m, s, load(x, offset + c));
+        block_reduce_online(m, s);
+        const long long label = labels[row];
+        if (threadIdx.x == 0) store(loss, row, row_loss(x, offset, label, ignore_index, cols, row, m, s, error_row));
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            store(out, offset + c, output(load(x, offset + c) - m, s, c, label, ignore_index, grad_scale));
+    }
+}
+
+#define CE_ARGS const scalar_t* __restrict__ x, const long long* __restrict__ labels, scalar_t* __restrict__ loss, \
+                scalar_t* __restrict__ out, const scalar_t* __restrict__ grad_scale,                              \
+                unsigned long long* error_row, long long rows, int cols, long long ignore_index
+#define CE_PASS x, labels, loss, out, grad_scale, error_row, rows, cols, ignore_index
+
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_cross_entropy_warp1(CE_ARGS, int width) { ce_warp<1>(CE_PASS, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_cross_entropy_warp2(CE_ARGS, int width) { ce_warp<2>(CE_PASS, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_cross_entropy_warp4(CE_ARGS, int width) { ce_warp<4>(CE_PASS, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_cross_entropy_warp8(CE_ARGS, int width) { ce_warp<8>(CE_PASS, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_cross_entropy_warp16(CE_ARGS, int width) { ce_warp<16>(CE_PASS, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_cross_entropy_warp32(CE_ARGS, int width) { ce_warp<32>(CE_PASS, width); }
+extern "C" __global__ void __launch_bounds__(256) softmax_cross_entropy_plain(CE_ARGS) { ce_block(CE_PASS); }
+
+extern "C" __global__ void softmax_cross_entropy_backward(const scalar_t* __restrict__ probs,
+                                                          const long long* __restrict__ labels,
+                                                          const scalar_t* __restrict__ row_scale,
+                                                          scalar_t* __restrict__ grad, long long rows, int cols,
+                                                          long long ignore_index) {
+    GRID_STRIDE(i, rows * cols) {
+        const long long row = i / cols;
+        const int col = int(i - row * cols);
+        const long long label = labels[row];
+        acc_t g = 0;
+        if (label != ignore_index)
+            g = (load(probs, i) - (col == label ? acc_t(1) : acc_t(0))) * load(row_scale, row);
+        store(grad, i, g);
+    }
+}

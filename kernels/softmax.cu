@@ -1,0 +1,207 @@
+// softmax.cu: softmax and log-softmax over the rows of a contiguous (rows, cols) array, forward and backward.
+//
+// Three variants, picked by row width in gpunet/launch.py (one rule for the GPU and the simulator):
+// - warp:  cols <= 1024. A group of `width` lanes owns a row and keeps it in registers (COLS values per lane);
+//          rows shorter than 32 use sub-warp groups, 32/width rows per warp. Reads x once, writes y once.
+// - smem:  a block owns a row and caches it in dynamic shared memory. Reads x once, writes y once.
+// - plain: rows too long for shared memory: one pass for the online (max, sum), one to write. Reads x twice.
+// Every index into a row is 64-bit (row * cols can exceed 2^31); no variant assumes cols % 32 == 0 or
+// rows % rows_per_block == 0. Forward: y = exp(x - m) / s (log: x - m - log s), m = row max, s = sum exp(x - m).
+// Backward: softmax dx = y * (dy - sum(y * dy)); log-softmax dx = dy - exp(logy) * sum(dy).
+#include "reduce.cuh"
+
+// ---- warp variant ------------------------------------------------------------------------------------------
+// Iterates whole warps over row groups (a uniform loop per warp: all 32 lanes reach every shuffle).
+#define WARP_ROW_LOOP(width)                                                                                      \
+    const int lane = threadIdx.x % 32, sub = lane % (width);                                                     \
+    const long long rows_per_warp = 32 / (width);                                                                \
+    const long long warps_per_block = blockDim.x / 32;                                                           \
+    const long long first = ((long long)blockIdx.x * warps_per_block + threadIdx.x / 32) * rows_per_warp;       \
+    const long long stride = (long long)gridDim.x * warps_per_block * rows_per_warp;                             \
+    for (long long base = first; base < rows; base += stride)
+
+template <int COLS, bool LOG>
+__device__ __forceinline__ void warp_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
+                                             long long rows, int cols, int width) {
+    WARP_ROW_LOOP(width) {
+        const long long row = base + lane / width;
+        const bool row_ok = row < rows;
+        const long long offset = row * cols;
+        acc_t v[COLS];
+        acc_t m = neg_inf();
+#pragma unroll
+        for (int j = 0; j < COLS; ++j) {
+            const int col = sub + j * width;
+            v[j] = (row_ok && col < cols) ? load(x, offset + col) : neg_inf();
+            m = MaxOp::apply(m, v[j]);
+        }
+        m = group_reduce<MaxOp>(m, width);
+        acc_t s = 0;
+#pragma unroll
+        for (int j = 0; j < COLS; ++j) {
+            const bool ok = row_ok && sub + j * width < cols;
+            v[j] = ok ? v[j] - m : acc_t(0);
+            const acc_t e = ok ? gp_exp(v[j]) : acc_t(0);
+            if (!LOG) v[j] = e;
+            s += e;
+        }
+        s = group_reduce<SumOp>(s, width);
+        if (!row_ok) continue;
+        const acc_t log_s = LOG ? gp_log(s) : acc_t(0);
+#pragma unroll
+        for (int j = 0; j < COLS; ++j) {
+            const int col = sub + j * width;
+            if (col < cols) store(y, offset + col, LOG ? v[j] - log_s : v[j] / s);
+        }
+    }
+}
+
+template <int COLS, bool LOG>
+__device__ __forceinline__ void warp_backward(const scalar_t* __restrict__ y, const scalar_t* __restrict__ dy,
+                                              scalar_t* __restrict__ dx, long long rows, int cols, int width) {
+    WARP_ROW_LOOP(width) {
+        const long long row = base + lane / width;
+        const bool row_ok = row < rows;
+        const long long offset = row * cols;
+        acc_t yv[COLS], gv[COLS];
+        acc_t dot = 0;
+#pragma unroll
+        for (int j = 0; j < COLS; ++j) {
+            const int col = sub + j * width;
+            const bool ok = row_ok && col < cols;
+            yv[j] = ok ? load(y, offset + col) : acc_t(0);
+            gv[j] = ok ? load(dy, offset + col) : acc_t(0);
+            dot += LOG ? gv[j] : yv[j] * gv[j];
+        }
+        dot = group_reduce<SumOp>(dot, width);
+        if (!row_ok) continue;
+#pragma unroll
+        for (int j = 0; j < COLS; ++j) {
+            const int col = sub + j * width;
+            if (col < cols) store(dx, offset + col, LOG ? gv[j] - gp_exp(yv[j]) * dot : yv[j] * (gv[j] - dot));
+        }
+    }
+}
+
+// ---- block variants (one block per row, grid-stride over rows) ----------------------------------------------
+template <bool LOG>
+__device__ __forceinline__ void smem_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
+                                             long long rows, int cols) {
+    extern __shared__ acc_t cache[];  // cols values; each thread touches only its own columns
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
+        const long long offset = row * cols;
+        acc_t m = neg_inf();
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            const acc_t v = load(x, offset + c);
+            cache[c] = v;
+            m = MaxOp::apply(m, v);
+        }
+        m = block_reduce<MaxOp>(m);
+        acc_t s = 0;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            const acc_t shifted = cache[c] - m;
+            const acc_t e = gp_exp(shifted);
+            cache[c] = LOG ? shifted : e;
+            s += e;
+        }
+        s = block_reduce<SumOp>(s);
+        const acc_t log_s = LOG ? gp_log(s) : acc_t(0);
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            store(y, offset + c, LOG ? cache[c] - log_s : cache[c] / s);
+    }
+}
+
+template <bool LOG>
+__device__ __forceinline__ void plain_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
+                                              long long rows, int cols) {
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
+        const long long offset = row * cols;
+        acc_t m = neg_inf(), s = 0;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) online_add(m, s, load(x, offset + c));
+        block_reduce_online(m, s);
+        const acc_t log_s = gp_log(s);
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            const acc_t shifted = load(x, offset + c) - m;
+            store(y, offset + c, LOG ? shifted - log_s : gp_exp(shifted) / s);
+        }
+    }
+}
+
+template <bool LOG>
+__device__ __forceinline__ void smem_backward(const scalar_t* __restrict__ y, const scalar_t* __restrict__ dy,
+                                              scalar_t* __restrict__ dx, long long rows, int cols) {
+    extern __shared__ acc_t cache[];  // [0, cols): y, [cols, 2 cols): dy; each thread only its own columns
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
+        const long long offset = row * cols;
+        acc_t dot = 0;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            const acc_t yv = load(y, offset + c), gv = load(dy, offset + c);
+            cache[c] = yv;
+            cache[cols + c] = gv;
+            dot += LOG ? gv : yv * gv;
+        }
+        dot = block_reduce<SumOp>(dot);
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            const acc_t yv = cache[c], gv = cache[cols + c];
+            store(dx, offset + c, LOG ? gv - gp_exp(yv) * dot : yv * (gv - dot));
+        }
+    }
+}
+
+template <bool LOG>
+__device__ __forceinline__ void plain_backward(const scalar_t* __restrict__ y, const scalar_t* __restrict__ dy,
+                                               scalar_t* __restrict__ dx, long long rows, int cols) {
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
+        const long long offset = row * cols;
+        acc_t dot = 0;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            const acc_t gv = load(dy, offset + c);
+            dot += LOG ? gv : load(y, offset + c) * gv;
+        }
+        dot = block_reduce<SumOp>(dot);
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            const acc_t yv = load(y, offset + c), gv = load(dy, offset + c);
+            store(dx, offset + c, LOG ? gv - gp_exp(yv) * dot : yv * (gv - dot));
+        }
+    }
+}
+
+// ---- entry points ---------------------------------------------------------------------------------------------
+// The warp kernels come in COLS = 1, 2, 4, 8, 16, 32 values per lane (cols up to 32 * COLS).
+#define FORWARD_ARGS const scalar_t* __restrict__ x, scalar_t* __restrict__ y, long long rows, int cols
+#define BACKWARD_ARGS const scalar_t* __restrict__ y, const scalar_t* __restrict__ dy, scalar_t* __restrict__ dx, \
+                      long long rows, int cols
+
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_forward_warp1(FORWARD_ARGS, int width) { warp_forward<1, false>(x, y, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_forward_warp1(FORWARD_ARGS, int width) { warp_forward<1, true>(x, y, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_backward_warp1(BACKWARD_ARGS, int width) { warp_backward<1, false>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_backward_warp1(BACKWARD_ARGS, int width) { warp_backward<1, true>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_forward_warp2(FORWARD_ARGS, int width) { warp_forward<2, false>(x, y, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_forward_warp2(FORWARD_ARGS, int width) { warp_forward<2, true>(x, y, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_backward_warp2(BACKWARD_ARGS, int width) { warp_backward<2, false>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_backward_warp2(BACKWARD_ARGS, int width) { warp_backward<2, true>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_forward_warp4(FORWARD_ARGS, int width) { warp_forward<4, false>(x, y, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_forward_warp4(FORWARD_ARGS, int width) { warp_forward<4, true>(x, y, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_backward_warp4(BACKWARD_ARGS, int width) { warp_backward<4, false>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_backward_warp4(BACKWARD_ARGS, int width) { warp_backward<4, true>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_forward_warp8(FORWARD_ARGS, int width) { warp_forward<8, false>(x, y, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_forward_warp8(FORWARD_ARGS, int width) { warp_forward<8, true>(x, y, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_backward_warp8(BACKWARD_ARGS, int width) { warp_backward<8, false>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_backward_warp8(BACKWARD_ARGS, int width) { warp_backward<8, true>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_forward_warp16(FORWARD_ARGS, int width) { warp_forward<16, false>(x, y, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_forward_warp16(FORWARD_ARGS, int width) { warp_forward<16, true>(x, y, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_backward_warp16(BACKWARD_ARGS, int width) { warp_backward<16, false>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_backward_warp16(BACKWARD_ARGS, int width) { warp_backward<16, true>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_forward_warp32(FORWARD_ARGS, int width) { warp_forward<32, false>(x, y, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_forward_warp32(FORWARD_ARGS, int width) { warp_forward<32, true>(x, y, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) softmax_backward_warp32(BACKWARD_ARGS, int width) { warp_backward<32, false>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_backward_warp32(BACKWARD_ARGS, int width) { warp_backward<32, true>(y, dy, dx, rows, cols, width); }
+
+extern "C" __global__ void __launch_bounds__(256) softmax_forward_smem(FORWARD_ARGS) { smem_forward<false>(x, y, rows, cols); }
+extern "C" __global__ void __launch_bounds__(256) log_softmax_forward_smem(FORWARD_ARGS) { smem_forward<true>(x, y, rows, cols); }
+extern "C" __global__ void __launch_bounds__(256) softmax_forward_plain(FORWARD_ARGS) { plain_forward<false>(x, y, rows, cols); }
+extern "C" __global__ void __launch_bounds__(256) log_softmax_forward_plain(FORWARD_ARGS) { plain_forward<true>(x, y, rows, cols); }
+extern "C" __global__ void __launch_bounds__(256) softmax_backward_smem(BACKWARD_ARGS) { smem_backward<false>(y, dy, dx, rows, cols); }
+extern "C" __global__ void __launch_bounds__(256) log_softmax_backward_smem(BACKWARD_ARGS) { smem_backward<true>(y, dy, dx, rows, cols); }
+extern "C" __global__ void __launch_bounds__(256) softmax_backward_plain(BACKWARD_ARGS) { plain_backward<false>(y, dy, dx, rows, cols); }
+extern "C" __global__ void __launch_bounds__(256) log_softmax_backward_plain(BACKWARD_ARGS) { plain_backward<true>(y, dy, dx, rows, cols); }
