@@ -29,9 +29,9 @@ class CudaKernelRunner(KernelRunner):
         raw, config = self.module(module, dtype)
         params = signatures(module)[plan.kernel]
         bound = check_arguments(plan.kernel, params, args, config, lambda a: isinstance(a, self.xp.ndarray))
-        converted = [value if param.pointer else np.dtype(want).type(value) for param, value, want in bound]
-        converted = [0 if (param.pointer and value is None) else value for (param, _, _), value in
-                     zip(bound, converted)]
+        # Scalars go by value with the kernel's exact C type; a missing pointer is a 64-bit null.
+        converted = [(np.uint64(0) if value is None else value) if param.pointer else np.dtype(want).type(value)
+                     for param, value, want in bound]
         with self.device._cuda_device:
             raw.get_function(plan.kernel)((plan.grid,), (plan.block,), tuple(converted),
                                           shared_mem=plan.shared_bytes)

@@ -123,7 +123,7 @@ def _defines_only(source: str) -> str:
     return "\n".join(m.group(0) for m in _DEFINE.finditer(source)) + "\n"
 
 
-_VALUE_TYPES = {"int": "int32", "long long": "int64", "unsigned int": "uint32", "unsigned long long": "uint64",
+_VALUE_TYPES = {"int": "int32", "long long": "int64", "unsigned int": "uint32", "unsigned": "uint32", "unsigned long long": "uint64",
                 "float": "float32", "double": "float64"}
 
 

@@ -6,12 +6,14 @@
 //   `__shared__` (one copy, used by one block at a time); `extern __shared__` is rewritten (by the Python
 //   builder) into a bounds-checked view of a buffer of the launch's size, poisoned with 0xFF (NaN) per block;
 // - __syncthreads is a barrier over the threads that have not returned (as on Volta and later);
-// - warp shuffles, ballots and votes exchange values through a per-warp buffer with real mask semantics: a lane
-//   reading a lane outside the mask, a mask without the caller, lanes disagreeing on the mask, or a mask naming
-//   a lane that has returned are errors, reported to Python, never silent values;
+// - warp shuffles, ballots and votes exchange values through per-warp buffers with real mask semantics: a lane
+//   reading a lane outside the mask, a mask without the caller, or a mask naming a lane that has returned are
+//   errors, reported to Python, never silent values; disjoint sub-warp groups run their collectives
+//   independently, and lanes that disagree on a mask end in a reported deadlock;
 // - when every live thread of a block waits and nothing moves, that is a deadlock, reported as such.
-// All synchronisation goes through one mutex per launch, so ThreadSanitizer sees every happens-before edge
-// that the CUDA program states, and a missing __syncthreads shows up as a data race.
+// Synchronisation goes through one mutex per block barrier and one per warp, and the simulator's own
+// bookkeeping adds no other happens-before edge, so ThreadSanitizer sees the edges the CUDA program states and a
+// missing __syncthreads shows up as a data race.
 #pragma once
 
 #include <atomic>
@@ -23,6 +25,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <list>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -55,27 +58,37 @@ namespace sim {
 
 struct Abort {};  // thrown in every simulated thread once the launch has failed
 
-struct Warp {
-    std::condition_variable cv;
-    unsigned exited = 0;        // lanes that returned (or never existed: a partial last warp)
-    unsigned arrived = 0;       // lanes that deposited into the current collective
-    unsigned readers = 0;       // lanes that still have to read the completed collective
-    unsigned mask = 0;          // the mask of the current collective
-    int kind = 0;               // which collective (shuffle, ballot, ...), checked for agreement
+// One warp collective in flight: the lanes of `mask` deposit, then each reads, then it is dropped.
+struct Collective {
+    unsigned mask = 0, arrived = 0, readers = 0;
+    int kind = 0;
     bool complete = false;
-    unsigned long long generation = 0;
     unsigned long long value[32];
 };
 
+struct Warp {
+    std::mutex mu;              // guards this warp's collectives: warps never synchronise with each other
+    std::condition_variable cv;
+    unsigned exited = 0;        // lanes that returned (or never existed: a partial last warp)
+    // Collectives in flight, oldest first. Lanes run collectives in program order, so a lane joins the oldest
+    // one of its mask and kind that it has not joined yet; disjoint sub-warp groups proceed independently.
+    std::list<Collective> pending;
+};
+
 struct Launch {
-    std::mutex mu;
+    std::mutex mu;              // guards the block barrier
     std::condition_variable barrier_cv;
-    unsigned live = 0, barrier_arrived = 0, waiting = 0;
-    unsigned long long barrier_generation = 0, progress = 0;
+    unsigned barrier_arrived = 0;
+    unsigned long long barrier_generation = 0;
+    // Bookkeeping for deadlock detection: relaxed atomics, so they add no happens-before edge that a
+    // ThreadSanitizer build would take for synchronisation the CUDA program does not have.
+    std::atomic<unsigned> live{0}, waiting{0};
+    std::atomic<unsigned long long> progress{0};
     std::vector<Warp> warps;
     unsigned char* dynamic_shared = nullptr;
     size_t dynamic_shared_bytes = 0;
     std::atomic<bool> failed{false};
+    std::mutex message_mu;
     std::string message;
 };
 
@@ -85,6 +98,8 @@ struct ThreadState {
 };
 thread_local ThreadState self;
 
+constexpr auto relaxed = std::memory_order_relaxed;
+
 inline std::string where() {
     char buf[160];
     std::snprintf(buf, sizeof buf, "block (%u,%u,%u) thread (%u,%u,%u)", blockIdx.x, blockIdx.y, blockIdx.z,
@@ -92,54 +107,54 @@ inline std::string where() {
     return buf;
 }
 
-// Record the first failure, wake everybody, and unwind this thread. Caller holds no lock.
-[[noreturn]] inline void fail_locked(Launch& l, const std::string& msg) {
-    if (!l.failed.load()) {
-        l.message = msg;
-        l.failed.store(true);
+// Record the first failure, wake everybody, and unwind this thread (any lock held is released by unwinding).
+[[noreturn]] inline void fail_launch(Launch& l, const std::string& msg) {
+    {
+        std::lock_guard<std::mutex> guard(l.message_mu);
+        if (!l.failed.load()) {
+            l.message = msg;
+            l.failed.store(true);
+        }
     }
     l.barrier_cv.notify_all();
     for (auto& w : l.warps) w.cv.notify_all();
     throw Abort{};
 }
 
-[[noreturn]] inline void fail(const std::string& msg) {
-    Launch& l = *self.launch;
-    std::unique_lock<std::mutex> lock(l.mu);
-    fail_locked(l, where() + ": " + msg);
-}
+[[noreturn]] inline void fail(const std::string& msg) { fail_launch(*self.launch, where() + ": " + msg); }
 
-// Wait on `cv` until `done()`; detect deadlock (every live thread waiting, no progress for a while).
+// Wait on `cv` until `done()`; detect deadlock (every live thread waiting, no progress for about a second).
 template <class Done>
 inline void wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv, Done done, const char* what) {
     Launch& l = *self.launch;
     if (done()) return;
-    ++l.waiting;
-    unsigned long long seen = l.progress;
+    l.waiting.fetch_add(1, relaxed);
+    unsigned long long seen = l.progress.load(relaxed);
     int still = 0;
     while (!done()) {
-        if (l.failed.load()) { --l.waiting; throw Abort{}; }
+        if (l.failed.load()) { l.waiting.fetch_sub(1, relaxed); throw Abort{}; }
         if (cv.wait_for(lock, std::chrono::milliseconds(20)) == std::cv_status::timeout) {
-            if (l.progress != seen) { seen = l.progress; still = 0; continue; }
-            if (l.waiting >= l.live && ++still > 50) {
-                --l.waiting;
-                fail_locked(l, where() + ": deadlock: every live thread of the block waits and none can proceed "
-                               "(waiting in " + what + "; divergent __syncthreads or a warp collective whose "
-                               "mask names lanes that never arrive?)");
+            const unsigned long long now = l.progress.load(relaxed);
+            if (now != seen) { seen = now; still = 0; continue; }
+            if (l.waiting.load(relaxed) >= l.live.load(relaxed) && ++still > 50) {
+                l.waiting.fetch_sub(1, relaxed);
+                fail(std::string("deadlock: every live thread of the block waits and none can proceed (waiting "
+                                 "in ") + what + "; divergent __syncthreads, or a warp collective whose mask "
+                                 "names lanes that never arrive?)");
             }
         }
     }
-    --l.waiting;
-    ++l.progress;
+    l.waiting.fetch_sub(1, relaxed);
+    l.progress.fetch_add(1, relaxed);
 }
 
 inline void syncthreads() {
     Launch& l = *self.launch;
     std::unique_lock<std::mutex> lock(l.mu);
     if (l.failed.load()) throw Abort{};
-    ++l.progress;
+    l.progress.fetch_add(1, relaxed);
     unsigned long long gen = l.barrier_generation;
-    if (++l.barrier_arrived == l.live) {
+    if (++l.barrier_arrived == l.live.load(relaxed)) {
         l.barrier_arrived = 0;
         ++l.barrier_generation;
         l.barrier_cv.notify_all();
@@ -150,69 +165,54 @@ inline void syncthreads() {
 
 enum Kind { SHFL = 1, BALLOT, SYNCWARP };
 
-// One warp collective: every lane of `mask` deposits `v`; returns all 32 deposited values to `read`.
+// One warp collective: every lane of `mask` deposits `v`; `read` turns the 32 deposited values into a result.
 template <class Read>
 inline auto collective(unsigned mask, int kind, unsigned long long v, const char* name, Read read) {
     Launch& l = *self.launch;
     Warp& w = l.warps[self.warp];
     const unsigned bit = 1u << self.lane;
-    std::unique_lock<std::mutex> lock(l.mu);
+    std::unique_lock<std::mutex> lock(w.mu);
     if (l.failed.load()) throw Abort{};
     if (!(mask & bit)) {
         char buf[128];
         std::snprintf(buf, sizeof buf, "%s with mask 0x%08x that does not include the calling lane %u", name, mask,
                       self.lane);
-        fail_locked(l, where() + ": " + buf);
+        fail(buf);
     }
-    // The warp has one exchange slot. Wait while a previous collective is still being read by slower lanes,
-    // or while a collective of a disjoint group of lanes (another sub-warp) is in progress.
-    wait_until(lock, w.cv, [&] {
-        if (w.complete) return false;
-        if (w.arrived == 0 || (w.mask == mask && w.kind == kind)) return true;
-        if (w.mask & mask) {
-            char buf[200];
-            std::snprintf(buf, sizeof buf, "%s with mask 0x%08x while lanes 0x%08x of the warp are in a different "
-                          "collective with the overlapping mask 0x%08x", name, mask, w.arrived, w.mask);
-            fail_locked(l, where() + ": " + buf);
-        }
-        return false;
-    }, name);
-    if (w.arrived == 0) {
-        w.mask = mask;
-        w.kind = kind;
+    auto it = w.pending.begin();
+    while (it != w.pending.end() && !(it->mask == mask && it->kind == kind && !it->complete && !(it->arrived & bit)))
+        ++it;
+    if (it == w.pending.end()) {
+        it = w.pending.emplace(w.pending.end());
+        it->mask = mask;
+        it->kind = kind;
     }
-    w.value[self.lane] = v;
-    w.arrived |= bit;
-    ++l.progress;
-    unsigned long long gen = w.generation;
+    Collective& c = *it;
+    c.value[self.lane] = v;
+    c.arrived |= bit;
+    l.progress.fetch_add(1, relaxed);
     auto check_exited = [&] {
         if (mask & w.exited) {
             char buf[160];
             std::snprintf(buf, sizeof buf, "%s with mask 0x%08x names lane(s) 0x%08x that have returned", name,
                           mask, mask & w.exited);
-            fail_locked(l, where() + ": " + buf);
+            fail(buf);
         }
     };
     check_exited();
-    if (w.arrived == mask) {
-        w.complete = true;
-        w.readers = mask;
+    if (c.arrived == mask) {
+        c.complete = true;
+        c.readers = mask;
         w.cv.notify_all();
     } else {
         wait_until(lock, w.cv, [&] {
-            if (!(w.complete && w.generation == gen)) check_exited();
-            return w.complete && w.generation == gen;
+            if (!c.complete) check_exited();
+            return c.complete;
         }, name);
     }
-    auto result = read(w.value, mask);
-    w.readers &= ~bit;
-    if (w.readers == 0) {
-        w.arrived = 0;
-        w.complete = false;
-        ++w.generation;
-        ++l.progress;
-        w.cv.notify_all();
-    }
+    auto result = read(c.value, mask);
+    c.readers &= ~bit;
+    if (c.readers == 0) w.pending.erase(it);
     return result;
 }
 
@@ -296,27 +296,26 @@ inline int launch(const unsigned* grid, const unsigned* block, unsigned long lon
     std::vector<unsigned char> shared(shared_bytes ? shared_bytes : 1);
     l.dynamic_shared = shared.data();
     l.dynamic_shared_bytes = shared_bytes;
-    std::mutex start_mu;
-    std::condition_variable start_cv;
+    // Block b starts when thread 0, having seen every thread finish block b-1, resets the block state. Starting
+    // and finishing use two mutexes, so that a fast thread finishing the block creates no happens-before edge
+    // to a slow thread that has not started it yet (which would hide a missing __syncthreads from TSan).
+    std::mutex start_mu, finish_mu;
+    std::condition_variable start_cv, finish_cv;
     unsigned long long started_block = ~0ull;
     unsigned finished = nthreads;  // threads done with the previous block
 
     auto begin_block = [&](unsigned long long b) {
-        // Called with start_mu held once all threads finished block b-1.
-        std::memset(shared.data(), 0xFF, shared.size());
-        l.live = nthreads;
+        std::memset(shared.data(), 0xFF, shared.size());  // poison: unwritten shared memory reads as NaN
+        l.live.store(nthreads, relaxed);
         l.barrier_arrived = 0;
-        l.waiting = 0;
+        l.waiting.store(0, relaxed);
         for (size_t i = 0; i < l.warps.size(); ++i) {
             Warp& w = l.warps[i];
             unsigned lanes = std::min(32u, nthreads - unsigned(i) * 32u);
             w.exited = lanes == 32 ? 0u : ~((1u << lanes) - 1u);
-            w.arrived = w.readers = 0;
-            w.complete = false;
+            w.pending.clear();
         }
-        finished = 0;
         started_block = b;
-        start_cv.notify_all();
     };
 
     auto body = [&](unsigned linear) {
@@ -328,14 +327,18 @@ inline int launch(const unsigned* grid, const unsigned* block, unsigned long lon
         blockDim = dim3(block[0], block[1], block[2]);
         gridDim = dim3(grid[0], grid[1], grid[2]);
         for (unsigned long long b = 0; b < nblocks; ++b) {
-            {
-                std::unique_lock<std::mutex> lock(start_mu);
-                if (linear == 0) {
-                    start_cv.wait(lock, [&] { return finished == nthreads; });
-                    begin_block(b);
-                } else {
-                    start_cv.wait(lock, [&] { return started_block == b; });
+            if (linear == 0) {
+                {
+                    std::unique_lock<std::mutex> lock(finish_mu);
+                    finish_cv.wait(lock, [&] { return finished == nthreads; });
+                    finished = 0;
                 }
+                std::lock_guard<std::mutex> lock(start_mu);
+                begin_block(b);
+                start_cv.notify_all();
+            } else {
+                std::unique_lock<std::mutex> lock(start_mu);
+                start_cv.wait(lock, [&] { return started_block == b; });
             }
             if (l.failed.load()) break;
             blockIdx = uint3{unsigned(b % grid[0]), unsigned((b / grid[0]) % grid[1]), unsigned(b / (grid[0] * grid[1]))};
@@ -346,20 +349,24 @@ inline int launch(const unsigned* grid, const unsigned* block, unsigned long lon
                 try { fail(std::string("C++ exception: ") + e.what()); } catch (Abort&) {}
             }
             {
-                std::unique_lock<std::mutex> lock(l.mu);
-                ++l.progress;
-                --l.live;
-                l.warps[self.warp].exited |= 1u << self.lane;
-                l.warps[self.warp].cv.notify_all();
-                if (l.barrier_arrived > 0 && l.barrier_arrived == l.live) {
+                std::lock_guard<std::mutex> lock(l.mu);  // a thread that returns no longer holds up __syncthreads
+                l.progress.fetch_add(1, relaxed);
+                l.live.fetch_sub(1, relaxed);
+                if (l.barrier_arrived > 0 && l.barrier_arrived == l.live.load(relaxed)) {
                     l.barrier_arrived = 0;
                     ++l.barrier_generation;
                 }
                 l.barrier_cv.notify_all();
             }
             {
-                std::unique_lock<std::mutex> lock(start_mu);
-                if (++finished == nthreads) start_cv.notify_all();
+                Warp& w = l.warps[self.warp];
+                std::lock_guard<std::mutex> lock(w.mu);
+                w.exited |= 1u << self.lane;
+                w.cv.notify_all();
+            }
+            {
+                std::lock_guard<std::mutex> lock(finish_mu);
+                if (++finished == nthreads) finish_cv.notify_all();
             }
         }
     };
@@ -427,9 +434,9 @@ inline unsigned __ballot_sync(unsigned mask, int predicate) {
 inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
 inline int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) == mask; }
 inline unsigned __activemask() {
-    sim::Launch& l = *sim::self.launch;
-    std::unique_lock<std::mutex> lock(l.mu);
-    return ~l.warps[sim::self.warp].exited;
+    sim::Warp& w = sim::self.launch->warps[sim::self.warp];
+    std::lock_guard<std::mutex> lock(w.mu);
+    return ~w.exited;
 }
 
 // Atomics (std::atomic_ref makes them real atomics for ThreadSanitizer too).
