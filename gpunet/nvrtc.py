@@ -110,16 +110,19 @@ def compile_options(config: DtypeConfig, arch: str, verbose: bool = False) -> li
     return options
 
 
-def cuda_include_dirs() -> list[str]:
-    dirs = []
-    for root in sys.path:
-        for sub in ("nvidia/cu13/include", "nvidia/cuda_runtime/include", "nvidia/cuda_nvrtc/include"):
-            if root and os.path.isfile(os.path.join(root, sub, "cuda_fp16.h")):
-                dirs.append(os.path.join(root, sub))
-    for cuda in ("/usr/local/cuda/include",):
-        if os.path.isfile(os.path.join(cuda, "cuda_fp16.h")):
-            dirs.append(cuda)
-    return dirs[:1]
+def cuda_include_dirs(host_compilable: bool = False) -> list[str]:
+    """A folder holding CUDA's ``cuda_fp16.h``: any for NVRTC (it has the rest built in); for the simulator's
+    host compiler one that also has ``crt/host_defines.h`` (a CUDA toolkit's include folder)."""
+    candidates = [os.path.join(root, sub) for root in sys.path if root
+                  for sub in ("nvidia/cu13/include", "nvidia/cuda_runtime/include", "nvidia/cuda_nvrtc/include")]
+    candidates += ["/usr/local/cuda/include"]
+    if os.environ.get("CUDA_HOME"):
+        candidates.insert(0, os.path.join(os.environ["CUDA_HOME"], "include"))
+    for folder in candidates:
+        if os.path.isfile(os.path.join(folder, "cuda_fp16.h")) and (
+                not host_compilable or os.path.isfile(os.path.join(folder, "crt", "host_defines.h"))):
+            return [folder]
+    return []
 
 
 def compile_module(module: str, config: DtypeConfig, arch: str, nvrtc: Nvrtc | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..backend import device_of
 from .checks import require_floating, require_labels, require_ndim, require_nonempty, require_reduction
-from .softmax import _quiet
+from .softmax import _quiet, widened
 
 
 def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: str = "mean", device=None):
@@ -34,13 +34,14 @@ def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: s
         loss_rows, probs = dev.kernels.softmax_cross_entropy(xp.ascontiguousarray(logits), labels, ignore_index)
     else:
         with _quiet(xp):
-            logp = logits - logits.max(axis=1, keepdims=True)
+            wide = widened(logits)
+            logp = wide - wide.max(axis=1, keepdims=True)
             logp -= xp.log(xp.exp(logp).sum(axis=1, keepdims=True))
         valid = labels != ignore_index
         safe = xp.where(valid, labels, 0)
         picked = logp[xp.arange(n_rows), safe]
         loss_rows = xp.where(valid, -picked, 0).astype(logits.dtype, copy=False)
-        probs = xp.exp(logp, out=logp)
+        probs = xp.exp(logp, out=logp).astype(logits.dtype, copy=False)
     return _reduce(xp, loss_rows, labels, ignore_index, reduction), probs
 
 
@@ -61,15 +62,15 @@ def softmax_cross_entropy_backward(probs, labels, dloss=1.0, ignore_index: int =
     n_rows, n_classes = probs.shape
     require_labels(xp, labels, n_rows, n_classes, ignore_index, check_range=dev.kernels is None)
     valid = labels != ignore_index
-    scale = _row_scale(xp, dloss, valid, reduction, probs.dtype)
+    scale = _row_scale(xp, dloss, valid, reduction, widened(probs).dtype)
     if dev.kernels is not None:
         return dev.kernels.softmax_cross_entropy_backward(xp.ascontiguousarray(probs), labels, scale, ignore_index)
-    grad = probs * scale[:, None]
+    grad = widened(probs) * scale[:, None]
     rows = xp.arange(n_rows)
     safe = xp.where(valid, labels, 0)
     grad[rows, safe] -= scale
     grad[~valid] = 0
-    return grad
+    return grad.astype(probs.dtype, copy=False)
 
 
 def _row_scale(xp, dloss, valid, reduction, dtype):

@@ -39,6 +39,11 @@ def _rowwise(dev, kernel_name, axis, *arrays):
     return from_rows(xp, out, layout)
 
 
+def widened(x):
+    """float16 is computed in float32 (as the kernels accumulate it) and rounded once at the end."""
+    return x.astype("float32") if x.dtype.itemsize < 4 else x
+
+
 def softmax(x, axis: int = -1, device=None):
     """Numerically stable softmax along ``axis``."""
     dev, x = _prepare(x, device)
@@ -47,10 +52,11 @@ def softmax(x, axis: int = -1, device=None):
         return _rowwise(dev, "softmax_forward", axis, x)
     xp = dev.xp
     with _quiet(xp):
-        y = x - x.max(axis=axis, keepdims=True)
+        wide = widened(x)
+        y = wide - wide.max(axis=axis, keepdims=True)
         xp.exp(y, out=y)
         y /= y.sum(axis=axis, keepdims=True)
-    return y
+    return y.astype(x.dtype, copy=False)
 
 
 def softmax_backward(y, dy, axis: int = -1, device=None):
@@ -62,10 +68,11 @@ def softmax_backward(y, dy, axis: int = -1, device=None):
     axis = normalize_axis(axis, y.ndim)
     if dev.kernels is not None:
         return _rowwise(dev, "softmax_backward", axis, y, dy)
-    dot = (dy * y).sum(axis=axis, keepdims=True)
-    dx = dy - dot
-    dx *= y
-    return dx
+    wy, wdy = widened(y), widened(dy)
+    dot = (wdy * wy).sum(axis=axis, keepdims=True)
+    dx = wdy - dot
+    dx *= wy
+    return dx.astype(y.dtype, copy=False)
 
 
 def softmax_jacobian(y, device=None):
@@ -86,10 +93,11 @@ def log_softmax(x, axis: int = -1, device=None):
         return _rowwise(dev, "log_softmax_forward", axis, x)
     xp = dev.xp
     with _quiet(xp):
-        shifted = x - x.max(axis=axis, keepdims=True)
+        wide = widened(x)
+        shifted = wide - wide.max(axis=axis, keepdims=True)
         lse = xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
         shifted -= lse
-    return shifted
+    return shifted.astype(x.dtype, copy=False)
 
 
 def log_softmax_backward(logy, dy, axis: int = -1, device=None):
@@ -102,10 +110,11 @@ def log_softmax_backward(logy, dy, axis: int = -1, device=None):
     if dev.kernels is not None:
         return _rowwise(dev, "log_softmax_backward", axis, logy, dy)
     xp = dev.xp
-    dx = xp.exp(logy)
-    dx *= dy.sum(axis=axis, keepdims=True)
-    xp.subtract(dy, dx, out=dx)
-    return dx
+    wlogy, wdy = widened(logy), widened(dy)
+    dx = xp.exp(wlogy)
+    dx *= wdy.sum(axis=axis, keepdims=True)
+    xp.subtract(wdy, dx, out=dx)
+    return dx.astype(logy.dtype, copy=False)
 
 
 def _quiet(xp):

@@ -69,7 +69,11 @@ def rewrite_extern_shared(text: str) -> str:
 def _include_flags(config: DtypeConfig) -> list[str]:
     flags = [f"-I{SIM_DIR}", f"-I{kernel_dir()}"]
     if config.defines:
-        flags += [f"-I{d}" for d in cuda_include_dirs()]
+        dirs = cuda_include_dirs(host_compilable=True)
+        if not dirs:
+            raise SimBuildError(f"{config.name} in the simulator needs CUDA's cuda_fp16.h with its crt/ headers "
+                                "(a CUDA toolkit's include folder; set CUDA_HOME)")
+        flags += [f"-I{d}" for d in dirs]
     return flags
 
 

@@ -31,6 +31,27 @@
 #include <thread>
 #include <vector>
 
+#if defined(GPUNET_HALF) && GPUNET_HALF
+// float16: CUDA's own cuda_fp16.h, compiled for the host (it brings CUDA's uint3 and dim3 along).
+#include <cuda_fp16.h>
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __noinline__
+#undef __launch_bounds__
+#undef __shared__
+#undef __constant__
+#undef __align__
+#else
+struct uint3 { unsigned int x, y, z; };
+struct dim3 {
+    unsigned int x = 1, y = 1, z = 1;
+    dim3() = default;
+    dim3(unsigned int x_, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+#endif
+
 #define __global__
 #define __device__
 #define __host__
@@ -40,13 +61,6 @@
 #define __shared__ static
 #define __constant__ static
 #define __align__(n) alignas(n)
-
-struct uint3 { unsigned int x, y, z; };
-struct dim3 {
-    unsigned int x = 1, y = 1, z = 1;
-    dim3() = default;
-    dim3(unsigned int x_, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
-};
 
 thread_local uint3 threadIdx;
 thread_local uint3 blockIdx;
