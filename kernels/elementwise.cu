@@ -26,9 +26,13 @@ extern "C" __global__ void tanh_backward(const scalar_t* __restrict__ y, const s
     }
 }
 
-// sigmoid(x) = (1 + tanh(x / 2)) / 2: no overflow for any x.
+// sigmoid via e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) below: no overflow, full precision in both tails.
 extern "C" __global__ void sigmoid_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, long long n) {
-    GRID_STRIDE(i, n) store(y, i, acc_t(0.5) * (acc_t(1) + gp_tanh(acc_t(0.5) * load(x, i))));
+    GRID_STRIDE(i, n) {
+        const acc_t v = load(x, i);
+        const acc_t e = gp_exp(v < acc_t(0) ? v : -v);
+        store(y, i, (v >= acc_t(0) ? acc_t(1) : e) / (acc_t(1) + e));
+    }
 }
 
 extern "C" __global__ void sigmoid_backward(const scalar_t* __restrict__ y, const scalar_t* __restrict__ dy,

@@ -44,3 +44,9 @@ def test_linear_bad_shapes():
         ops.linear(np.zeros((2, 4)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="bias"):
         ops.linear(np.zeros((2, 3)), np.zeros((3, 2)), np.zeros(3))
+
+
+def test_sigmoid_keeps_precision_in_the_negative_tail(dev):
+    x = np.array([-30.0, -20.0, 20.0], dtype=np.float32)
+    y = dev.to_numpy(ops.sigmoid(dev.asarray(x)))
+    np.testing.assert_allclose(y, 1 / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6)

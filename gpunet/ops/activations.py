@@ -56,14 +56,14 @@ def tanh_backward(y, dy, device=None):
 
 
 def sigmoid(x, device=None):
-    """``1 / (1 + exp(-x))`` computed as ``0.5 * (1 + tanh(x / 2))``, which never overflows."""
+    """``1 / (1 + exp(-x))`` via ``e = exp(-|x|)``: ``1 / (1 + e)`` for x >= 0, ``e / (1 + e)`` below. Never
+    overflows, and keeps full relative precision in the far negative tail (where ``1 + tanh`` would round to 0)."""
     dev, x = _input(x, device)
     if dev.kernels is not None:
         return dev.kernels.elementwise("sigmoid_forward", x)
-    y = dev.xp.tanh(x * 0.5)
-    y += 1
-    y *= 0.5
-    return y
+    xp = dev.xp
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
 def sigmoid_backward(y, dy, device=None):
