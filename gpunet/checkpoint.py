@@ -35,6 +35,7 @@ def atomic_write(path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+            _fault_injection_pause()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -45,6 +46,22 @@ def atomic_write(path, write) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _fault_injection_pause() -> None:
+    """``GPUNET_SLOW_SAVE=seconds`` holds a save between writing and renaming: the crash tests kill it there."""
+    delay = float(os.environ.get("GPUNET_SLOW_SAVE", "0") or 0)
+    if delay > 0:
+        import time
+
+        time.sleep(delay)
+
+
+def remove_stale_temporaries(path) -> None:
+    """Delete what a save killed half-way left behind (``.<name>.*.tmp`` beside ``path``)."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def save_checkpoint(path, model_state: dict, optim_state: dict | None = None, meta: dict | None = None) -> None:

@@ -50,12 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=defaults.out, help="folder for checkpoint.npz and metrics.json")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--plot", default=None, metavar="PNG", help="draw loss and accuracy per epoch (matplotlib)")
 
     ev = sub.add_parser("eval", help="load a checkpoint and report test accuracy")
     ev.add_argument("checkpoint")
     ev.add_argument("--dataset", choices=DATASETS, default=None, help="default: the one it was trained on")
     ev.add_argument("--data-root", default=None)
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--confusion", default=None, metavar="PNG", help="draw the confusion matrix (matplotlib)")
     return parser
 
 
@@ -74,7 +76,7 @@ def _train(args) -> int:
         activation=args.activation, dropout=args.dropout, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
         batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, out=args.out, resume=args.resume,
-        progress=not args.no_progress and sys.stderr.isatty())
+        progress=not args.no_progress and sys.stderr.isatty(), plot=args.plot)
     try:
         fit(config)
     except DivergenceError as exc:
@@ -90,7 +92,7 @@ def _eval(args) -> int:
     from .backend import device
     from .checkpoint import load_checkpoint
     from .datasets import load_dataset
-    from .training import TrainConfig, accuracy, build_model
+    from .training import TrainConfig, accuracy, build_model, confusion_matrix
 
     try:
         model_state, _, meta = load_checkpoint(args.checkpoint)
@@ -102,10 +104,15 @@ def _eval(args) -> int:
         model = build_model(config, meta["sizes"][0], meta["sizes"][-1], device(args.device))
         model.load_state_dict(model_state)
         acc = accuracy(model, x_test, y_test)
+        print(f"{dataset} test accuracy {100 * acc:.2f}% ({len(y_test)} samples) on {model.device.name}")
+        if args.confusion:
+            from .plots import plot_confusion
+
+            matrix = confusion_matrix(model, x_test, y_test, n_classes)
+            print(f"confusion matrix written to {plot_confusion(matrix.tolist(), args.confusion)}")
     except (ValueError, RuntimeError, KeyError) as exc:
         print(f"gpunet: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{dataset} test accuracy {100 * acc:.2f}% ({len(y_test)} samples) on {model.device.name}")
     return 0
 
 

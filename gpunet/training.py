@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import nn, optim
 from .backend import device as as_device
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .data import Batches
 from .datasets import load_dataset
 
@@ -41,10 +41,20 @@ class TrainConfig:
     out: str = "runs/latest"
     resume: bool = False
     progress: bool = True
+    plot: str | None = None
 
 
 class DivergenceError(RuntimeError):
     """The loss became NaN or inf."""
+
+
+class OutOfMemory(RuntimeError):
+    """A training step did not fit in (GPU) memory."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CuPy's ``OutOfMemoryError`` (GPU) or Python's ``MemoryError`` (host)."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
 
 def build_model(config: TrainConfig, n_inputs: int, n_classes: int, device):
@@ -85,6 +95,18 @@ def accuracy(model, x, y, batch_size: int = 1000) -> float:
     return correct / len(x)
 
 
+def confusion_matrix(model, x, y, n_classes: int, batch_size: int = 1000):
+    """``m[true, predicted]`` counts over ``x`` (model in eval mode), as a host array."""
+    model.eval()
+    xp = model.device.xp
+    counts = xp.zeros(n_classes * n_classes, dtype=xp.int64)
+    for start in range(0, len(x), batch_size):
+        pred = xp.argmax(model.forward(model.device.asarray(x[start:start + batch_size])), axis=1)
+        true = model.device.asarray(y[start:start + batch_size])
+        counts += xp.bincount(true * n_classes + pred, minlength=n_classes * n_classes)
+    return model.device.to_numpy(counts).reshape(n_classes, n_classes)
+
+
 def fit(config: TrainConfig, log=print) -> dict:
     dev = as_device(config.device)
     out = Path(config.out)
@@ -96,6 +118,7 @@ def fit(config: TrainConfig, log=print) -> dict:
     total_steps = config.epochs * len(batches)
     history, first_epoch = [], 0
     checkpoint_path = out / "checkpoint.npz"
+    remove_stale_temporaries(checkpoint_path)
     if config.resume and checkpoint_path.exists():
         model_state, optim_state, meta = load_checkpoint(checkpoint_path)
         model.load_state_dict(model_state)
@@ -117,38 +140,67 @@ def fit(config: TrainConfig, log=print) -> dict:
         metrics = {"config": _jsonable(config), "device": dev.name, "history": history,
                    "test_accuracy": record["test_accuracy"], "checkpoint": str(checkpoint_path)}
         atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2).encode()))
+        if config.plot:
+            from .plots import plot_curves
+
+            plot_curves(history, config.plot)
     final = history[-1]["test_accuracy"] if history else float("nan")
     log(f"final test accuracy {100 * final:.2f}%  (checkpoint {checkpoint_path}, metrics {out / 'metrics.json'})")
     return {"history": history, "test_accuracy": final, "checkpoint": str(checkpoint_path)}
 
 
+CHECK_EVERY = 20  # steps between looks at the loss: one host sync per window, not per step
+
+
 def train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps) -> dict:
+    """One epoch. Losses are kept on the device and looked at every ``CHECK_EVERY`` steps (a host sync), so a
+    NaN or inf is still pinned to the exact step that produced it."""
     model.train()
+    for layer in model.modules():
+        if isinstance(layer, nn.Dropout):
+            layer.reseed(epoch)
     xp = model.device.xp
-    total_loss = xp.zeros((), dtype=xp.float64)
+    losses = xp.zeros(len(batches), dtype=xp.float64)
     seen = 0
     start = time.perf_counter()
-    bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
+    first_step = opt.step_count
+    bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                disable=not config.progress, unit="batch")
     for i, (xb, yb) in enumerate(bar):
         opt.lr = learning_rate(config, opt.step_count, total_steps)
-        loss = loss_fn.forward(model.forward(xb), yb)
-        model.backward(loss_fn.backward())
-        opt.step()
-        total_loss += loss
+        try:
+            loss = loss_fn.forward(model.forward(xb), yb)
+            model.backward(loss_fn.backward())
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise OutOfMemory(
+                    f"out of memory on {model.device.name} in a training step with batch size {config.batch_size} "
+                    f"({type(exc).__name__}: {exc}). Try a smaller --batch-size (e.g. {max(1, config.batch_size // 2)}) "
+                    "or smaller --hidden layers.") from exc
+            raise
+        losses[i] = loss
         seen += len(yb)
-        if i % 50 == 0 or i == len(batches) - 1:
-            value = float(loss)
-            if not math.isfinite(value):
-                raise DivergenceError(
-                    f"loss became {value} at epoch {epoch + 1}, step {opt.step_count}: the weights diverged. "
-                    f"Usual causes: a learning rate too high (now {config.lr}), or NaN/inf in the input data. "
-                    "The last good checkpoint is kept.")
-            bar.set_postfix(loss=f"{value:.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
+        if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(batches) - 1:
+            _check_finite(model.device, losses, i, epoch, first_step, config)
+            bar.set_postfix(loss=f"{float(losses[i]):.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
+        opt.step()
     model.device.synchronize()
     seconds = time.perf_counter() - start
-    return {"epoch": epoch + 1, "train_loss": float(total_loss) / len(batches), "seconds": seconds,
+    return {"epoch": epoch + 1, "train_loss": float(losses.mean()), "seconds": seconds,
             "samples_per_s": seen / seconds}
+
+
+def _check_finite(device, losses, upto, epoch, first_step, config):
+    start = max(0, upto - CHECK_EVERY + 1)
+    if bool(device.xp.isfinite(losses[start:upto + 1]).all()):
+        return
+    values = device.to_numpy(losses)
+    bad = next(j for j in range(start, upto + 1) if not math.isfinite(float(values[j])))
+    raise DivergenceError(
+        f"loss became {float(values[bad])} at step {first_step + bad + 1} (epoch {epoch + 1}, batch {bad + 1}): "
+        f"the weights diverged. Usual causes: a learning rate too high (now {config.lr}; try {config.lr / 10:g}), "
+        "NaN or inf in the input data, or unscaled inputs. The last good checkpoint (if an epoch finished) is "
+        f"kept in {config.out}.")
 
 
 def model_sizes(model) -> list:

@@ -116,3 +116,5 @@ def test_bad_input(dev):
         ops.softmax_backward(dev.asarray(np.zeros((2, 3))), dev.asarray(np.zeros((2, 4))))
     with pytest.raises(ValueError, match="dimension"):
         ops.softmax_jacobian(np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match="does not support"):
+        ops.softmax(dev.asarray(np.zeros((2, 3), dtype=np.longdouble)))

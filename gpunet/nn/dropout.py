@@ -25,6 +25,10 @@ class Dropout(Module):
         self._mask = keep.astype(x.dtype) * (1.0 / (1.0 - self.p))
         return x * self._mask
 
+    def reseed(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s masks from a stream of their own, so a resumed run sees the same masks."""
+        self._rng = self.device.seed_rng(self.seed * 1_000_003 + epoch)
+
     def backward(self, dy):
         return dy if self._mask is None else dy * self._mask
 

@@ -4,9 +4,15 @@ from __future__ import annotations
 REDUCTIONS = ("mean", "sum", "none")
 
 
+SUPPORTED_FLOATS = ("float16", "float32", "float64")
+
+
 def require_floating(x, name: str = "x"):
+    """float16, float32 or float64, on every device (the kernels are compiled for exactly these)."""
     if x.dtype.kind != "f":
         raise ValueError(f"{name} must be a floating-point array, got dtype {x.dtype} with shape {tuple(x.shape)}")
+    if x.dtype.name not in SUPPORTED_FLOATS:
+        raise ValueError(f"{name} has dtype {x.dtype}, which gpunet does not support: use one of {SUPPORTED_FLOATS}")
 
 
 def require_nonempty(x, name: str = "x"):

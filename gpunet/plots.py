@@ -1,0 +1,57 @@
+"""Training curves and confusion matrices as PNG files (matplotlib, the optional ``plot`` extra)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise RuntimeError("plots need matplotlib: pip install 'gpunet[plot]'") from exc
+    return plt
+
+
+def plot_curves(history: list[dict], path) -> Path:
+    """Train loss and test accuracy per epoch, side by side."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="train loss (cross-entropy)", title="Training loss", yscale="log")
+    ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="o", color="tab:green")
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(epochs)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def plot_confusion(matrix, path, class_names=None) -> Path:
+    """A confusion matrix (rows: true class, columns: predicted), counts written in each cell."""
+    plt = _pyplot()
+    n = len(matrix)
+    names = class_names or [str(i) for i in range(n)]
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * n, 1 + 0.6 * n))
+    ax.imshow(matrix, cmap="Blues")
+    top = max(max(row) for row in matrix) or 1
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(int(matrix[i][j])), ha="center", va="center", fontsize=8,
+                    color="white" if matrix[i][j] > top / 2 else "black")
+    ax.set(xticks=range(n), yticks=range(n), xticklabels=names, yticklabels=names, xlabel="predicted",
+           ylabel="true", title="Confusion matrix")
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
