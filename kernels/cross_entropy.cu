@@ -1,6 +1,6 @@
 // cross_entropy.cu: fused softmax cross-entropy over (rows, cols) logits and int64 labels.
 //
-// Forward, one pass over the logits per row: m = max, s = sum exp(x - m), loss = log s + m - x[label]
+// Forward, one pass over the logits per row: m = max, s = sum exp(x - m), loss = (m - x[label]) + log s
 // (= -log softmax(x)[label]), and either the probabilities p = exp(x - m) / s, or, when `grad_scale` is given,
 // directly the gradient (p - onehot(label)) * grad_scale[0] (the host passes dloss / n_valid for a mean).
 // Rows labelled `ignore_index` get loss 0 and a zero gradient. A label outside [0, cols) is flagged: the
@@ -19,7 +19,7 @@ __device__ __forceinline__ acc_t row_loss(const scalar_t* __restrict__ x, long l
         atomicMin(error_row, (unsigned long long)row);
         return quiet_nan();
     }
-    return gp_log(s) + m - load(x, offset + label);
+    return (m - load(x, offset + label)) + gp_log(s);  // (m - x) first: exact when x is the max
 }
 
 __device__ __forceinline__ acc_t output(acc_t shifted, acc_t s, int col, long long label, long long ignore_index,

@@ -90,3 +90,10 @@ def test_bad_shapes_and_dtypes(dev):
         ops.softmax_cross_entropy(dev.asarray(np.zeros(3)), dev.asarray(np.array([0])))
     with pytest.raises(ValueError, match="reduction"):
         ops.softmax_cross_entropy(x, dev.asarray(np.array([0, 1])), reduction="avg")
+
+
+def test_loss_is_exact_when_the_label_is_the_max(dev):
+    """Found by the property tests: (log s + m) - x loses digits at |m| ~ 4e6; (m - x) + log s does not."""
+    logits = np.array([[0.0, 4194303.0, 4194303.0, 4194303.0]])
+    loss, _ = ops.softmax_cross_entropy(dev.asarray(logits), dev.asarray(np.array([1])), reduction="none")
+    assert dev.to_numpy(loss)[0] == pytest.approx(np.log(3), rel=1e-15)
