@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import gpunet
 from gpunet import ops
 from gpunet.gradcheck import check_backward
 from reference import log_softmax_ref, softmax_ref
@@ -118,3 +119,24 @@ def test_bad_input(dev):
         ops.softmax_jacobian(np.zeros((2, 3, 4)))
     with pytest.raises(ValueError, match="does not support"):
         ops.softmax(dev.asarray(np.zeros((2, 3), dtype=np.longdouble)))
+
+
+@pytest.mark.parametrize("cols", [3, 10, 40])
+def test_host_row_blocks_on_threads_match_one_block(monkeypatch, rng, cols):
+    """The CPU path splits rows into cache-sized blocks on a thread per core; tiny blocks must change nothing."""
+    cpu = gpunet.device("cpu")
+    x = rng.standard_normal((37, cols)) * 3
+    dy = rng.standard_normal((37, cols))
+    labels = rng.integers(0, cols, 37)
+    labels[5] = -100
+
+    def everything():
+        y, logy = ops.softmax(x, device=cpu), ops.log_softmax(x, device=cpu)
+        loss, p = ops.softmax_cross_entropy(x, labels, reduction="none", device=cpu)
+        return [y, logy, ops.softmax_backward(y, dy, device=cpu), ops.log_softmax_backward(logy, dy, device=cpu),
+                loss, p, ops.softmax_cross_entropy_backward(p, labels, device=cpu)]
+    whole = everything()
+    monkeypatch.setattr(type(cpu), "block_bytes", 3 * cols * 8)  # 3 rows a block: 13 blocks
+    for a, b in zip(everything(), whole):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(whole[0], softmax_ref(x), rtol=1e-12)

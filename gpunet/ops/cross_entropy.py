@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from ..backend import device_of
 from .checks import require_floating, require_labels, require_ndim, require_nonempty, require_reduction
-from .softmax import _quiet, widened
+from .rows import row_max, row_sum
+from .softmax import _quiet, quietly, widened
 
 
 def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: str = "mean", device=None):
@@ -33,16 +34,36 @@ def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: s
     if dev.kernels is not None:
         loss_rows, probs = dev.kernels.softmax_cross_entropy(xp.ascontiguousarray(logits), labels, ignore_index)
     else:
-        with _quiet(xp):
-            wide = widened(logits)
-            logp = wide - wide.max(axis=1, keepdims=True)
-            logp -= xp.log(xp.exp(logp).sum(axis=1, keepdims=True))
-        valid = labels != ignore_index
-        safe = xp.where(valid, labels, 0)
-        picked = logp[xp.arange(n_rows), safe]
-        loss_rows = xp.where(valid, -picked, 0).astype(logits.dtype, copy=False)
-        probs = xp.exp(logp, out=logp).astype(logits.dtype, copy=False)
+        wide = xp.ascontiguousarray(widened(logits))
+        probs = xp.empty_like(wide)
+        loss_rows = xp.empty(n_rows, dtype=wide.dtype)
+        dev.map_rows(quietly(xp, _forward_block(xp, ignore_index)), [wide, labels], [loss_rows, probs])
+        loss_rows, probs = loss_rows.astype(logits.dtype, copy=False), probs.astype(logits.dtype, copy=False)
     return _reduce(xp, loss_rows, labels, ignore_index, reduction), probs
+
+
+def _forward_block(xp, ignore_index):
+    """Per row block: shifted = x - m; loss = (m - x[label]) + log s = log s - shifted[label]; p = exp(shifted) / s."""
+    def run(x, labels, loss, probs):
+        xp.subtract(x, row_max(xp, x), out=probs)
+        valid = labels != ignore_index
+        picked = probs[xp.arange(len(labels)), xp.where(valid, labels, 0)]
+        xp.exp(probs, out=probs)
+        s = row_sum(xp, probs)
+        probs /= s
+        xp.subtract(xp.log(s[:, 0]), picked, out=loss)
+        loss[~valid] = 0
+    return run
+
+
+def _backward_block(xp, ignore_index):
+    """Per row block: grad = (p - onehot) * scale, 0 for ignored rows."""
+    def run(probs, labels, scale, grad):
+        xp.multiply(probs, scale[:, None], out=grad)
+        valid = labels != ignore_index
+        grad[xp.arange(len(labels)), xp.where(valid, labels, 0)] -= scale
+        grad[~valid] = 0
+    return run
 
 
 def softmax_cross_entropy_backward(probs, labels, dloss=1.0, ignore_index: int = -100, reduction: str = "mean",
@@ -65,11 +86,9 @@ def softmax_cross_entropy_backward(probs, labels, dloss=1.0, ignore_index: int =
     scale = _row_scale(xp, dloss, valid, reduction, widened(probs).dtype)
     if dev.kernels is not None:
         return dev.kernels.softmax_cross_entropy_backward(xp.ascontiguousarray(probs), labels, scale, ignore_index)
-    grad = widened(probs) * scale[:, None]
-    rows = xp.arange(n_rows)
-    safe = xp.where(valid, labels, 0)
-    grad[rows, safe] -= scale
-    grad[~valid] = 0
+    wide = xp.ascontiguousarray(widened(probs))
+    grad = xp.empty_like(wide)
+    dev.map_rows(quietly(xp, _backward_block(xp, ignore_index)), [wide, labels, scale], [grad])
     return grad.astype(probs.dtype, copy=False)
 
 

@@ -14,3 +14,27 @@ def from_rows(xp, rows, layout):
     shape, axis, ndim = layout
     out = rows.reshape(shape)
     return xp.moveaxis(out, -1, axis) if axis != ndim - 1 else out
+
+
+SHORT_ROW = 32
+
+
+def row_max(xp, x):
+    """Max of each row of a 2-D ``x``, as a column. Rows of up to 32 are reduced column by column: NumPy
+    vectorises an elementwise maximum over a column far better than a reduction over a row of 10."""
+    if x.shape[1] > SHORT_ROW:
+        return x.max(axis=1, keepdims=True)
+    out = x[:, 0].copy()
+    for j in range(1, x.shape[1]):
+        xp.maximum(out, x[:, j], out=out)
+    return out[:, None]
+
+
+def row_sum(xp, x):
+    """Sum of each row of a 2-D ``x``, as a column (column by column for short rows, as ``row_max``)."""
+    if x.shape[1] > SHORT_ROW:
+        return x.sum(axis=1, keepdims=True)
+    out = x[:, 0].copy()
+    for j in range(1, x.shape[1]):
+        xp.add(out, x[:, j], out=out)
+    return out[:, None]

@@ -16,7 +16,7 @@ import contextlib
 
 from ..backend import device_of
 from .checks import normalize_axis, require_floating, require_ndim, require_nonempty, require_same_shape
-from .rows import from_rows, to_rows
+from .rows import from_rows, row_max, row_sum, to_rows
 
 
 def _prepare(x, device, name="x"):
@@ -27,36 +27,65 @@ def _prepare(x, device, name="x"):
     return dev, x
 
 
-def _rowwise(dev, kernel_name, axis, *arrays):
-    """Run a row kernel on ``arrays`` viewed as contiguous rows along ``axis``."""
-    xp = dev.xp
-    rows = []
-    layout = None
-    for a in arrays:
-        r, layout = to_rows(xp, a, axis)
-        rows.append(r)
-    out = getattr(dev.kernels, kernel_name)(*rows)
-    return from_rows(xp, out, layout)
-
-
 def widened(x):
     """float16 is computed in float32 (as the kernels accumulate it) and rounded once at the end."""
     return x.astype("float32") if x.dtype.itemsize < 4 else x
 
 
+def _rowwise(dev, kernel_name, block_fn, axis, *arrays):
+    """Run a row op on ``arrays`` viewed as contiguous (rows, C) along ``axis``: the device's kernel where it
+    has kernels, else ``block_fn(*inputs, out)`` over row blocks (the NumPy path)."""
+    xp = dev.xp
+    rows, layout = [], None
+    for a in arrays:
+        r, layout = to_rows(xp, a, axis)
+        rows.append(r)
+    if dev.kernels is not None:
+        out = getattr(dev.kernels, kernel_name)(*rows)
+    else:
+        dtype = rows[0].dtype
+        rows = [widened(r) for r in rows]
+        out = xp.empty_like(rows[0])
+        dev.map_rows(quietly(xp, block_fn(xp)), rows, [out])
+        out = out.astype(dtype, copy=False)
+    return from_rows(xp, out, layout)
+
+
+def _softmax_block(xp):
+    def run(x, y):
+        xp.subtract(x, row_max(xp, x), out=y)
+        xp.exp(y, out=y)
+        y /= row_sum(xp, y)
+    return run
+
+
+def _log_softmax_block(xp):
+    def run(x, y):
+        xp.subtract(x, row_max(xp, x), out=y)
+        y -= xp.log(row_sum(xp, xp.exp(y)))
+    return run
+
+
+def _softmax_backward_block(xp):
+    def run(y, dy, dx):
+        xp.multiply(dy, y, out=dx)
+        xp.subtract(dy, row_sum(xp, dx), out=dx)
+        dx *= y
+    return run
+
+
+def _log_softmax_backward_block(xp):
+    def run(logy, dy, dx):
+        xp.exp(logy, out=dx)
+        dx *= row_sum(xp, dy)
+        xp.subtract(dy, dx, out=dx)
+    return run
+
+
 def softmax(x, axis: int = -1, device=None):
     """Numerically stable softmax along ``axis``."""
     dev, x = _prepare(x, device)
-    axis = normalize_axis(axis, x.ndim)
-    if dev.kernels is not None:
-        return _rowwise(dev, "softmax_forward", axis, x)
-    xp = dev.xp
-    with _quiet(xp):
-        wide = widened(x)
-        y = wide - wide.max(axis=axis, keepdims=True)
-        xp.exp(y, out=y)
-        y /= y.sum(axis=axis, keepdims=True)
-    return y.astype(x.dtype, copy=False)
+    return _rowwise(dev, "softmax_forward", _softmax_block, normalize_axis(axis, x.ndim), x)
 
 
 def softmax_backward(y, dy, axis: int = -1, device=None):
@@ -65,14 +94,7 @@ def softmax_backward(y, dy, axis: int = -1, device=None):
     dy = dev.asarray(dy)
     require_floating(dy, "dy")
     require_same_shape(y, dy)
-    axis = normalize_axis(axis, y.ndim)
-    if dev.kernels is not None:
-        return _rowwise(dev, "softmax_backward", axis, y, dy)
-    wy, wdy = widened(y), widened(dy)
-    dot = (wdy * wy).sum(axis=axis, keepdims=True)
-    dx = wdy - dot
-    dx *= wy
-    return dx.astype(y.dtype, copy=False)
+    return _rowwise(dev, "softmax_backward", _softmax_backward_block, normalize_axis(axis, y.ndim), y, dy)
 
 
 def softmax_jacobian(y, device=None):
@@ -88,16 +110,7 @@ def softmax_jacobian(y, device=None):
 def log_softmax(x, axis: int = -1, device=None):
     """``x - m - log(sum(exp(x - m)))``: finite for any finite logits, however large."""
     dev, x = _prepare(x, device)
-    axis = normalize_axis(axis, x.ndim)
-    if dev.kernels is not None:
-        return _rowwise(dev, "log_softmax_forward", axis, x)
-    xp = dev.xp
-    with _quiet(xp):
-        wide = widened(x)
-        shifted = wide - wide.max(axis=axis, keepdims=True)
-        lse = xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
-        shifted -= lse
-    return shifted.astype(x.dtype, copy=False)
+    return _rowwise(dev, "log_softmax_forward", _log_softmax_block, normalize_axis(axis, x.ndim), x)
 
 
 def log_softmax_backward(logy, dy, axis: int = -1, device=None):
@@ -106,15 +119,16 @@ def log_softmax_backward(logy, dy, axis: int = -1, device=None):
     dy = dev.asarray(dy)
     require_floating(dy, "dy")
     require_same_shape(logy, dy, ("logy", "dy"))
-    axis = normalize_axis(axis, logy.ndim)
-    if dev.kernels is not None:
-        return _rowwise(dev, "log_softmax_backward", axis, logy, dy)
-    xp = dev.xp
-    wlogy, wdy = widened(logy), widened(dy)
-    dx = xp.exp(wlogy)
-    dx *= wdy.sum(axis=axis, keepdims=True)
-    xp.subtract(wdy, dx, out=dx)
-    return dx.astype(logy.dtype, copy=False)
+    return _rowwise(dev, "log_softmax_backward", _log_softmax_backward_block, normalize_axis(axis, logy.ndim),
+                    logy, dy)
+
+
+def quietly(xp, fn):
+    """``fn`` under ``_quiet`` in whichever thread runs it (NumPy's error state is per thread)."""
+    def run(*args):
+        with _quiet(xp):
+            fn(*args)
+    return run
 
 
 def _quiet(xp):
