@@ -155,3 +155,11 @@ def test_float16_accumulates_in_float32(kdev, cols):
     loss_ref, p_ref = ops.softmax_cross_entropy(x, labels, reduction="none", device="cpu")
     np.testing.assert_allclose(kdev.to_numpy(loss).astype(np.float32), loss_ref.astype(np.float32), **tol)
     np.testing.assert_allclose(kdev.to_numpy(p).astype(np.float32), p_ref.astype(np.float32), **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_with_bias_kernel(kdev, dtype):
+    rng = np.random.default_rng(4)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((9, 7), (7, 5), (5,)))
+    same(kdev, ops.linear(kdev.asarray(x), kdev.asarray(w), kdev.asarray(b), device=kdev),
+         ops.linear(x, w, b, device="cpu"), dtype)

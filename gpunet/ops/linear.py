@@ -23,7 +23,10 @@ def linear(x, weight, bias=None, device=None):
         bias = dev.asarray(bias)
         if tuple(bias.shape) != (weight.shape[1],):
             raise ValueError(f"bias must have shape ({weight.shape[1]},), got {tuple(bias.shape)}")
-        y += bias
+        if dev.kernels is not None and y.dtype == bias.dtype:
+            dev.kernels.bias_add(y, bias)
+        else:
+            y += bias
     return y
 
 
