@@ -19,8 +19,10 @@ class CudaKernelRunner(KernelRunner):
         config = dtype_config(dtype)
         key = (module, config.name)
         if key not in self._modules:
-            # The same options the NVRTC tests use, minus the architecture (CuPy picks the device's own).
-            options = tuple(o for o in compile_options(config, self.arch) if not o.startswith("--gpu-architecture"))
+            # The NVRTC tests' options, minus the architecture (CuPy picks the device's own) and the ptxas flags
+            # (CuPy may compile to PTX, where ptxas options do not apply).
+            options = tuple(o for o in compile_options(config, self.arch)
+                            if not o.startswith(("--gpu-architecture", "--ptxas-options")))
             with self.device._cuda_device:
                 self._modules[key] = (self.xp.RawModule(code=read_source(module), options=options), config)
         return self._modules[key]

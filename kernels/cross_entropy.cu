@@ -7,7 +7,7 @@
 // smallest offending row goes to `*error_row` (initialised to ULLONG_MAX by the host, which raises ValueError).
 //
 // Backward from stored probabilities: grad = (p - onehot(label)) * row_scale[row], 0 for ignored rows.
-#include "reduce.cuh"
+#include "warp_rows.cuh"
 
 __device__ __forceinline__ bool label_ok(long long label, int cols) { return label >= 0 && label < cols; }
 
@@ -22,9 +22,9 @@ __device__ __forceinline__ acc_t row_loss(const scalar_t* __restrict__ x, long l
     return (m - load(x, offset + label)) + gp_log(s);  // (m - x) first: exact when x is the max
 }
 
-__device__ __forceinline__ acc_t output(acc_t shifted, acc_t s, int col, long long label, long long ignore_index,
+// What the forward writes for probability p at column col: p itself, or the gradient (p - [col == label]) * g.
+__device__ __forceinline__ acc_t output(acc_t p, int col, long long label, long long ignore_index,
                                         const scalar_t* grad_scale) {
-    const acc_t p = gp_exp(shifted) / s;
     if (grad_scale == nullptr) return p;
     if (label == ignore_index) return acc_t(0);
     return (p - (col == label ? acc_t(1) : acc_t(0))) * load(grad_scale, 0);
@@ -36,38 +36,19 @@ __device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const lo
                                         scalar_t* __restrict__ loss, scalar_t* __restrict__ out,
                                         const scalar_t* __restrict__ grad_scale, unsigned long long* error_row,
                                         long long rows, int cols, long long ignore_index, int width) {
-    const int lane = threadIdx.x % 32, sub = lane % width;
-    const long long rows_per_warp = 32 / width, warps_per_block = blockDim.x / 32;
-    const long long first = ((long long)blockIdx.x * warps_per_block + threadIdx.x / 32) * rows_per_warp;
-    const long long stride = (long long)gridDim.x * warps_per_block * rows_per_warp;
-    for (long long base = first; base < rows; base += stride) {
+    WARP_ROW_LOOP(width) {
         const long long row = base + lane / width;
         const bool row_ok = row < rows;
         const long long offset = row * cols;
-        acc_t v[COLS];
-        acc_t m = neg_inf();
-#pragma unroll
-        for (int j = 0; j < COLS; ++j) {
-            const int col = sub + j * width;
-            v[j] = (row_ok && col < cols) ? load(x, offset + col) : neg_inf();
-            m = MaxOp::apply(m, v[j]);
-        }
-        m = group_reduce<MaxOp>(m, width);
-        acc_t s = 0;
-#pragma unroll
-        for (int j = 0; j < COLS; ++j) {
-            const bool ok = row_ok && sub + j * width < cols;
-            v[j] = ok ? v[j] - m : acc_t(0);
-            s += ok ? gp_exp(v[j]) : acc_t(0);
-        }
-        s = group_reduce<SumOp>(s, width);
+        acc_t v[COLS], m, s;
+        warp_row_stats<COLS, true>(x, offset, row_ok, cols, sub, width, v, m, s);
         if (!row_ok) continue;
         const long long label = labels[row];
         if (sub == 0) store(loss, row, row_loss(x, offset, label, ignore_index, cols, row, m, s, error_row));
 #pragma unroll
         for (int j = 0; j < COLS; ++j) {
             const int col = sub + j * width;
-            if (col < cols) store(out, offset + col, output(v[j], s, col, label, ignore_index, grad_scale));
+            if (col < cols) store(out, offset + col, output(v[j] / s, col, label, ignore_index, grad_scale));
         }
     }
 }
@@ -85,7 +66,7 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
         const long long label = labels[row];
         if (threadIdx.x == 0) store(loss, row, row_loss(x, offset, label, ignore_index, cols, row, m, s, error_row));
         for (int c = threadIdx.x; c < cols; c += blockDim.x)
-            store(out, offset + c, output(load(x, offset + c) - m, s, c, label, ignore_index, grad_scale));
+            store(out, offset + c, output(gp_exp(load(x, offset + c) - m) / s, c, label, ignore_index, grad_scale));
     }
 }
 

@@ -8,18 +8,9 @@
 // Every index into a row is 64-bit (row * cols can exceed 2^31); no variant assumes cols % 32 == 0 or
 // rows % rows_per_block == 0. Forward: y = exp(x - m) / s (log: x - m - log s), m = row max, s = sum exp(x - m).
 // Backward: softmax dx = y * (dy - sum(y * dy)); log-softmax dx = dy - exp(logy) * sum(dy).
-#include "reduce.cuh"
+#include "warp_rows.cuh"
 
 // ---- warp variant ------------------------------------------------------------------------------------------
-// Iterates whole warps over row groups (a uniform loop per warp: all 32 lanes reach every shuffle).
-#define WARP_ROW_LOOP(width)                                                                                      \
-    const int lane = threadIdx.x % 32, sub = lane % (width);                                                     \
-    const long long rows_per_warp = 32 / (width);                                                                \
-    const long long warps_per_block = blockDim.x / 32;                                                           \
-    const long long first = ((long long)blockIdx.x * warps_per_block + threadIdx.x / 32) * rows_per_warp;       \
-    const long long stride = (long long)gridDim.x * warps_per_block * rows_per_warp;                             \
-    for (long long base = first; base < rows; base += stride)
-
 template <int COLS, bool LOG>
 __device__ __forceinline__ void warp_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                                              long long rows, int cols, int width) {
@@ -27,25 +18,8 @@ __device__ __forceinline__ void warp_forward(const scalar_t* __restrict__ x, sca
         const long long row = base + lane / width;
         const bool row_ok = row < rows;
         const long long offset = row * cols;
-        acc_t v[COLS];
-        acc_t m = neg_inf();
-#pragma unroll
-        for (int j = 0; j < COLS; ++j) {
-            const int col = sub + j * width;
-            v[j] = (row_ok && col < cols) ? load(x, offset + col) : neg_inf();
-            m = MaxOp::apply(m, v[j]);
-        }
-        m = group_reduce<MaxOp>(m, width);
-        acc_t s = 0;
-#pragma unroll
-        for (int j = 0; j < COLS; ++j) {
-            const bool ok = row_ok && sub + j * width < cols;
-            v[j] = ok ? v[j] - m : acc_t(0);
-            const acc_t e = ok ? gp_exp(v[j]) : acc_t(0);
-            if (!LOG) v[j] = e;
-            s += e;
-        }
-        s = group_reduce<SumOp>(s, width);
+        acc_t v[COLS], m, s;
+        warp_row_stats<COLS, !LOG>(x, offset, row_ok, cols, sub, width, v, m, s);
         if (!row_ok) continue;
         const acc_t log_s = LOG ? gp_log(s) : acc_t(0);
 #pragma unroll

@@ -220,7 +220,7 @@ def count_launches(dev, sizes, activation, batch, x, y):
 
 def bench_training(devices, torch, epochs_timed, results):
     x, y, _, _ = load_mnist()
-    print(f"\n(b) training, one epoch of {len(x)} MNIST samples, SGD momentum 0.9, samples/s (median of runs)")
+    print(f"\n(b) training, one epoch of {len(x)} MNIST samples after a warm-up epoch, SGD momentum 0.9, samples/s")
     print(f"{'device':8} {'network':22} {'batch':>5} {'gpunet':>9} {'torch':>9} {'gpunet/torch':>12}")
     for dev, _ in devices:
         for name, sizes, activation, batch in MLPS:

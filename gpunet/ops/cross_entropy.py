@@ -20,17 +20,10 @@ def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: s
     ``reduction``: "mean" over the rows whose label is not ``ignore_index`` (NaN if there are none, as in
     PyTorch), "sum", or "none" (an (N,) array with 0 for ignored rows). The loss is a device array.
     """
-    dev = device_of(logits, device)
+    # On a kernel device the fused kernel checks the label range itself and reports through an error word.
+    dev, logits, labels = _prepare(logits, labels, "logits", ignore_index, reduction, device, check_range=False)
     xp = dev.xp
-    logits = dev.asarray(logits)
-    labels = dev.asarray(labels)
-    require_floating(logits, "logits")
-    require_ndim(logits, 2, "logits")
-    require_nonempty(logits, "logits")
-    require_reduction(reduction)
-    n_rows, n_classes = logits.shape
-    # On a kernel device the fused kernel checks the range itself and reports through an error word.
-    require_labels(xp, labels, n_rows, n_classes, ignore_index, check_range=dev.kernels is None)
+    n_rows = logits.shape[0]
     if dev.kernels is not None:
         loss_rows, probs = dev.kernels.softmax_cross_entropy(xp.ascontiguousarray(logits), labels, ignore_index)
     else:
@@ -40,6 +33,20 @@ def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: s
         dev.map_rows(quietly(xp, _forward_block(xp, ignore_index)), [wide, labels], [loss_rows, probs])
         loss_rows, probs = loss_rows.astype(logits.dtype, copy=False), probs.astype(logits.dtype, copy=False)
     return _reduce(xp, loss_rows, labels, ignore_index, reduction), probs
+
+
+def _prepare(scores, labels, name, ignore_index, reduction, device, check_range):
+    """Both arrays on the op's device, checked: (N, C) floating scores, (N,) integer labels in range (the range
+    only where no kernel checks it), a known reduction."""
+    dev = device_of(scores, device)
+    scores, labels = dev.asarray(scores), dev.asarray(labels)
+    require_floating(scores, name)
+    require_ndim(scores, 2, name)
+    require_nonempty(scores, name)
+    require_reduction(reduction)
+    require_labels(dev.xp, labels, scores.shape[0], scores.shape[1], ignore_index,
+                   check_range=check_range or dev.kernels is None)
+    return dev, scores, labels
 
 
 def _forward_block(xp, ignore_index):
@@ -72,16 +79,8 @@ def softmax_cross_entropy_backward(probs, labels, dloss=1.0, ignore_index: int =
 
     Rows whose label is ``ignore_index`` get a zero gradient.
     """
-    dev = device_of(probs, device)
+    dev, probs, labels = _prepare(probs, labels, "probs", ignore_index, reduction, device, check_range=False)
     xp = dev.xp
-    probs = dev.asarray(probs)
-    labels = dev.asarray(labels)
-    require_floating(probs, "probs")
-    require_ndim(probs, 2, "probs")
-    require_nonempty(probs, "probs")
-    require_reduction(reduction)
-    n_rows, n_classes = probs.shape
-    require_labels(xp, labels, n_rows, n_classes, ignore_index, check_range=dev.kernels is None)
     valid = labels != ignore_index
     scale = _row_scale(xp, dloss, valid, reduction, widened(probs).dtype)
     if dev.kernels is not None:

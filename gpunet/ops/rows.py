@@ -22,19 +22,18 @@ SHORT_ROW = 32
 def row_max(xp, x):
     """Max of each row of a 2-D ``x``, as a column. Rows of up to 32 are reduced column by column: NumPy
     vectorises an elementwise maximum over a column far better than a reduction over a row of 10."""
-    if x.shape[1] > SHORT_ROW:
-        return x.max(axis=1, keepdims=True)
-    out = x[:, 0].copy()
-    for j in range(1, x.shape[1]):
-        xp.maximum(out, x[:, j], out=out)
-    return out[:, None]
+    return _row_reduce(x, "max", xp.maximum)
 
 
 def row_sum(xp, x):
     """Sum of each row of a 2-D ``x``, as a column (column by column for short rows, as ``row_max``)."""
+    return _row_reduce(x, "sum", xp.add)
+
+
+def _row_reduce(x, method: str, ufunc):
     if x.shape[1] > SHORT_ROW:
-        return x.sum(axis=1, keepdims=True)
+        return getattr(x, method)(axis=1, keepdims=True)
     out = x[:, 0].copy()
     for j in range(1, x.shape[1]):
-        xp.add(out, x[:, j], out=out)
+        ufunc(out, x[:, j], out=out)
     return out[:, None]

@@ -88,12 +88,18 @@ def softmax(x, axis: int = -1, device=None):
     return _rowwise(dev, "softmax_forward", _softmax_block, normalize_axis(axis, x.ndim), x)
 
 
-def softmax_backward(y, dy, axis: int = -1, device=None):
-    """``dx = y * (dy - sum(dy * y, axis))``: the softmax Jacobian applied to ``dy``, never built."""
-    dev, y = _prepare(y, device, "y")
+def _prepare_pair(y, dy, device, name):
+    """The forward output and the incoming gradient of a backward: same device, same shape, floating."""
+    dev, y = _prepare(y, device, name)
     dy = dev.asarray(dy)
     require_floating(dy, "dy")
-    require_same_shape(y, dy)
+    require_same_shape(y, dy, (name, "dy"))
+    return dev, y, dy
+
+
+def softmax_backward(y, dy, axis: int = -1, device=None):
+    """``dx = y * (dy - sum(dy * y, axis))``: the softmax Jacobian applied to ``dy``, never built."""
+    dev, y, dy = _prepare_pair(y, dy, device, "y")
     return _rowwise(dev, "softmax_backward", _softmax_backward_block, normalize_axis(axis, y.ndim), y, dy)
 
 
@@ -115,10 +121,7 @@ def log_softmax(x, axis: int = -1, device=None):
 
 def log_softmax_backward(logy, dy, axis: int = -1, device=None):
     """``dx = dy - exp(logy) * sum(dy, axis)``: the log-softmax Jacobian ``I - 1 y^T`` applied to ``dy``."""
-    dev, logy = _prepare(logy, device, "logy")
-    dy = dev.asarray(dy)
-    require_floating(dy, "dy")
-    require_same_shape(logy, dy, ("logy", "dy"))
+    dev, logy, dy = _prepare_pair(logy, dy, device, "logy")
     return _rowwise(dev, "log_softmax_backward", _log_softmax_backward_block, normalize_axis(axis, logy.ndim),
                     logy, dy)
 

@@ -1,0 +1,40 @@
+// warp_rows.cuh: the warp variant's row loop and row statistics, shared by softmax.cu and cross_entropy.cu.
+//
+// A group of `width` lanes owns a row; COLS values per lane stay in registers. The loop runs whole warps over
+// row groups (uniform per warp), so all 32 lanes reach every shuffle, including lanes past the last row.
+#pragma once
+#include "reduce.cuh"
+
+#define WARP_ROW_LOOP(width)                                                                                      \
+    const int lane = threadIdx.x % 32, sub = lane % (width);                                                     \
+    const long long rows_per_warp = 32 / (width);                                                                \
+    const long long warps_per_block = blockDim.x / 32;                                                           \
+    const long long first = ((long long)blockIdx.x * warps_per_block + threadIdx.x / 32) * rows_per_warp;       \
+    const long long stride = (long long)gridDim.x * warps_per_block * rows_per_warp;                             \
+    for (long long base = first; base < rows; base += stride)
+
+// Load this lane's part of a row and reduce it over the group: m = row max, s = sum exp(x - m).
+// On return v[j] holds exp(x - m) (EXP) or x - m, and 0 past the row's end or for a row past the last.
+template <int COLS, bool EXP>
+__device__ __forceinline__ void warp_row_stats(const scalar_t* __restrict__ x, long long offset, bool row_ok,
+                                               int cols, int sub, int width, acc_t (&v)[COLS], acc_t& m,
+                                               acc_t& s) {
+    m = neg_inf();
+#pragma unroll
+    for (int j = 0; j < COLS; ++j) {
+        const int col = sub + j * width;
+        v[j] = (row_ok && col < cols) ? load(x, offset + col) : neg_inf();
+        m = MaxOp::apply(m, v[j]);
+    }
+    m = group_reduce<MaxOp>(m, width);
+    s = 0;
+#pragma unroll
+    for (int j = 0; j < COLS; ++j) {
+        const bool ok = row_ok && sub + j * width < cols;
+        const acc_t shifted = ok ? v[j] - m : acc_t(0);
+        const acc_t e = ok ? gp_exp(shifted) : acc_t(0);
+        v[j] = EXP ? e : shifted;
+        s += e;
+    }
+    s = group_reduce<SumOp>(s, width);
+}
