@@ -38,3 +38,16 @@ def test_elementwise_plan():
     assert elementwise_plan("k", 1, 4).grid == 1
     assert elementwise_plan("k", 10**6, 4).grid == 4
     assert elementwise_plan("k", 513, 100).grid == 3
+
+
+def test_every_count_and_offset_parameter_is_64_bit():
+    """rows * cols can exceed 2^31: every kernel takes its element and row counts as long long."""
+    from gpunet.kernel_source import MODULES, signatures
+    checked = 0
+    for module in MODULES:
+        for kernel, params in signatures(module).items():
+            for p in params:
+                if p.name in ("rows", "n", "ignore_index"):
+                    assert p.base == "long long", f"{kernel}: {p.name} is {p.base}"
+                    checked += 1
+    assert checked > 40

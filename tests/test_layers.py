@@ -81,3 +81,20 @@ def test_linear_rejects_wrong_input_shape():
         nn.Linear(4, 2).forward(np.zeros((3, 5), dtype=np.float32))
     with pytest.raises(ValueError, match="unknown activation"):
         nn.mlp([2, 3], activation="gelu")
+
+
+def test_layers_reject_bad_input_on_every_device(dev):
+    linear = nn.Linear(3, 2, device=dev)
+    with pytest.raises(ValueError, match="floating-point"):
+        linear.forward(dev.asarray(np.zeros((4, 3), dtype=np.int64)))
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        linear.forward(dev.asarray(np.zeros((4, 5), dtype=np.float32)))
+    with pytest.raises(ValueError, match="floating-point"):
+        nn.ReLU(device=dev).forward(dev.asarray(np.arange(3)))
+    loss = nn.SoftmaxCrossEntropy(device=dev)
+    with pytest.raises(ValueError, match="label 5 at row 0"):
+        loss.forward(dev.asarray(np.zeros((2, 3))), dev.asarray(np.array([5, 0])))
+    with pytest.raises(RuntimeError, match="before forward"):
+        nn.SoftmaxCrossEntropy(device=dev).backward()
+    with pytest.raises(TypeError, match="Modules"):
+        nn.Sequential(nn.ReLU(device=dev), "relu")
