@@ -5,20 +5,28 @@ PY := $(VENV)/bin/python
 
 .PHONY: train test bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+
+# The runtime needs NumPy and tqdm only; the tests add pytest, hypothesis, matplotlib and NVRTC 13 and 12.
+$(VENV)/.runtime: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
 	touch $@
 
-train: $(VENV)/.installed
+$(VENV)/.test: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@ $(VENV)/.runtime
+
+train: $(VENV)/.runtime
 	$(PY) -m gpunet train
 
-test: $(VENV)/.installed
+test: $(VENV)/.test
 	$(PY) -m pytest -q
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.test
+	$(PY) -m pip install -q torch==2.13.0 || echo "bench: no PyTorch, gpunet alone"
 	$(PY) scripts/bench.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .cache

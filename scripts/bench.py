@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,21 +67,20 @@ def cuda_timer(cupy):
 
 # ---- (a) row ops -----------------------------------------------------------------------------------------------
 def row_op_cases(dev, x, dy, labels):
-    """name -> (gpunet thunk, bytes it must move at least)."""
+    """name -> gpunet thunk (the bytes each must move at least are MIN_BYTES per element)."""
     y = ops.softmax(x, device=dev)
     logy = ops.log_softmax(x, device=dev)
-    nbytes = x.size * x.dtype.itemsize
 
     def cross_entropy_step():
         _, probs = ops.softmax_cross_entropy(x, labels, device=dev)
         return ops.softmax_cross_entropy_backward(probs, labels, device=dev)
     return {
-        "softmax fwd": (lambda: ops.softmax(x, device=dev), 2 * nbytes),
-        "softmax bwd": (lambda: ops.softmax_backward(y, dy, device=dev), 3 * nbytes),
-        "log_softmax fwd": (lambda: ops.log_softmax(x, device=dev), 2 * nbytes),
-        "log_softmax bwd": (lambda: ops.log_softmax_backward(logy, dy, device=dev), 3 * nbytes),
+        "softmax fwd": lambda: ops.softmax(x, device=dev),
+        "softmax bwd": lambda: ops.softmax_backward(y, dy, device=dev),
+        "log_softmax fwd": lambda: ops.log_softmax(x, device=dev),
+        "log_softmax bwd": lambda: ops.log_softmax_backward(logy, dy, device=dev),
         # loss and gradient w.r.t. the logits: a fused implementation reads x once and writes the gradient once
-        "cross_entropy f+b": (cross_entropy_step, 2 * nbytes),
+        "cross_entropy f+b": cross_entropy_step,
     }
 
 
@@ -109,44 +109,85 @@ def naive_cupy_cases(cupy, x, dy, labels):
     return {"softmax fwd": lambda: softmax(x), "softmax bwd": lambda: y * (dy - (dy * y).sum(axis=1, keepdims=True))}
 
 
-def bench_row_ops(devices, shapes, repeats, torch, results):
-    print("\n(a) row ops, float32: GB/s over the minimum bytes; 'copy' = that over a same-size device copy")
-    header = f"{'device':8} {'op':18} {'shape':>13} {'gpunet GB/s':>11} {'of copy':>8}"
-    header += f" {'torch GB/s':>10} {'gpunet/torch':>12}" if torch else ""
-    print(header)
-    for dev, timer in devices:
-        xp = dev.xp
-        for rows, cols in shapes:
-            rng = np.random.default_rng(rows + cols)
-            x_np = (rng.standard_normal((rows, cols)) * 3).astype(np.float32)  # never time on zeros
-            dy_np = rng.standard_normal((rows, cols)).astype(np.float32)
-            labels_np = rng.integers(0, cols, rows)
+def rows_worker(framework, device_name, shapes, repeats):
+    """Time every row op of one framework on one device; returns rows of {op, shape, seconds, copy_seconds}."""
+    out = []
+    if framework == "torch":
+        import torch
+        timer = host_timer if device_name == "cpu" else torch_cuda_timer(torch)
+    else:
+        dev = gpunet.device(device_name)
+        timer = host_timer if device_name == "cpu" else cuda_timer(dev.xp)
+    for rows, cols in shapes:
+        rng = np.random.default_rng(rows + cols)
+        x_np = (rng.standard_normal((rows, cols)) * 3).astype(np.float32)  # never time on zeros
+        dy_np = rng.standard_normal((rows, cols)).astype(np.float32)
+        labels_np = rng.integers(0, cols, rows)
+        if framework == "torch":
+            target = "cpu" if device_name == "cpu" else "cuda"
+            cases = torch_cases(torch, target, x_np, dy_np, labels_np)
+            src = torch.from_numpy(x_np).to(target)
+            dst = torch.empty_like(src)
+            copy_s = timer(lambda: dst.copy_(src), repeats)
+        else:
+            xp = dev.xp
             x, dy, labels = dev.asarray(x_np), dev.asarray(dy_np), dev.asarray(labels_np)
             dst = xp.empty_like(x)
             copy_s = timer(lambda: xp.copyto(dst, x), repeats)
-            copy_gbs = 2 * x.nbytes / copy_s / 1e9
-            torch_ops = None
-            if torch is not None:
-                torch_ops = torch_cases(torch, "cuda" if dev.name.startswith("cuda") else "cpu", x_np, dy_np,
-                                        labels_np)
-            for name, (run, nbytes) in row_op_cases(dev, x, dy, labels).items():
-                seconds = timer(run, repeats)
-                gbs = nbytes / seconds / 1e9
-                row = {"device": dev.name, "op": name, "shape": [rows, cols], "gpunet_gbs": gbs,
-                       "copy_gbs": copy_gbs, "fraction_of_copy": gbs / copy_gbs}
-                line = f"{dev.name:8} {name:18} {str((rows, cols)):>13} {gbs:11.2f} {gbs / copy_gbs:8.0%}"
-                if torch_ops is not None:
-                    torch_s = timer(torch_ops[name], repeats)
-                    row["torch_gbs"] = nbytes / torch_s / 1e9
-                    row["gpunet_over_torch"] = torch_s / seconds
-                    line += f" {row['torch_gbs']:10.2f} {row['gpunet_over_torch']:11.2f}x"
-                if dev.name.startswith("cuda"):
-                    naive = naive_cupy_cases(xp, x, dy, labels).get(name)
-                    if naive is not None:
-                        row["naive_cupy_over_gpunet"] = timer(naive, repeats) / seconds
-                        line += f"  (naive CuPy {row['naive_cupy_over_gpunet']:.1f}x slower)"
-                print(line)
-                results["row_ops"].append(row)
+            if framework == "cupy-naive":
+                cases = naive_cupy_cases(xp, x, dy, labels)
+            else:
+                cases = row_op_cases(dev, x, dy, labels)
+        for name, run in cases.items():
+            out.append({"op": name, "shape": [rows, cols], "seconds": timer(run, repeats), "copy_seconds": copy_s,
+                        "bytes": MIN_BYTES[name] * rows * cols * 4})
+    return out
+
+
+MIN_BYTES = {"softmax fwd": 2, "softmax bwd": 3, "log_softmax fwd": 2, "log_softmax bwd": 3,
+             "cross_entropy f+b": 2}
+
+
+def torch_cuda_timer(torch):
+    def timer(fn, repeats):
+        fn()
+        torch.cuda.synchronize()
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(repeats):
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            times.append(start.elapsed_time(stop) / 1e3)
+        return statistics.median(times)
+    return timer
+
+
+def print_row_ops(device_name, ours, others, results):
+    """``others``: framework -> rows of the same ops and shapes."""
+    print(f"\n(a) row ops on {device_name}, float32: GB/s over the minimum bytes each op must move; 'of copy' = "
+          "that over a same-size copy on the device")
+    columns = list(others)
+    print(f"{'op':18} {'shape':>13} {'gpunet GB/s':>11} {'of copy':>8}"
+          + "".join(f" {c + ' GB/s':>16} {'gpunet/' + c:>16}" for c in columns))
+    index = {name: {(r["op"], tuple(r["shape"])): r for r in rows} for name, rows in others.items()}
+    for r in ours:
+        gbs = r["bytes"] / r["seconds"] / 1e9
+        copy_gbs = 2 * r["bytes"] / MIN_BYTES[r["op"]] / r["copy_seconds"] / 1e9
+        row = {"device": device_name, "op": r["op"], "shape": r["shape"], "gpunet_gbs": gbs, "copy_gbs": copy_gbs,
+               "fraction_of_copy": gbs / copy_gbs}
+        line = f"{r['op']:18} {str(tuple(r['shape'])):>13} {gbs:11.2f} {gbs / copy_gbs:8.0%}"
+        for c in columns:
+            other = index[c].get((r["op"], tuple(r["shape"])))
+            if other is None:
+                line += f" {'-':>16} {'-':>16}"
+                continue
+            row[f"{c}_gbs"] = other["bytes"] / other["seconds"] / 1e9
+            row[f"gpunet_over_{c}"] = other["seconds"] / r["seconds"]
+            line += f" {row[f'{c}_gbs']:16.2f} {row[f'gpunet_over_{c}']:15.2f}x"
+        print(line)
+        results["row_ops"].append(row)
 
 
 # ---- (b) training ------------------------------------------------------------------------------------------------
@@ -218,25 +259,50 @@ def count_launches(dev, sizes, activation, batch, x, y):
     return counted["n"]
 
 
-def bench_training(devices, torch, epochs_timed, results):
+def train_worker(framework, device_name):
     x, y, _, _ = load_mnist()
-    print(f"\n(b) training, one epoch of {len(x)} MNIST samples after a warm-up epoch, SGD momentum 0.9, samples/s")
-    print(f"{'device':8} {'network':22} {'batch':>5} {'gpunet':>9} {'torch':>9} {'gpunet/torch':>12}")
-    for dev, _ in devices:
-        for name, sizes, activation, batch in MLPS:
-            ours = gpunet_epoch(dev, sizes, activation, batch, x, y, epochs_timed)
-            row = {"device": dev.name, "network": name, "batch": batch, "gpunet_samples_s": ours}
-            line = f"{dev.name:8} {name:22} {batch:5d} {ours:9.0f}"
-            if torch is not None:
-                theirs = torch_epoch(torch, "cuda" if dev.name.startswith("cuda") else "cpu", sizes, activation, batch,
-                                     x, y, epochs_timed)
-                row.update(torch_samples_s=theirs, gpunet_over_torch=ours / theirs)
-                line += f" {theirs:9.0f} {ours / theirs:11.2f}x"
+    out = []
+    for name, sizes, activation, batch in MLPS:
+        if framework == "torch":
+            import torch
+            rate = torch_epoch(torch, "cpu" if device_name == "cpu" else "cuda", sizes, activation, batch, x, y)
+            out.append({"network": name, "batch": batch, "samples_s": rate})
+        else:
+            dev = gpunet.device(device_name)
+            row = {"network": name, "batch": batch, "samples_s": gpunet_epoch(dev, sizes, activation, batch, x, y)}
             if dev.kernels is not None:
                 row["kernel_launches_per_step"] = count_launches(dev, sizes, activation, batch, x, y)
-                line += f"  ({row['kernel_launches_per_step']} gpunet kernel launches per step)"
-            print(line)
-            results["training"].append(row)
+            out.append(row)
+    return out
+
+
+def print_training(device_name, ours, theirs, results):
+    print(f"\n(b) training on {device_name}: one epoch of 60000 MNIST samples after a warm-up epoch, SGD momentum "
+          "0.9, samples/s")
+    print(f"{'network':22} {'batch':>5} {'gpunet':>9} {'torch':>9} {'gpunet/torch':>12}")
+    for i, r in enumerate(ours):
+        row = {"device": device_name, "network": r["network"], "batch": r["batch"], "gpunet_samples_s": r["samples_s"]}
+        line = f"{r['network']:22} {r['batch']:5d} {r['samples_s']:9.0f}"
+        if theirs:
+            row.update(torch_samples_s=theirs[i]["samples_s"], gpunet_over_torch=r["samples_s"] / theirs[i]["samples_s"])
+            line += f" {theirs[i]['samples_s']:9.0f} {row['gpunet_over_torch']:11.2f}x"
+        if "kernel_launches_per_step" in r:
+            row["kernel_launches_per_step"] = r["kernel_launches_per_step"]
+            line += f"  ({r['kernel_launches_per_step']} gpunet kernel launches per step)"
+        print(line)
+        results["training"].append(row)
+
+
+def run_worker(args, worker, framework, device_name):
+    """Each framework is measured in a process of its own: PyTorch's OpenMP threads and OpenBLAS's spin after
+    their work, and in one process each would slow the other (measured here: 30% on the small MLP)."""
+    cmd = [sys.executable, __file__, "--worker", worker, "--framework", framework, "--device", device_name,
+           "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"{framework} {worker} worker failed:\n{done.stderr[-3000:]}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -245,28 +311,51 @@ def main() -> int:
     parser.add_argument("--json", default="bench.json")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--worker", choices=("rows", "train"), help=argparse.SUPPRESS)
+    parser.add_argument("--framework", choices=("gpunet", "torch", "cupy-naive"), help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    shapes, repeats = (QUICK_SHAPES, 5) if args.quick else (ROW_SHAPES, 15)
+    if args.worker:
+        if args.framework == "torch":
+            import torch
+            torch.set_num_threads(args.threads)
+        rows = (rows_worker(args.framework, args.device, shapes, repeats) if args.worker == "rows"
+                else train_worker(args.framework, args.device))
+        print(json.dumps(rows))
+        return 0
+
     try:
         import torch
-        torch.set_num_threads(args.threads)
+        torch_version = torch.__version__
+        torch_cuda = torch.cuda.is_available()
     except ImportError:
-        torch = None
+        torch_version, torch_cuda = None, False
         print("PyTorch not installed: gpunet alone (pip install torch for the side-by-side columns)")
-    devices = [(gpunet.device("cpu"), host_timer)]
+    devices = ["cpu"]
     cupy, reason = probe_cuda(0)
     if cupy is not None:
-        devices.append((gpunet.device("cuda"), cuda_timer(cupy)))
+        devices.append("cuda")
     else:
         print(f"no GPU: {reason}")
     results = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                           "cpus": os.cpu_count(), "numpy": np.__version__,
-                           "torch": getattr(torch, "__version__", None), "date": time.strftime("%Y-%m-%d")},
+                           "cpus": os.cpu_count(), "threads": args.threads, "numpy": np.__version__,
+                           "torch": torch_version, "date": time.strftime("%Y-%m-%d")},
                "row_ops": [], "training": []}
     print(f"gpunet bench, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, NumPy {np.__version__}, torch {results['machine']['torch']}")
-    bench_row_ops(devices, QUICK_SHAPES if args.quick else ROW_SHAPES, 5 if args.quick else 15, torch, results)
-    if not args.skip_training:
-        bench_training(devices, torch, 1, results)
+          f"{os.cpu_count()} CPUs, {args.threads} threads, NumPy {np.__version__}, torch {torch_version}")
+    for device_name in devices:
+        has_torch = torch_version is not None and (device_name == "cpu" or torch_cuda)
+        ours = run_worker(args, "rows", "gpunet", device_name)
+        others = {}
+        if has_torch:
+            others["torch"] = run_worker(args, "rows", "torch", device_name)
+        if device_name == "cuda":
+            others["naive CuPy"] = run_worker(args, "rows", "cupy-naive", device_name)
+        print_row_ops(device_name, ours, {k: v for k, v in others.items() if v}, results)
+        if not args.skip_training:
+            theirs = run_worker(args, "train", "torch", device_name) if has_torch else None
+            print_training(device_name, run_worker(args, "train", "gpunet", device_name), theirs, results)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.json}")
     return 0
