@@ -49,20 +49,31 @@ def host_timer(fn, repeats):
     return statistics.median(times)
 
 
-def cuda_timer(cupy):
+def event_timer(new_event, elapsed_seconds, synchronize):
+    """GPU timing with CUDA events after a warm-up (CuPy's or PyTorch's events alike)."""
     def timer(fn, repeats):
         fn()
-        cupy.cuda.Device().synchronize()
-        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        synchronize()
+        start, stop = new_event(), new_event()
         times = []
         for _ in range(repeats):
             start.record()
             fn()
             stop.record()
             stop.synchronize()
-            times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+            times.append(elapsed_seconds(start, stop))
         return statistics.median(times)
     return timer
+
+
+def cuda_timer(cupy):
+    return event_timer(cupy.cuda.Event, lambda a, b: cupy.cuda.get_elapsed_time(a, b) / 1e3,
+                       lambda: cupy.cuda.Device().synchronize())
+
+
+def torch_cuda_timer(torch):
+    return event_timer(lambda: torch.cuda.Event(enable_timing=True), lambda a, b: a.elapsed_time(b) / 1e3,
+                       torch.cuda.synchronize)
 
 
 # ---- (a) row ops -----------------------------------------------------------------------------------------------
@@ -146,22 +157,6 @@ def rows_worker(framework, device_name, shapes, repeats):
 
 MIN_BYTES = {"softmax fwd": 2, "softmax bwd": 3, "log_softmax fwd": 2, "log_softmax bwd": 3,
              "cross_entropy f+b": 2}
-
-
-def torch_cuda_timer(torch):
-    def timer(fn, repeats):
-        fn()
-        torch.cuda.synchronize()
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(repeats):
-            start.record()
-            fn()
-            stop.record()
-            stop.synchronize()
-            times.append(start.elapsed_time(stop) / 1e3)
-        return statistics.median(times)
-    return timer
 
 
 def print_row_ops(device_name, ours, others, results):

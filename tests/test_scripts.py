@@ -1,0 +1,41 @@
+"""The scripts a person runs keep working: bench (gpunet side, tiny shapes), parity and kernel reports."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_row_worker_and_table(capsys):
+    bench = load("bench")
+    rows = bench.rows_worker("gpunet", "cpu", [(64, 10), (8, 2000)], 2)
+    assert {r["op"] for r in rows} == set(bench.MIN_BYTES) and all(r["seconds"] > 0 for r in rows)
+    results = {"row_ops": []}
+    bench.print_row_ops("cpu", rows, {"same": rows}, results)
+    assert all(r["gpunet_over_same"] == 1.0 for r in results["row_ops"])
+    assert "softmax fwd" in capsys.readouterr().out
+
+
+def test_parity_report_runs_and_reports_small_errors():
+    done = subprocess.run([sys.executable, str(SCRIPTS / "parity_report.py"), "--dtypes", "float64"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    errors = [float(line.split()[3]) for line in done.stdout.splitlines() if line.startswith("cpu-sim")]
+    assert len(errors) == 10 and max(errors) < 1e-12
+
+
+def test_kernel_report_shows_no_spills():
+    pytest.importorskip("nvidia")
+    done = subprocess.run([sys.executable, str(SCRIPTS / "kernel_report.py"), "--arch", "sm_80", "--dtype",
+                           "float32"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "no register spills" in done.stdout, done.stdout + done.stderr
