@@ -30,7 +30,7 @@ def test_parity_report_runs_and_reports_small_errors():
     done = subprocess.run([sys.executable, str(SCRIPTS / "parity_report.py"), "--dtypes", "float64"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    errors = [float(line.split()[3]) for line in done.stdout.splitlines() if line.startswith("cpu-sim")]
+    errors = [float(line.split()[-3]) for line in done.stdout.splitlines() if line.startswith("cpu-sim")]
     assert len(errors) == 10 and max(errors) < 1e-12
 
 
