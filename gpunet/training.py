@@ -82,27 +82,31 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     raise ValueError(f"unknown schedule {config.schedule!r}: expected 'constant' or 'cosine'")
 
 
-def accuracy(model, x, y, batch_size: int = 1000) -> float:
-    """Fraction of rows of ``x`` whose arg-max logit equals ``y`` (model in eval mode)."""
+def _predictions(model, x, batch_size: int):
+    """``(start, predicted classes)`` for each batch of ``x``, the model in eval mode meanwhile."""
     was_training = model.training
     model.eval()
-    xp = model.device.xp
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        logits = model.forward(model.device.asarray(x[start:start + batch_size]))
-        correct += int((xp.argmax(logits, axis=1) == model.device.asarray(y[start:start + batch_size])).sum())
-    model.train(was_training)
+    try:
+        for start in range(0, len(x), batch_size):
+            logits = model.forward(model.device.asarray(x[start:start + batch_size]))
+            yield start, model.device.xp.argmax(logits, axis=1)
+    finally:
+        model.train(was_training)
+
+
+def accuracy(model, x, y, batch_size: int = 1000) -> float:
+    """Fraction of rows of ``x`` whose arg-max logit equals ``y``."""
+    correct = sum(int((pred == model.device.asarray(y[start:start + len(pred)])).sum())
+                  for start, pred in _predictions(model, x, batch_size))
     return correct / len(x)
 
 
 def confusion_matrix(model, x, y, n_classes: int, batch_size: int = 1000):
-    """``m[true, predicted]`` counts over ``x`` (model in eval mode), as a host array."""
-    model.eval()
+    """``m[true, predicted]`` counts over ``x``, as a host array."""
     xp = model.device.xp
     counts = xp.zeros(n_classes * n_classes, dtype=xp.int64)
-    for start in range(0, len(x), batch_size):
-        pred = xp.argmax(model.forward(model.device.asarray(x[start:start + batch_size])), axis=1)
-        true = model.device.asarray(y[start:start + batch_size])
+    for start, pred in _predictions(model, x, batch_size):
+        true = model.device.asarray(y[start:start + len(pred)])
         counts += xp.bincount(true * n_classes + pred, minlength=n_classes * n_classes)
     return model.device.to_numpy(counts).reshape(n_classes, n_classes)
 
