@@ -1,0 +1,108 @@
+"""The GPU launcher, exercised without a GPU: CuPy's RawModule is replaced by a stand-in that checks every
+argument has the exact C type the kernel's signature asks for (CuPy passes scalars by their NumPy type), then
+runs the kernel in the simulator. This proves the CUDA path's compile options and marshalling, which the real
+parity tests on a GPU then only confirm."""
+import contextlib
+import types
+
+import numpy as np
+import pytest
+
+from gpunet import ops
+from gpunet.cuda_runner import CudaKernelRunner
+from gpunet.kernel_source import DTYPES, element_dtype, signatures_of
+from gpunet.sim.runner import SimModule
+
+
+class StandInKernel:
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        params = self.module.signatures[self.name]
+        assert isinstance(grid, tuple) and isinstance(block, tuple)
+        assert len(args) == len(params)
+        sim_args = []
+        for param, value in zip(params, args):
+            if param.pointer:
+                if isinstance(value, np.ndarray):
+                    sim_args.append(value)
+                else:  # a null pointer must still be 8 bytes wide
+                    assert isinstance(value, np.uint64) and value == 0, (self.name, param.name, value)
+                    sim_args.append(None)
+            else:
+                want = element_dtype(param.base, self.module.config)
+                assert isinstance(value, np.generic) and value.dtype == want, (self.name, param.name, type(value))
+                sim_args.append(value.item())
+        self.module.sim.launch(self.name, grid, block, shared_mem, sim_args)
+        self.module.launches.append(self.name)
+
+
+class StandInRawModule:
+    instances = []
+
+    def __init__(self, code, options):
+        self.code, self.options = code, options
+        config = next(c for c in DTYPES.values() if f"-DSCALAR_T={c.scalar}" in options)
+        self.config = config
+        self.signatures = signatures_of(code)
+        self.sim = SimModule(f"standin_{len(code)}", config, source=code)
+        self.launches = []
+        StandInRawModule.instances.append(self)
+
+    def get_function(self, name):
+        assert name in self.signatures, name
+        return StandInKernel(self, name)
+
+
+@pytest.fixture
+def runner():
+    cupy = types.ModuleType("cupy")
+    cupy.__getattr__ = lambda name: getattr(np, name)
+    cupy.ndarray = np.ndarray
+    cupy.RawModule = StandInRawModule
+    cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(
+        getDeviceProperties=lambda i: {"multiProcessorCount": 2, "major": 9, "minor": 0}))
+    device = types.SimpleNamespace(xp=cupy, index=0, _cuda_device=contextlib.nullcontext())
+    StandInRawModule.instances.clear()
+    return CudaKernelRunner(device)
+
+
+def test_compile_options_leave_the_architecture_to_cupy(runner):
+    runner.softmax_forward(np.zeros((2, 3), np.float32))
+    (module,) = StandInRawModule.instances
+    assert not any(o.startswith(("--gpu-architecture", "--ptxas-options")) for o in module.options)
+    assert any(o.startswith("--include-path=") for o in module.options) and "-DSCALAR_T=float" in module.options
+    assert runner.max_grid == 64 and runner.arch == "sm_90"
+
+
+@pytest.mark.parametrize("cols", [10, 2000, 20000])
+def test_row_ops_through_the_gpu_launcher(runner, cols):
+    rng = np.random.default_rng(cols)
+    x = rng.standard_normal((3, cols))
+    dy = rng.standard_normal((3, cols))
+    np.testing.assert_allclose(runner.softmax_forward(x), ops.softmax(x, device="cpu"), rtol=1e-12)
+    np.testing.assert_allclose(runner.log_softmax_forward(x), ops.log_softmax(x, device="cpu"), rtol=1e-12)
+    y = ops.softmax(x, device="cpu")
+    np.testing.assert_allclose(runner.softmax_backward(y, dy), ops.softmax_backward(y, dy, device="cpu"),
+                               rtol=1e-10, atol=1e-15)
+    labels = np.array([0, -100, cols - 1])
+    loss, p = runner.softmax_cross_entropy(x, labels, -100)
+    want_loss, want_p = ops.softmax_cross_entropy(x, labels, reduction="none", device="cpu")
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+    np.testing.assert_allclose(p, want_p, rtol=1e-12)
+    with pytest.raises(ValueError, match=f"label {cols} at row 1"):
+        runner.softmax_cross_entropy(x, np.array([0, cols, 1]), -100)
+
+
+def test_elementwise_and_optimizers_through_the_gpu_launcher(runner):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 7)).astype(np.float32)
+    np.testing.assert_allclose(runner.elementwise("tanh_forward", x), np.tanh(x), rtol=1e-6)
+    w, g = rng.standard_normal(9), rng.standard_normal(9)
+    expected = w - 0.1 * (g + 0.0 * w)
+    runner.sgd_update(w, g, None, 0.1, 0.0, False, 0.0)  # no momentum: a null velocity pointer
+    np.testing.assert_allclose(w, expected, rtol=1e-12)
+    m, v = np.zeros(9), np.zeros(9)
+    runner.adam_update(w, g, m, v, 0.01, 0.9, 0.999, 1e-8, 0.0, False, 0.01 / 0.1, 1 / np.sqrt(0.001))
+    np.testing.assert_allclose(m, 0.1 * g, rtol=1e-12)
