@@ -90,7 +90,7 @@ def build_module(module: str, config: DtypeConfig, sanitize: str | None = None, 
     target = cache_dir() / f"{module}-{config.name}-{sanitize or 'plain'}-{digest.hexdigest()[:20]}.so"
     if target.exists():
         return target
-    unit = f'#include "cuda_sim.h"\n' + (source if source is not None else f'#include "{module}.cu"\n')
+    unit = '#include "cuda_sim.h"\n' + (source if source is not None else f'#include "{module}.cu"\n')
     flags = _include_flags(config) + config.compile_defines()
     pre = subprocess.run([cxx, "-E", "-std=c++20", *flags, "-x", "c++", "-"], input=unit, capture_output=True,
                          text=True)
