@@ -72,6 +72,18 @@ def weights(path):
     return load_checkpoint(path)[0]
 
 
+def run_straight_then_start_another(tmp_path, args, env=None):
+    """Train uninterrupted into ``straight/``; start the same run into ``crashed/`` and return it running."""
+    straight = run_cli([*args, "--out", str(tmp_path / "straight")])
+    assert straight.wait(600) == 0
+    return run_cli([*args, "--out", str(tmp_path / "crashed")], env=env), tmp_path / "crashed"
+
+
+def kill(proc):
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(60)
+
+
 def assert_same_weights(a, b):
     assert a.keys() == b.keys()
     for k in a:
@@ -82,15 +94,11 @@ def assert_same_weights(a, b):
 def test_kill_during_a_save_keeps_the_previous_checkpoint_and_resume_matches(tmp_path):
     args = ["train", "--dataset", "spiral", "--hidden", "16", "--epochs", "4", "--batch-size", "32",
             "--device", "cpu", "--no-progress"]
-    straight = run_cli([*args, "--out", str(tmp_path / "straight")])
-    assert straight.wait(300) == 0
-    out = tmp_path / "crashed"
-    proc = run_cli([*args, "--out", str(out)], env={"GPUNET_SLOW_SAVE": "2"})
+    proc, out = run_straight_then_start_another(tmp_path, args, env={"GPUNET_SLOW_SAVE": "2"})
     ckpt = out / "checkpoint.npz"
     wait_for(lambda: ckpt.exists())                                   # epoch 1 saved
     wait_for(lambda: any(out.glob(".checkpoint.npz.*.tmp")))          # epoch 2's save is under way
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(60)
+    kill(proc)
     assert any(out.glob(".checkpoint.npz.*.tmp"))                     # the half-done save is left behind ...
     assert load_checkpoint(ckpt)[2]["epoch"] == 1                     # ... and the previous checkpoint is whole
     resumed = run_cli([*args, "--out", str(out), "--resume"])
@@ -104,18 +112,14 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint_and_resume_matches(tmp
 def test_kill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     args = ["train", "--dataset", "mnist", "--hidden", "256,256", "--epochs", "3", "--batch-size", "64",
             "--device", "cpu", "--no-progress"]
-    straight = run_cli([*args, "--out", str(tmp_path / "straight")])
-    assert straight.wait(600) == 0
-    out = tmp_path / "crashed"
-    proc = run_cli([*args, "--out", str(out)])
+    proc, out = run_straight_then_start_another(tmp_path, args)
     for line in proc.stdout:
         if line.startswith("epoch 1/3"):
             epoch_seconds = float(line.rsplit("(", 1)[1].split(" s)")[0])
             break
     wait_for(lambda: (out / "checkpoint.npz").exists())
     time.sleep(epoch_seconds / 3)  # a third into epoch 2, whatever this machine's speed
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(60)
+    kill(proc)
     assert load_checkpoint(out / "checkpoint.npz")[2]["epoch"] == 1
     resumed = run_cli([*args, "--out", str(out), "--resume"])
     assert resumed.wait(600) == 0
