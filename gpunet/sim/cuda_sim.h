@@ -137,7 +137,7 @@ inline std::string where() {
 
 [[noreturn]] inline void fail(const std::string& msg) { fail_launch(*self.launch, where() + ": " + msg); }
 
-// Wait on `cv` until `done()`; detect deadlock (every live thread waiting, no progress for about a second).
+// Wait on `cv` until `done()`; detect deadlock (every live thread waiting, no progress for about 2 seconds).
 template <class Done>
 inline void wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv, Done done, const char* what) {
     Launch& l = *self.launch;
@@ -150,7 +150,7 @@ inline void wait_until(std::unique_lock<std::mutex>& lock, std::condition_variab
         if (cv.wait_for(lock, std::chrono::milliseconds(20)) == std::cv_status::timeout) {
             const unsigned long long now = l.progress.load(relaxed);
             if (now != seen) { seen = now; still = 0; continue; }
-            if (l.waiting.load(relaxed) >= l.live.load(relaxed) && ++still > 50) {
+            if (l.waiting.load(relaxed) >= l.live.load(relaxed) && ++still > 100) {
                 l.waiting.fetch_sub(1, relaxed);
                 fail(std::string("deadlock: every live thread of the block waits and none can proceed (waiting "
                                  "in ") + what + "; divergent __syncthreads, or a warp collective whose mask "
