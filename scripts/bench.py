@@ -33,6 +33,10 @@ from gpunet.data import Batches, load_mnist  # noqa: E402
 
 ROW_SHAPES = [(65536, 10), (16384, 100), (4096, 1000), (1024, 10000), (256, 100000)]
 QUICK_SHAPES = [(16384, 10), (4096, 100), (1024, 1000), (256, 10000)]
+# On a GPU the same widths with more rows, 2**26 elements (256 MB float32) each: past any L2 cache (50 MB on an
+# H100), so that repeated runs over one buffer measure device memory, not the cache.
+GPU_ELEMENTS = 2**26
+STEP_REPEATS = 50
 MLPS = [("784-512-512-10 relu", [784, 512, 512, 10], "relu", 128),
         ("784-512-512-10 relu", [784, 512, 512, 10], "relu", 1024),
         ("784-100-10 tanh", [784, 100, 10], "tanh", 64)]
@@ -129,6 +133,8 @@ def rows_worker(framework, device_name, shapes, repeats):
     else:
         dev = gpunet.device(device_name)
         timer = host_timer if device_name == "cpu" else cuda_timer(dev.xp)
+    if device_name != "cpu":
+        shapes = [(max(rows, GPU_ELEMENTS // cols), cols) for rows, cols in shapes]
     for rows, cols in shapes:
         rng = np.random.default_rng(rows + cols)
         x_np = (rng.standard_normal((rows, cols)) * 3).astype(np.float32)  # never time on zeros
@@ -186,17 +192,25 @@ def print_row_ops(device_name, ours, others, results):
 
 
 # ---- (b) training ------------------------------------------------------------------------------------------------
-def gpunet_epoch(dev, sizes, activation, batch, x, y, epochs_timed=1):
+def gpunet_trainer(dev, sizes, activation):
+    """One SGD step of gpunet's MLP as a function of a batch already on ``dev``."""
     model = nn.mlp(sizes, activation, seed=0, device=dev)
     loss_fn = nn.SoftmaxCrossEntropy(device=dev)
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(xb, yb):
+        loss_fn.forward(model.forward(xb), yb)
+        model.backward(loss_fn.backward())
+        opt.step()
+    return step
+
+
+def gpunet_epoch(dev, step, batch, x, y, epochs_timed=1):
     batches = Batches(x, y, batch, seed=0, device=dev)
 
     def epoch():
         for xb, yb in batches.epoch(0):
-            loss_fn.forward(model.forward(xb), yb)
-            model.backward(loss_fn.backward())
-            opt.step()
+            step(xb, yb)
         dev.synchronize()
     epoch()  # warm-up (first touches, kernel builds)
     start = time.perf_counter()
@@ -205,7 +219,7 @@ def gpunet_epoch(dev, sizes, activation, batch, x, y, epochs_timed=1):
     return len(x) * epochs_timed / (time.perf_counter() - start)
 
 
-def torch_epoch(torch, device, sizes, activation, batch, x_np, y_np, epochs_timed=1):
+def torch_trainer(torch, device, sizes, activation):
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(torch.nn.Linear(a, b))
@@ -213,16 +227,21 @@ def torch_epoch(torch, device, sizes, activation, batch, x_np, y_np, epochs_time
             layers.append(torch.nn.ReLU() if activation == "relu" else torch.nn.Tanh())
     model = torch.nn.Sequential(*layers).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
     loss_fn = torch.nn.CrossEntropyLoss()
 
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(xb), yb).backward()
+        opt.step()
+    return step
+
+
+def torch_epoch(torch, device, step, batch, x, y, epochs_timed=1):
     def epoch():
         order = torch.randperm(len(x), device=device)
         for s in range(0, len(x), batch):
             idx = order[s:s + batch]
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(x[idx]), y[idx]).backward()
-            opt.step()
+            step(x[idx], y[idx])
         if device == "cuda":
             torch.cuda.synchronize()
     epoch()
@@ -232,58 +251,94 @@ def torch_epoch(torch, device, sizes, activation, batch, x_np, y_np, epochs_time
     return len(x) * epochs_timed / (time.perf_counter() - start)
 
 
-def count_launches(dev, sizes, activation, batch, x, y):
-    """gpunet's own kernel launches in one training step (matrix products go to cuBLAS through xp.matmul)."""
+def count_gpunet_launches(dev, step, xb, yb):
+    """gpunet's own kernel launches in one training step (not CuPy's elementwise ops or cuBLAS)."""
     counted = {"n": 0}
     original = dev.kernels.launch
 
     def counting(*args, **kwargs):
         counted["n"] += 1
         return original(*args, **kwargs)
-    model = nn.mlp(sizes, activation, seed=0, device=dev)
-    loss_fn = nn.SoftmaxCrossEntropy(device=dev)
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    xb, yb = dev.asarray(x[:batch]), dev.asarray(y[:batch])
     dev.kernels.launch = counting
     try:
-        loss_fn.forward(model.forward(xb), yb)
-        model.backward(loss_fn.backward())
-        opt.step()
+        step(xb, yb)
     finally:
         dev.kernels.launch = original
     return counted["n"]
+
+
+def count_cuda_kernels(step, synchronize):
+    """Every kernel and copy the GPU ran in one step, whoever launched it (CuPy, cuBLAS, gpunet), as CUPTI sees
+    them through PyTorch's profiler; None without a CUDA PyTorch."""
+    try:
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+        if not torch.cuda.is_available():
+            return None
+        synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            synchronize()
+        return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    except Exception as exc:  # a profiler that cannot start must not cost the whole bench
+        print(f"kernel count unavailable: {exc}", file=sys.stderr)
+        return None
 
 
 def train_worker(framework, device_name):
     x, y, _, _ = load_mnist()
     out = []
     for name, sizes, activation, batch in MLPS:
+        row = {"network": name, "batch": batch}
         if framework == "torch":
             import torch
-            rate = torch_epoch(torch, "cpu" if device_name == "cpu" else "cuda", sizes, activation, batch, x, y)
-            out.append({"network": name, "batch": batch, "samples_s": rate})
+            target = "cpu" if device_name == "cpu" else "cuda"
+            xt, yt = torch.from_numpy(x).to(target), torch.from_numpy(y).to(target)
+            step = torch_trainer(torch, target, sizes, activation)
+            row["samples_s"] = torch_epoch(torch, target, step, batch, xt, yt)
+            if target == "cuda":
+                xb, yb = xt[:batch], yt[:batch]
+                row["step_s"] = torch_cuda_timer(torch)(lambda: step(xb, yb), STEP_REPEATS)
+                row["cuda_kernels_per_step"] = count_cuda_kernels(lambda: step(xb, yb), torch.cuda.synchronize)
         else:
             dev = gpunet.device(device_name)
-            row = {"network": name, "batch": batch, "samples_s": gpunet_epoch(dev, sizes, activation, batch, x, y)}
+            step = gpunet_trainer(dev, sizes, activation)
+            row["samples_s"] = gpunet_epoch(dev, step, batch, x, y)
             if dev.kernels is not None:
-                row["kernel_launches_per_step"] = count_launches(dev, sizes, activation, batch, x, y)
-            out.append(row)
+                xb, yb = dev.asarray(x[:batch]), dev.asarray(y[:batch])
+                row["kernel_launches_per_step"] = count_gpunet_launches(dev, step, xb, yb)
+                if device_name.startswith("cuda"):
+                    row["step_s"] = cuda_timer(dev.xp)(lambda: step(xb, yb), STEP_REPEATS)
+                    row["cuda_kernels_per_step"] = count_cuda_kernels(lambda: step(xb, yb), dev.synchronize)
+        out.append(row)
     return out
 
 
 def print_training(device_name, ours, theirs, results):
     print(f"\n(b) training on {device_name}: one epoch of 60000 MNIST samples after a warm-up epoch, SGD momentum "
-          "0.9, samples/s")
-    print(f"{'network':22} {'batch':>5} {'gpunet':>9} {'torch':>9} {'gpunet/torch':>12}")
+          "0.9, samples/s" + ("; one step on a fixed batch timed with CUDA events (median of "
+                              f"{STEP_REPEATS}), and the kernels it runs" if device_name != "cpu" else ""))
+    print(f"{'network':22} {'batch':>5} {'gpunet':>9} {'torch':>9} {'gpunet/torch':>12}"
+          + ("   step ms: gpunet  torch   kernels: gpunet-own all  torch-all" if device_name != "cpu" else ""))
     for i, r in enumerate(ours):
-        row = {"device": device_name, "network": r["network"], "batch": r["batch"], "gpunet_samples_s": r["samples_s"]}
+        row = {"device": device_name, **{k: v for k, v in r.items() if k != "samples_s"},
+               "gpunet_samples_s": r["samples_s"]}
+        theirs_row = theirs[i] if theirs else {}
         line = f"{r['network']:22} {r['batch']:5d} {r['samples_s']:9.0f}"
-        if theirs:
-            row.update(torch_samples_s=theirs[i]["samples_s"], gpunet_over_torch=r["samples_s"] / theirs[i]["samples_s"])
-            line += f" {theirs[i]['samples_s']:9.0f} {row['gpunet_over_torch']:11.2f}x"
-        if "kernel_launches_per_step" in r:
-            row["kernel_launches_per_step"] = r["kernel_launches_per_step"]
-            line += f"  ({r['kernel_launches_per_step']} gpunet kernel launches per step)"
+        if theirs_row:
+            row.update(torch_samples_s=theirs_row["samples_s"], gpunet_over_torch=r["samples_s"] / theirs_row["samples_s"])
+            line += f" {theirs_row['samples_s']:9.0f} {row['gpunet_over_torch']:11.2f}x"
+        else:
+            line += f" {'-':>9} {'-':>12}"
+        if device_name != "cpu":
+            row["torch_step_s"] = theirs_row.get("step_s")
+            row["torch_cuda_kernels_per_step"] = theirs_row.get("cuda_kernels_per_step")
+
+            def fmt(value, scale=1.0, digits=0):
+                return "-" if value is None else f"{value * scale:.{digits}f}"
+            line += (f"   {fmt(r.get('step_s'), 1e3, 3):>13} {fmt(row['torch_step_s'], 1e3, 3):>6}"
+                     f"   {fmt(r.get('kernel_launches_per_step')):>17} {fmt(r.get('cuda_kernels_per_step')):>4}"
+                     f" {fmt(row['torch_cuda_kernels_per_step']):>10}")
         print(line)
         results["training"].append(row)
 
@@ -306,6 +361,7 @@ def main() -> int:
     parser.add_argument("--json", default="bench.json")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--devices", default="cpu,cuda", help="comma-separated devices to bench, of those present")
     parser.add_argument("--worker", choices=("rows", "train"), help=argparse.SUPPRESS)
     parser.add_argument("--framework", choices=("gpunet", "torch", "cupy-naive"), help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
@@ -327,10 +383,11 @@ def main() -> int:
     except ImportError:
         torch_version, torch_cuda = None, False
         print("PyTorch not installed: gpunet alone (pip install torch for the side-by-side columns)")
-    devices = ["cpu"]
+    wanted = args.devices.split(",")
+    devices = ["cpu"] if "cpu" in wanted else []
     cupy, reason = probe_cuda(0)
     if cupy is not None:
-        devices.append("cuda")
+        devices += ["cuda"] if "cuda" in wanted else []
     else:
         print(f"no GPU: {reason}")
     results = {"machine": {"platform": platform.platform(), "processor": platform.processor(),

@@ -3,6 +3,7 @@
 relative difference from the CPU (NumPy) result, for a person to read.
 
     python scripts/parity_report.py            # cpu vs sim, and cpu vs cuda where a GPU is present
+    python scripts/parity_report.py --devices cuda --dtypes float16,float32,float64
 """
 import argparse
 import sys
@@ -46,8 +47,10 @@ def cases(rng, rows, cols, dtype):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--devices", default="sim,cuda", help="compared with the CPU, of those present")
     args = parser.parse_args()
-    devices = ["sim"] + (["cuda"] if probe_cuda(0)[0] is not None else [])
+    wanted = args.devices.split(",")
+    devices = [d for d in ("sim", "cuda") if d in wanted and (d != "cuda" or probe_cuda(0)[0] is not None)]
     cpu = gpunet.device("cpu")
     print(f"reference: cpu (NumPy {np.__version__}); compared: {', '.join(devices)}; shapes {SHAPES}")
     print(f"{'pair':10} {'dtype':8} {'op':24} {'max abs err':>12} {'max rel err':>12} {'seconds':>8}")
