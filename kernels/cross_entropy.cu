@@ -36,19 +36,22 @@ __device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const lo
                                         scalar_t* __restrict__ loss, scalar_t* __restrict__ out,
                                         const scalar_t* __restrict__ grad_scale, unsigned long long* error_row,
                                         long long rows, int cols, long long ignore_index, int width) {
+    width = group_width<COLS>(width);
     WARP_ROW_LOOP(width) {
-        const long long row = base + lane / width;
+        const long long row = base + (lane >> width_log2);
         const bool row_ok = row < rows;
         const long long offset = row * cols;
         acc_t v[COLS], m, s;
-        warp_row_stats<COLS, true>(x, offset, row_ok, cols, sub, width, v, m, s);
+        warp_row_stats<COLS, true>(x + offset, row_ok, cols, sub, width, v, m, s);
         if (!row_ok) continue;
         const long long label = labels[row];
         if (sub == 0) store(loss, row, row_loss(x, offset, label, ignore_index, cols, row, m, s, error_row));
+        const acc_t inv_s = acc_t(1) / s;
+        scalar_t* __restrict__ outr = out + offset;
 #pragma unroll
         for (int j = 0; j < COLS; ++j) {
             const int col = sub + j * width;
-            if (col < cols) store(out, offset + col, output(v[j] / s, col, label, ignore_index, grad_scale));
+            if (col < cols) store(outr, col, output(v[j] * inv_s, col, label, ignore_index, grad_scale));
         }
     }
 }

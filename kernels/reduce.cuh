@@ -17,6 +17,7 @@ struct SumOp {
 
 template <class Op>
 __device__ __forceinline__ acc_t group_reduce(acc_t v, int width) {
+#pragma unroll
     for (int offset = width / 2; offset > 0; offset /= 2)
         v = Op::apply(v, __shfl_xor_sync(GPUNET_FULL_MASK, v, offset, width));
     return v;
@@ -55,6 +56,7 @@ __device__ __forceinline__ void online_merge(acc_t& m, acc_t& s, acc_t m2, acc_t
 }
 
 __device__ __forceinline__ void group_reduce_online(acc_t& m, acc_t& s, int width) {
+#pragma unroll
     for (int offset = width / 2; offset > 0; offset /= 2) {
         const acc_t m2 = __shfl_xor_sync(GPUNET_FULL_MASK, m, offset, width);
         const acc_t s2 = __shfl_xor_sync(GPUNET_FULL_MASK, s, offset, width);

@@ -14,18 +14,21 @@
 template <int COLS, bool LOG>
 __device__ __forceinline__ void warp_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                                              long long rows, int cols, int width) {
+    width = group_width<COLS>(width);
     WARP_ROW_LOOP(width) {
-        const long long row = base + lane / width;
+        const long long row = base + (lane >> width_log2);
         const bool row_ok = row < rows;
         const long long offset = row * cols;
         acc_t v[COLS], m, s;
-        warp_row_stats<COLS, !LOG>(x, offset, row_ok, cols, sub, width, v, m, s);
+        warp_row_stats<COLS, !LOG>(x + offset, row_ok, cols, sub, width, v, m, s);
         if (!row_ok) continue;
-        const acc_t log_s = LOG ? gp_log(s) : acc_t(0);
+        // One division per row; each element then costs a multiply (1 ulp more than dividing each).
+        const acc_t scale = LOG ? gp_log(s) : acc_t(1) / s;
+        scalar_t* __restrict__ yr = y + offset;
 #pragma unroll
         for (int j = 0; j < COLS; ++j) {
             const int col = sub + j * width;
-            if (col < cols) store(y, offset + col, LOG ? v[j] - log_s : v[j] / s);
+            if (col < cols) store(yr, col, LOG ? v[j] - scale : v[j] * scale);
         }
     }
 }
@@ -33,26 +36,30 @@ __device__ __forceinline__ void warp_forward(const scalar_t* __restrict__ x, sca
 template <int COLS, bool LOG>
 __device__ __forceinline__ void warp_backward(const scalar_t* __restrict__ y, const scalar_t* __restrict__ dy,
                                               scalar_t* __restrict__ dx, long long rows, int cols, int width) {
+    width = group_width<COLS>(width);
     WARP_ROW_LOOP(width) {
-        const long long row = base + lane / width;
+        const long long row = base + (lane >> width_log2);
         const bool row_ok = row < rows;
         const long long offset = row * cols;
+        const scalar_t* __restrict__ yr = y + offset;
+        const scalar_t* __restrict__ dyr = dy + offset;
         acc_t yv[COLS], gv[COLS];
         acc_t dot = 0;
 #pragma unroll
         for (int j = 0; j < COLS; ++j) {
             const int col = sub + j * width;
             const bool ok = row_ok && col < cols;
-            yv[j] = ok ? load(y, offset + col) : acc_t(0);
-            gv[j] = ok ? load(dy, offset + col) : acc_t(0);
+            yv[j] = ok ? load(yr, col) : acc_t(0);
+            gv[j] = ok ? load(dyr, col) : acc_t(0);
             dot += LOG ? gv[j] : yv[j] * gv[j];
         }
         dot = group_reduce<SumOp>(dot, width);
         if (!row_ok) continue;
+        scalar_t* __restrict__ dxr = dx + offset;
 #pragma unroll
         for (int j = 0; j < COLS; ++j) {
             const int col = sub + j * width;
-            if (col < cols) store(dx, offset + col, LOG ? gv[j] - gp_exp(yv[j]) * dot : yv[j] * (gv[j] - dot));
+            if (col < cols) store(dxr, col, LOG ? gv[j] - gp_exp(yv[j]) * dot : yv[j] * (gv[j] - dot));
         }
     }
 }

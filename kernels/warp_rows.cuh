@@ -5,25 +5,31 @@
 #pragma once
 #include "reduce.cuh"
 
+// Lanes per row: always 32 when a lane holds more than one value (launch.py sends width 32 for cols > 32), so
+// for COLS > 1 the compiler sees a constant, unrolls the shuffles and drops the sub-warp arithmetic.
+template <int COLS>
+__device__ __forceinline__ int group_width(int width) { return COLS > 1 ? 32 : width; }
+
+// `width` is a power of two: lane / width and lane % width are a shift and a mask.
 #define WARP_ROW_LOOP(width)                                                                                      \
-    const int lane = threadIdx.x % 32, sub = lane % (width);                                                     \
-    const long long rows_per_warp = 32 / (width);                                                                \
+    const int lane = threadIdx.x % 32, sub = lane & ((width) - 1), width_log2 = __ffs(width) - 1;               \
+    const long long rows_per_warp = 32 >> width_log2;                                                            \
     const long long warps_per_block = blockDim.x / 32;                                                           \
     const long long first = ((long long)blockIdx.x * warps_per_block + threadIdx.x / 32) * rows_per_warp;       \
     const long long stride = (long long)gridDim.x * warps_per_block * rows_per_warp;                             \
     for (long long base = first; base < rows; base += stride)
 
-// Load this lane's part of a row and reduce it over the group: m = row max, s = sum exp(x - m).
-// On return v[j] holds exp(x - m) (EXP) or x - m, and 0 past the row's end or for a row past the last.
+// Load this lane's part of row `xr` (its first element) and reduce it over the group: m = row max,
+// s = sum exp(x - m). On return v[j] holds exp(x - m) (EXP) or x - m, and 0 past the row's end or for a row past
+// the last (whose `xr` is never read).
 template <int COLS, bool EXP>
-__device__ __forceinline__ void warp_row_stats(const scalar_t* __restrict__ x, long long offset, bool row_ok,
-                                               int cols, int sub, int width, acc_t (&v)[COLS], acc_t& m,
-                                               acc_t& s) {
+__device__ __forceinline__ void warp_row_stats(const scalar_t* __restrict__ xr, bool row_ok, int cols, int sub,
+                                               int width, acc_t (&v)[COLS], acc_t& m, acc_t& s) {
     m = neg_inf();
 #pragma unroll
     for (int j = 0; j < COLS; ++j) {
         const int col = sub + j * width;
-        v[j] = (row_ok && col < cols) ? load(x, offset + col) : neg_inf();
+        v[j] = (row_ok && col < cols) ? load(xr, col) : neg_inf();
         m = MaxOp::apply(m, v[j]);
     }
     m = group_reduce<MaxOp>(m, width);

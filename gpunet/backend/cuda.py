@@ -2,6 +2,16 @@
 from __future__ import annotations
 
 from .device import Device, _is_cupy_array
+from .host import host_xp as np
+
+
+class UnsupportedDtype(TypeError, ValueError):
+    """An array of a dtype the GPU cannot hold (long double, objects, strings). Both a TypeError and a ValueError:
+    the CPU path reports unsupported dtypes as ValueError, the kernel launcher as TypeError."""
+
+
+# dtype kinds and chars CuPy has no device type for: objects, strings, void, and long double (float128).
+_HOST_ONLY_KINDS, _HOST_ONLY_CHARS = "OSUV", "gG"
 
 
 class CudaUnavailable(RuntimeError):
@@ -45,6 +55,11 @@ class CudaDevice(Device):
         self.kernels = CudaKernelRunner(self)
 
     def asarray(self, a, dtype=None):
+        wanted = np.dtype(dtype) if dtype is not None else getattr(a, "dtype", None)
+        if wanted is not None and not _is_cupy_array(a) and (
+                wanted.kind in _HOST_ONLY_KINDS or wanted.char in _HOST_ONLY_CHARS):
+            raise UnsupportedDtype(f"{self.name} cannot hold an array of dtype {wanted}, which gpunet does not "
+                                   "support on a GPU: use float16, float32 or float64")
         with self._cuda_device:
             return self.xp.asarray(a, dtype=dtype)
 
