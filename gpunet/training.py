@@ -116,7 +116,10 @@ def fit(config: TrainConfig, log=print) -> dict:
     out = Path(config.out)
     x_train, y_train, x_test, y_test, n_classes = load_dataset(config.dataset, config.data_root, config.seed)
     model = build_model(config, x_train.shape[1], n_classes, dev)
-    loss_fn = nn.SoftmaxCrossEntropy(device=dev)
+    for split, labels in (("training", y_train), ("test", y_test)):
+        require_labels_in_range(labels, n_classes, split)
+    # Labels checked once here, so the loss need not read back the GPU kernel's label flag (a sync) every step.
+    loss_fn = nn.SoftmaxCrossEntropy(check_labels=False, device=dev)
     opt = build_optimizer(config, model.parameters())
     batches = Batches(x_train, y_train, config.batch_size, shuffle=True, seed=config.seed, device=dev)
     total_steps = config.epochs * len(batches)
@@ -151,6 +154,14 @@ def fit(config: TrainConfig, log=print) -> dict:
     final = history[-1]["test_accuracy"] if history else float("nan")
     log(f"final test accuracy {100 * final:.2f}%  (checkpoint {checkpoint_path}, metrics {out / 'metrics.json'})")
     return {"history": history, "test_accuracy": final, "checkpoint": str(checkpoint_path)}
+
+
+def require_labels_in_range(labels, n_classes: int, split: str) -> None:
+    bad = (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        i = int(bad.argmax())
+        raise ValueError(f"{split} label {int(labels[i])} of sample {i} is out of range: a dataset of {n_classes} "
+                         f"classes needs labels in [0, {n_classes})")
 
 
 CHECK_EVERY = 20  # steps between looks at the loss: one host sync per window, not per step

@@ -26,8 +26,12 @@ TOLERANCES = {np.float64: (1e-12, 1e-12), np.float32: (2e-5, 1e-6), np.float16: 
 
 
 @pytest.fixture(params=ALL_DEVICES)
-def dev(request):
-    return gpunet.device(request.param)
+def dev(request, _default_device_cpu):
+    """The device under test, also made the default: an op given host arrays without ``device=`` runs there
+    (the simulator's arrays are NumPy arrays, which would otherwise fall to the CPU default)."""
+    device = gpunet.device(request.param)
+    gpunet.set_default_device(device)
+    return device
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""Softmax cross-entropy as a layer: forward gives the loss, backward the fused gradient ``(p - y) / N``."""
+"""Softmax cross-entropy as a layer: forward gives the loss, backward the fused gradient ``(p - y) / N``.
+
+The forward computes the gradient too, in the same pass (``ops.softmax_cross_entropy_with_grad``): it needs
+nothing but the probabilities, which that pass has in hand. Backward only scales it by ``dloss``.
+"""
 from __future__ import annotations
 
 from .. import ops
@@ -6,21 +10,21 @@ from .module import Module
 
 
 class SoftmaxCrossEntropy(Module):
-    def __init__(self, ignore_index: int = -100, reduction: str = "mean", device=None):
+    def __init__(self, ignore_index: int = -100, reduction: str = "mean", check_labels: bool = True, device=None):
+        """``check_labels=False``: see ``ops.softmax_cross_entropy_with_grad`` (no host sync per step on a GPU;
+        for labels checked once up front)."""
         super().__init__(device)
         self.ignore_index = ignore_index
         self.reduction = reduction
-        self.probs = None
-        self._labels = None
+        self.check_labels = check_labels
+        self._grad = None
 
     def forward(self, logits, labels):
-        loss, self.probs = ops.softmax_cross_entropy(logits, labels, self.ignore_index, self.reduction,
-                                                     device=self.device)
-        self._labels = labels
+        loss, self._grad = ops.softmax_cross_entropy_with_grad(logits, labels, self.ignore_index, self.reduction,
+                                                               self.check_labels, device=self.device)
         return loss
 
     def backward(self, dloss=1.0):
-        if self.probs is None:
+        if self._grad is None:
             raise RuntimeError("SoftmaxCrossEntropy.backward called before forward")
-        return ops.softmax_cross_entropy_backward(self.probs, self._labels, dloss, self.ignore_index,
-                                                  self.reduction, device=self.device)
+        return ops.scale_grad(self._grad, dloss, self.reduction)

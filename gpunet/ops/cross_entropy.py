@@ -35,6 +35,57 @@ def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: s
     return _reduce(xp, loss_rows, labels, ignore_index, reduction), probs
 
 
+def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, reduction: str = "mean",
+                                    check_labels: bool = True, device=None):
+    """Return ``(loss, grad)``: the loss as in :func:`softmax_cross_entropy`, and its gradient with respect to the
+    logits for ``dloss = 1``, ``(p - onehot(labels)) / n_valid`` for "mean" (no division for "sum" and "none").
+
+    One pass over the logits instead of two: on a GPU the fused kernel reads the logits once and writes the
+    gradient once, where forward-then-backward also writes and reads back the probabilities (half the traffic).
+    ``check_labels=False`` skips reading back the kernel's label-range flag, a host sync per call on a GPU, for
+    callers that checked their labels once up front (``gpunet.training.fit`` does); a bad label then gives a NaN
+    loss for its row rather than an error. On the CPU labels are always checked (it costs no sync there).
+    """
+    dev, logits, labels = _prepare(logits, labels, "logits", ignore_index, reduction, device, check_range=False)
+    xp = dev.xp
+    valid = labels != ignore_index
+    n_valid = valid.sum()
+    wide_dtype = widened(logits).dtype
+    scale = (xp.reciprocal(xp.maximum(n_valid, 1).astype(wide_dtype)) if reduction == "mean"
+             else xp.ones((), dtype=wide_dtype))
+    if dev.kernels is not None:
+        loss_rows, grad = dev.kernels.softmax_cross_entropy(xp.ascontiguousarray(logits), labels, ignore_index,
+                                                            grad_scale=scale.reshape(1).astype(logits.dtype, copy=False),
+                                                            check=check_labels)
+    else:
+        wide = xp.ascontiguousarray(widened(logits))
+        grad = xp.empty_like(wide)
+        loss_rows = xp.empty(labels.shape[0], dtype=wide.dtype)
+        row_scale = valid.astype(wide.dtype) * scale
+        forward, backward = _forward_block(xp, ignore_index), _backward_block(xp, ignore_index)
+
+        def loss_and_grad(x, labels_block, row_scale_block, loss_block, grad_block):
+            forward(x, labels_block, loss_block, grad_block)  # the probabilities, in the gradient's buffer
+            backward(grad_block, labels_block, row_scale_block, grad_block)
+        dev.map_rows(quietly(xp, loss_and_grad), [wide, labels, row_scale], [loss_rows, grad])
+        loss_rows, grad = loss_rows.astype(logits.dtype, copy=False), grad.astype(logits.dtype, copy=False)
+    return _reduce(xp, loss_rows, labels, ignore_index, reduction, n_valid), grad
+
+
+def scale_grad(grad, dloss, reduction: str = "mean"):
+    """``grad * dloss`` for the gradient of :func:`softmax_cross_entropy_with_grad` (computed for ``dloss = 1``):
+    a scalar ``dloss`` for "mean" and "sum", a scalar or one value per row for "none"."""
+    if isinstance(dloss, (int, float)) and dloss == 1:
+        return grad
+    xp = device_of(grad).xp
+    dloss = xp.asarray(dloss, dtype=grad.dtype)
+    per_row = reduction == "none" and dloss.ndim == 1
+    if dloss.ndim != 0 and not (per_row and dloss.shape[0] == grad.shape[0]):
+        want = f"a scalar or shape ({grad.shape[0]},)" if reduction == "none" else "a scalar"
+        raise ValueError(f"dloss for reduction={reduction!r} must be {want}, got shape {tuple(dloss.shape)}")
+    return grad * (dloss[:, None] if per_row else dloss)
+
+
 def _prepare(scores, labels, name, ignore_index, reduction, device, check_range):
     """Both arrays on the op's device, checked: (N, C) floating scores, (N,) integer labels in range (the range
     only where no kernel checks it), a known reduction."""
@@ -109,12 +160,13 @@ def _row_scale(xp, dloss, valid, reduction, dtype):
     return valid_f * dloss
 
 
-def _reduce(xp, loss_rows, labels, ignore_index, reduction):
+def _reduce(xp, loss_rows, labels, ignore_index, reduction, n_valid=None):
     if reduction == "none":
         return loss_rows
     total = loss_rows.sum()
     if reduction == "sum":
         return total
-    n_valid = (labels != ignore_index).sum()
+    if n_valid is None:
+        n_valid = (labels != ignore_index).sum()
     with _quiet(xp):
         return total / n_valid.astype(loss_rows.dtype)
