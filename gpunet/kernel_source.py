@@ -138,6 +138,12 @@ def element_dtype(base: str, config: DtypeConfig):
     raise TypeError(f"kernel parameter type {base!r} has no NumPy equivalent")
 
 
+@functools.lru_cache(maxsize=None)
+def _integer_range(dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
 def check_arguments(kernel: str, params, args, config: DtypeConfig, is_array):
     """Check ``args`` against the kernel's parameters; return ``[(param, value, dtype)]``.
 
@@ -167,8 +173,8 @@ def check_arguments(kernel: str, params, args, config: DtypeConfig, is_array):
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"kernel {kernel}: parameter {param.name} ({param.ctype}) takes an integer, "
                                 f"got {type(value).__name__}")
-            info = np.iinfo(want)
-            if not info.min <= int(value) <= info.max:
+            low, high = _integer_range(want)
+            if not low <= int(value) <= high:
                 raise OverflowError(f"kernel {kernel}: parameter {param.name} = {value} does not fit {param.base}")
             bound.append((param, int(value), want))
         else:

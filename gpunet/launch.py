@@ -15,6 +15,7 @@ The simulator uses a tiny cap on purpose: it exercises those loops and keeps a t
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 WARP_BLOCK = 128
 ROW_BLOCK = 256
@@ -41,6 +42,7 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and asked for at every launch
 def row_plan(op: str, rows: int, cols: int, acc_bytes: int, max_grid: int, cached_arrays: int = 1,
              has_smem_variant: bool = True) -> LaunchPlan:
     """The launch of row op ``op`` (e.g. "softmax_forward") over a contiguous (rows, cols) array."""
@@ -60,5 +62,6 @@ def row_plan(op: str, rows: int, cols: int, acc_bytes: int, max_grid: int, cache
     return LaunchPlan(f"{op}_plain", min(rows, max_grid), ROW_BLOCK, 0, (), "plain")
 
 
+@functools.lru_cache(maxsize=4096)
 def elementwise_plan(kernel: str, n: int, max_grid: int) -> LaunchPlan:
     return LaunchPlan(kernel, max(1, min(_cdiv(n, ELEMENTWISE_BLOCK), max_grid)), ELEMENTWISE_BLOCK)
