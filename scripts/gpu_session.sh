@@ -33,5 +33,6 @@ if command -v compute-sanitizer >/dev/null; then
     done
 fi
 stage train 300 $py -m gpunet train --device cuda --no-progress --out "$log_dir/run"
+stage profile 120 $py scripts/profile_step.py --device cuda --batch 128
 stage bench 400 $py scripts/bench.py --devices cuda --json "$log_dir/bench.json"
 exit $status
