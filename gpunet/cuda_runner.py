@@ -11,7 +11,7 @@ class CudaKernelRunner(KernelRunner):
     def __init__(self, device):
         super().__init__(device)
         self._modules: dict = {}
-        self._kernels: dict = {}  # (module, kernel, dtype) -> (function, params, config, scalar types)
+        self._kernels: dict = {}  # (module, kernel, dtype) -> (function, params, config, dtypes, scalar types)
         self._is_array = lambda a: isinstance(a, self.xp.ndarray)
         props = device.xp.cuda.runtime.getDeviceProperties(device.index)
         self.max_grid = int(props["multiProcessorCount"]) * 32
@@ -37,13 +37,14 @@ class CudaKernelRunner(KernelRunner):
         if entry is None:
             raw, config = self.module(module, dtype)
             params = signatures(module)[kernel]
-            scalar_types = tuple(None if p.pointer else element_dtype(p.base, config).type for p in params)
-            entry = self._kernels[key] = (raw.get_function(kernel), params, config, scalar_types)
+            wants = tuple(element_dtype(p.base, config) for p in params)
+            scalar_types = tuple(None if p.pointer else want.type for p, want in zip(params, wants))
+            entry = self._kernels[key] = (raw.get_function(kernel), params, config, wants, scalar_types)
         return entry
 
     def launch(self, module: str, plan, dtype, args) -> None:
-        function, params, config, scalar_types = self.kernel(module, plan.kernel, dtype)
-        bound = check_arguments(plan.kernel, params, args, config, self._is_array)
+        function, params, config, wants, scalar_types = self.kernel(module, plan.kernel, dtype)
+        bound = check_arguments(plan.kernel, params, args, config, self._is_array, wants)
         # Scalars go by value with the kernel's exact C type; a missing pointer is a 64-bit null.
         converted = tuple((_NULL if value is None else value) if scalar is None else scalar(value)
                           for (_, value, _), scalar in zip(bound, scalar_types))

@@ -35,11 +35,11 @@ class DtypeConfig:
     acc: str
     defines: tuple = ()
 
-    @property
+    @functools.cached_property
     def numpy_dtype(self):
         return np.dtype(self.name)
 
-    @property
+    @functools.cached_property
     def acc_numpy_dtype(self):
         return np.dtype({"float": "float32", "double": "float64"}[self.acc])
 
@@ -144,8 +144,11 @@ def _integer_range(dtype) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
-def check_arguments(kernel: str, params, args, config: DtypeConfig, is_array):
+def check_arguments(kernel: str, params, args, config: DtypeConfig, is_array, wants=None):
     """Check ``args`` against the kernel's parameters; return ``[(param, value, dtype)]``.
+
+    ``wants``: each parameter's element dtype under ``config``, when the caller has it at hand (launchers look it
+    up once per kernel; this runs at every launch).
 
     Pointers take an array of the exact element dtype, C-contiguous, or None (nullptr); integers take Python or
     NumPy integers (not bools); floating parameters take real numbers.
@@ -154,8 +157,9 @@ def check_arguments(kernel: str, params, args, config: DtypeConfig, is_array):
         raise TypeError(f"kernel {kernel} takes {len(params)} arguments ({', '.join(p.name for p in params)}), "
                         f"got {len(args)}")
     bound = []
-    for param, value in zip(params, args):
-        want = element_dtype(param.base, config)
+    if wants is None:
+        wants = [element_dtype(param.base, config) for param in params]
+    for param, value, want in zip(params, args, wants):
         if param.pointer:
             if value is None:
                 bound.append((param, None, want))

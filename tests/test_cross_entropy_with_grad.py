@@ -88,3 +88,13 @@ def test_a_gpu_refuses_long_double_by_name():
     with pytest.raises(UnsupportedDtype, match="dtype object"):
         fake.asarray(np.array([None]), dtype=object)
     assert gpunet.device("cpu").asarray(np.zeros(1)).dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_every_row_ignored(dev, dtype):
+    logits, labels = dev.asarray(np.ones((3, 5), dtype=dtype)), dev.asarray(np.full(3, -100))
+    loss, grad = ops.softmax_cross_entropy_with_grad(logits, labels)
+    assert np.isnan(float(dev.to_numpy(loss))) and dev.to_numpy(loss).dtype == dtype  # mean over no rows
+    assert np.all(dev.to_numpy(grad) == 0)
+    loss, _ = ops.softmax_cross_entropy_with_grad(logits, labels, reduction="sum")
+    assert float(dev.to_numpy(loss)) == 0

@@ -49,10 +49,12 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
     dev, logits, labels = _prepare(logits, labels, "logits", ignore_index, reduction, device, check_range=False)
     xp = dev.xp
     valid = labels != ignore_index
-    n_valid = valid.sum()
     wide_dtype = widened(logits).dtype
-    scale = (xp.reciprocal(xp.maximum(n_valid, 1).astype(wide_dtype)) if reduction == "mean"
-             else xp.ones((), dtype=wide_dtype))
+    # 1 / n_valid: inf when every row is ignored, harmless since ignored rows never use it (their gradient is
+    # 0 by rule), and it makes the mean loss 0 * inf = NaN, as PyTorch's. Few device ops: a GPU step is host-bound.
+    with _quiet(xp):
+        scale = (xp.reciprocal(valid.sum(), dtype=wide_dtype) if reduction == "mean"
+                 else xp.ones((), dtype=wide_dtype))
     if dev.kernels is not None:
         loss_rows, grad = dev.kernels.softmax_cross_entropy(xp.ascontiguousarray(logits), labels, ignore_index,
                                                             grad_scale=scale.reshape(1).astype(logits.dtype, copy=False),
@@ -61,7 +63,7 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
         wide = xp.ascontiguousarray(widened(logits))
         grad = xp.empty_like(wide)
         loss_rows = xp.empty(labels.shape[0], dtype=wide.dtype)
-        row_scale = valid.astype(wide.dtype) * scale
+        row_scale = xp.where(valid, scale, 0).astype(wide.dtype, copy=False)
         forward, backward = _forward_block(xp, ignore_index), _backward_block(xp, ignore_index)
 
         def loss_and_grad(x, labels_block, row_scale_block, loss_block, grad_block):
@@ -69,7 +71,10 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
             backward(grad_block, labels_block, row_scale_block, grad_block)
         dev.map_rows(quietly(xp, loss_and_grad), [wide, labels, row_scale], [loss_rows, grad])
         loss_rows, grad = loss_rows.astype(logits.dtype, copy=False), grad.astype(logits.dtype, copy=False)
-    return _reduce(xp, loss_rows, labels, ignore_index, reduction, n_valid), grad
+    if reduction == "mean":
+        with _quiet(xp):
+            return (loss_rows.sum() * scale).astype(loss_rows.dtype, copy=False), grad
+    return _reduce(xp, loss_rows, labels, ignore_index, reduction), grad
 
 
 def scale_grad(grad, dloss, reduction: str = "mean"):
@@ -160,13 +165,12 @@ def _row_scale(xp, dloss, valid, reduction, dtype):
     return valid_f * dloss
 
 
-def _reduce(xp, loss_rows, labels, ignore_index, reduction, n_valid=None):
+def _reduce(xp, loss_rows, labels, ignore_index, reduction):
     if reduction == "none":
         return loss_rows
     total = loss_rows.sum()
     if reduction == "sum":
         return total
-    if n_valid is None:
-        n_valid = (labels != ignore_index).sum()
+    n_valid = (labels != ignore_index).sum()
     with _quiet(xp):
         return total / n_valid.astype(loss_rows.dtype)
