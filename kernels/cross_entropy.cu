@@ -7,6 +7,7 @@
 // smallest offending row goes to `*error_row` (initialised to ULLONG_MAX by the host, which raises ValueError).
 //
 // Backward from stored probabilities: grad = (p - onehot(label)) * row_scale[row], 0 for ignored rows.
+#include "block_rows.cuh"
 #include "warp_rows.cuh"
 
 __device__ __forceinline__ bool label_ok(long long label, int cols) { return label >= 0 && label < cols; }
@@ -63,13 +64,21 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
                                          long long rows, int cols, long long ignore_index) {
     for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
         const long long offset = row * cols;
-        acc_t m = neg_inf(), s = 0;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) online_add(m, s, load(x, offset + c));
-        block_reduce_online(m, s);
+        acc_t m, s;
+        block_row_stats(x + offset, cols, m, s);
         const long long label = labels[row];
         if (threadIdx.x == 0) store(loss, row, row_loss(x, offset, label, ignore_index, cols, row, m, s, error_row));
-        for (int c = threadIdx.x; c < cols; c += blockDim.x)
-            store(out, offset + c, output(gp_exp(load(x, offset + c) - m) / s, c, label, ignore_index, grad_scale));
+        const acc_t inv_s = acc_t(1) / s;
+        ROW_CHUNKS(base, ROW_UNROLL) {
+            acc_t v[ROW_UNROLL];
+            load_chunk(x + offset, base, cols, acc_t(0), v);
+#pragma unroll
+            for (int u = 0; u < ROW_UNROLL; ++u) {
+                const long long c = chunk_column(base, u);
+                if (c < cols)
+                    store(out, offset + c, output(gp_exp(v[u] - m) * inv_s, int(c), label, ignore_index, grad_scale));
+            }
+        }
     }
 }
 

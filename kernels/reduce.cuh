@@ -35,18 +35,8 @@ __device__ __forceinline__ acc_t block_reduce(acc_t v) {
     return v;
 }
 
-// Online softmax statistics: the running max m and sum s of exp(x - m).
-// Folding in x: rescale s when the max grows. -inf entries contribute 0 (never exp(-inf - -inf) = NaN);
-// NaN and +inf propagate to NaN, as in the NumPy path.
-__device__ __forceinline__ void online_add(acc_t& m, acc_t& s, acc_t x) {
-    if (x > m) {
-        s = (m == neg_inf() ? acc_t(0) : s * gp_exp(m - x)) + acc_t(1);
-        m = x;
-    } else if (x != neg_inf() || m != neg_inf()) {
-        s += gp_exp(x - m);
-    }
-}
-
+// Online softmax statistics: a running max m and sum s of exp(x - m), merged pairwise. -inf entries contribute 0
+// (never exp(-inf - -inf) = NaN); NaN and +inf propagate to NaN, as in the NumPy path.
 __device__ __forceinline__ void online_merge(acc_t& m, acc_t& s, acc_t m2, acc_t s2) {
     const acc_t top = m > m2 ? m : m2;
     const acc_t a = m == neg_inf() ? acc_t(0) : s * gp_exp(m - top);

@@ -8,6 +8,7 @@
 // Every index into a row is 64-bit (row * cols can exceed 2^31); no variant assumes cols % 32 == 0 or
 // rows % rows_per_block == 0. Forward: y = exp(x - m) / s (log: x - m - log s), m = row max, s = sum exp(x - m).
 // Backward: softmax dx = y * (dy - sum(y * dy)); log-softmax dx = dy - exp(logy) * sum(dy).
+#include "block_rows.cuh"
 #include "warp_rows.cuh"
 
 // ---- warp variant ------------------------------------------------------------------------------------------
@@ -64,18 +65,24 @@ __device__ __forceinline__ void warp_backward(const scalar_t* __restrict__ y, co
     }
 }
 
-// ---- block variants (one block per row, grid-stride over rows) ----------------------------------------------
+// ---- block variants (one block per row, grid-stride over rows; loads ROW_UNROLL deep, see block_rows.cuh) ---
 template <bool LOG>
 __device__ __forceinline__ void smem_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                                              long long rows, int cols) {
     extern __shared__ acc_t cache[];  // cols values; each thread touches only its own columns
     for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
-        const long long offset = row * cols;
+        const scalar_t* __restrict__ xr = x + row * cols;
+        scalar_t* __restrict__ yr = y + row * cols;
         acc_t m = neg_inf();
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-            const acc_t v = load(x, offset + c);
-            cache[c] = v;
-            m = MaxOp::apply(m, v);
+        ROW_CHUNKS(base, ROW_UNROLL) {
+            acc_t v[ROW_UNROLL];
+            load_chunk(xr, base, cols, neg_inf(), v);
+#pragma unroll
+            for (int u = 0; u < ROW_UNROLL; ++u) {
+                const long long c = chunk_column(base, u);
+                if (c < cols) cache[c] = v[u];
+                m = MaxOp::apply(m, v[u]);
+            }
         }
         m = block_reduce<MaxOp>(m);
         acc_t s = 0;
@@ -86,9 +93,9 @@ __device__ __forceinline__ void smem_forward(const scalar_t* __restrict__ x, sca
             s += e;
         }
         s = block_reduce<SumOp>(s);
-        const acc_t log_s = LOG ? gp_log(s) : acc_t(0);
+        const acc_t scale = LOG ? gp_log(s) : acc_t(1) / s;
         for (int c = threadIdx.x; c < cols; c += blockDim.x)
-            store(y, offset + c, LOG ? cache[c] - log_s : cache[c] / s);
+            store(yr, c, LOG ? cache[c] - scale : cache[c] * scale);
     }
 }
 
@@ -96,14 +103,20 @@ template <bool LOG>
 __device__ __forceinline__ void plain_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,
                                               long long rows, int cols) {
     for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
-        const long long offset = row * cols;
-        acc_t m = neg_inf(), s = 0;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) online_add(m, s, load(x, offset + c));
-        block_reduce_online(m, s);
-        const acc_t log_s = gp_log(s);
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-            const acc_t shifted = load(x, offset + c) - m;
-            store(y, offset + c, LOG ? shifted - log_s : gp_exp(shifted) / s);
+        const scalar_t* __restrict__ xr = x + row * cols;
+        scalar_t* __restrict__ yr = y + row * cols;
+        acc_t m, s;
+        block_row_stats(xr, cols, m, s);
+        const acc_t log_s = gp_log(s), inv_s = acc_t(1) / s;
+        ROW_CHUNKS(base, ROW_UNROLL) {
+            acc_t v[ROW_UNROLL];
+            load_chunk(xr, base, cols, acc_t(0), v);
+#pragma unroll
+            for (int u = 0; u < ROW_UNROLL; ++u) {
+                const long long c = chunk_column(base, u);
+                const acc_t shifted = v[u] - m;
+                if (c < cols) store(yr, c, LOG ? shifted - log_s : gp_exp(shifted) * inv_s);
+            }
         }
     }
 }
@@ -115,11 +128,19 @@ __device__ __forceinline__ void smem_backward(const scalar_t* __restrict__ y, co
     for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
         const long long offset = row * cols;
         acc_t dot = 0;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-            const acc_t yv = load(y, offset + c), gv = load(dy, offset + c);
-            cache[c] = yv;
-            cache[cols + c] = gv;
-            dot += LOG ? gv : yv * gv;
+        ROW_CHUNKS(base, ROW_UNROLL_2) {
+            acc_t yv[ROW_UNROLL_2], gv[ROW_UNROLL_2];
+            load_chunk(y + offset, base, cols, acc_t(0), yv);
+            load_chunk(dy + offset, base, cols, acc_t(0), gv);
+#pragma unroll
+            for (int u = 0; u < ROW_UNROLL_2; ++u) {
+                const long long c = chunk_column(base, u);
+                if (c < cols) {
+                    cache[c] = yv[u];
+                    cache[cols + c] = gv[u];
+                }
+                dot += LOG ? gv[u] : yv[u] * gv[u];
+            }
         }
         dot = block_reduce<SumOp>(dot);
         for (int c = threadIdx.x; c < cols; c += blockDim.x) {
@@ -135,14 +156,29 @@ __device__ __forceinline__ void plain_backward(const scalar_t* __restrict__ y, c
     for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
         const long long offset = row * cols;
         acc_t dot = 0;
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-            const acc_t gv = load(dy, offset + c);
-            dot += LOG ? gv : load(y, offset + c) * gv;
+        ROW_CHUNKS(base, ROW_UNROLL_2) {
+            acc_t gv[ROW_UNROLL_2];
+            load_chunk(dy + offset, base, cols, acc_t(0), gv);
+            if (LOG) {
+#pragma unroll
+                for (int u = 0; u < ROW_UNROLL_2; ++u) dot += gv[u];
+            } else {
+                acc_t yv[ROW_UNROLL_2];
+                load_chunk(y + offset, base, cols, acc_t(0), yv);
+#pragma unroll
+                for (int u = 0; u < ROW_UNROLL_2; ++u) dot += yv[u] * gv[u];
+            }
         }
         dot = block_reduce<SumOp>(dot);
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-            const acc_t yv = load(y, offset + c), gv = load(dy, offset + c);
-            store(dx, offset + c, LOG ? gv - gp_exp(yv) * dot : yv * (gv - dot));
+        ROW_CHUNKS(base, ROW_UNROLL_2) {
+            acc_t yv[ROW_UNROLL_2], gv[ROW_UNROLL_2];
+            load_chunk(y + offset, base, cols, acc_t(0), yv);
+            load_chunk(dy + offset, base, cols, acc_t(0), gv);
+#pragma unroll
+            for (int u = 0; u < ROW_UNROLL_2; ++u) {
+                const long long c = chunk_column(base, u);
+                if (c < cols) store(dx, offset + c, LOG ? gv[u] - gp_exp(yv[u]) * dot : yv[u] * (gv[u] - dot));
+            }
         }
     }
 }

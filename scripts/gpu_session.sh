@@ -32,7 +32,11 @@ if command -v compute-sanitizer >/dev/null; then
             $py scripts/parity_report.py --devices cuda --dtypes float32
     done
 fi
+if command -v ncu >/dev/null; then  # where each row kernel stalls, at rows of 4 KB and 40 KB
+    stage ncu 240 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
+        --kernel-name regex:'softmax|cross_entropy' $py scripts/kernel_probe.py --cols 1000,10000
+fi
 stage train 300 $py -m gpunet train --device cuda --no-progress --out "$log_dir/run"
 stage profile 120 $py scripts/profile_step.py --device cuda --batch 128
-stage bench 400 $py scripts/bench.py --devices cuda --json "$log_dir/bench.json"
+stage bench 400 $py scripts/bench.py --devices cuda --json "$log_dir/bench.json" ${BENCH_ARGS:-}
 exit $status
