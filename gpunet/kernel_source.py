@@ -82,7 +82,10 @@ class Param:
 
 
 _DEFINE = re.compile(r"^#define\s+(\w+)[ \t]+((?:.*\\\n)*.*)$", re.M)
-_KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)')
+# A kernel's launch bounds come as __launch_bounds__(...) or as an upper-case macro from a header.
+_KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+'
+                     r'(?:(?:__launch_bounds__\s*\((?:[^()]|\([^()]*\))*\)|[A-Z][A-Z0-9_]*)\s+)?'
+                     r'(\w+)\s*\(([^)]*)\)')
 _QUALIFIERS = {"const", "__restrict__", "volatile"}
 
 

@@ -87,12 +87,12 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
                 unsigned long long* error_row, long long rows, int cols, long long ignore_index
 #define CE_PASS x, labels, loss, out, grad_scale, error_row, rows, cols, ignore_index
 
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_cross_entropy_warp1(CE_ARGS, int width) { ce_warp<1>(CE_PASS, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_cross_entropy_warp2(CE_ARGS, int width) { ce_warp<2>(CE_PASS, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_cross_entropy_warp4(CE_ARGS, int width) { ce_warp<4>(CE_PASS, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_cross_entropy_warp8(CE_ARGS, int width) { ce_warp<8>(CE_PASS, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_cross_entropy_warp16(CE_ARGS, int width) { ce_warp<16>(CE_PASS, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_cross_entropy_warp32(CE_ARGS, int width) { ce_warp<32>(CE_PASS, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp1(CE_ARGS, int width) { ce_warp<1>(CE_PASS, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp2(CE_ARGS, int width) { ce_warp<2>(CE_PASS, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp4(CE_ARGS, int width) { ce_warp<4>(CE_PASS, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp8(CE_ARGS, int width) { ce_warp<8>(CE_PASS, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp16(CE_ARGS, int width) { ce_warp<16>(CE_PASS, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp32(CE_ARGS, int width) { ce_warp<32>(CE_PASS, width); }
 extern "C" __global__ void __launch_bounds__(256) softmax_cross_entropy_plain(CE_ARGS) { ce_block(CE_PASS); }
 
 extern "C" __global__ void softmax_cross_entropy_backward(const scalar_t* __restrict__ probs,

@@ -189,30 +189,30 @@ __device__ __forceinline__ void plain_backward(const scalar_t* __restrict__ y, c
 #define BACKWARD_ARGS const scalar_t* __restrict__ y, const scalar_t* __restrict__ dy, scalar_t* __restrict__ dx, \
                       long long rows, int cols
 
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_forward_warp1(FORWARD_ARGS, int width) { warp_forward<1, false>(x, y, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_forward_warp1(FORWARD_ARGS, int width) { warp_forward<1, true>(x, y, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_backward_warp1(BACKWARD_ARGS, int width) { warp_backward<1, false>(y, dy, dx, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_backward_warp1(BACKWARD_ARGS, int width) { warp_backward<1, true>(y, dy, dx, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_forward_warp2(FORWARD_ARGS, int width) { warp_forward<2, false>(x, y, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_forward_warp2(FORWARD_ARGS, int width) { warp_forward<2, true>(x, y, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_backward_warp2(BACKWARD_ARGS, int width) { warp_backward<2, false>(y, dy, dx, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_backward_warp2(BACKWARD_ARGS, int width) { warp_backward<2, true>(y, dy, dx, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_forward_warp4(FORWARD_ARGS, int width) { warp_forward<4, false>(x, y, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_forward_warp4(FORWARD_ARGS, int width) { warp_forward<4, true>(x, y, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_backward_warp4(BACKWARD_ARGS, int width) { warp_backward<4, false>(y, dy, dx, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_backward_warp4(BACKWARD_ARGS, int width) { warp_backward<4, true>(y, dy, dx, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_forward_warp8(FORWARD_ARGS, int width) { warp_forward<8, false>(x, y, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_forward_warp8(FORWARD_ARGS, int width) { warp_forward<8, true>(x, y, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_backward_warp8(BACKWARD_ARGS, int width) { warp_backward<8, false>(y, dy, dx, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_backward_warp8(BACKWARD_ARGS, int width) { warp_backward<8, true>(y, dy, dx, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_forward_warp16(FORWARD_ARGS, int width) { warp_forward<16, false>(x, y, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_forward_warp16(FORWARD_ARGS, int width) { warp_forward<16, true>(x, y, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_backward_warp16(BACKWARD_ARGS, int width) { warp_backward<16, false>(y, dy, dx, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_backward_warp16(BACKWARD_ARGS, int width) { warp_backward<16, true>(y, dy, dx, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_forward_warp32(FORWARD_ARGS, int width) { warp_forward<32, false>(x, y, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_forward_warp32(FORWARD_ARGS, int width) { warp_forward<32, true>(x, y, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) softmax_backward_warp32(BACKWARD_ARGS, int width) { warp_backward<32, false>(y, dy, dx, rows, cols, width); }
-extern "C" __global__ void __launch_bounds__(128, 2) log_softmax_backward_warp32(BACKWARD_ARGS, int width) { warp_backward<32, true>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_forward_warp1(FORWARD_ARGS, int width) { warp_forward<1, false>(x, y, rows, cols, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS log_softmax_forward_warp1(FORWARD_ARGS, int width) { warp_forward<1, true>(x, y, rows, cols, width); }
+extern "C" __global__ void WARP_BACKWARD_BOUNDS softmax_backward_warp1(BACKWARD_ARGS, int width) { warp_backward<1, false>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void WARP_BACKWARD_BOUNDS log_softmax_backward_warp1(BACKWARD_ARGS, int width) { warp_backward<1, true>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_forward_warp2(FORWARD_ARGS, int width) { warp_forward<2, false>(x, y, rows, cols, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS log_softmax_forward_warp2(FORWARD_ARGS, int width) { warp_forward<2, true>(x, y, rows, cols, width); }
+extern "C" __global__ void WARP_BACKWARD_BOUNDS softmax_backward_warp2(BACKWARD_ARGS, int width) { warp_backward<2, false>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void WARP_BACKWARD_BOUNDS log_softmax_backward_warp2(BACKWARD_ARGS, int width) { warp_backward<2, true>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_forward_warp4(FORWARD_ARGS, int width) { warp_forward<4, false>(x, y, rows, cols, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS log_softmax_forward_warp4(FORWARD_ARGS, int width) { warp_forward<4, true>(x, y, rows, cols, width); }
+extern "C" __global__ void WARP_BACKWARD_BOUNDS softmax_backward_warp4(BACKWARD_ARGS, int width) { warp_backward<4, false>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void WARP_BACKWARD_BOUNDS log_softmax_backward_warp4(BACKWARD_ARGS, int width) { warp_backward<4, true>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_forward_warp8(FORWARD_ARGS, int width) { warp_forward<8, false>(x, y, rows, cols, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS log_softmax_forward_warp8(FORWARD_ARGS, int width) { warp_forward<8, true>(x, y, rows, cols, width); }
+extern "C" __global__ void WARP_BACKWARD_BOUNDS softmax_backward_warp8(BACKWARD_ARGS, int width) { warp_backward<8, false>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void WARP_BACKWARD_BOUNDS log_softmax_backward_warp8(BACKWARD_ARGS, int width) { warp_backward<8, true>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_forward_warp16(FORWARD_ARGS, int width) { warp_forward<16, false>(x, y, rows, cols, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS log_softmax_forward_warp16(FORWARD_ARGS, int width) { warp_forward<16, true>(x, y, rows, cols, width); }
+extern "C" __global__ void WARP_BACKWARD_BOUNDS softmax_backward_warp16(BACKWARD_ARGS, int width) { warp_backward<16, false>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void WARP_BACKWARD_BOUNDS log_softmax_backward_warp16(BACKWARD_ARGS, int width) { warp_backward<16, true>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_forward_warp32(FORWARD_ARGS, int width) { warp_forward<32, false>(x, y, rows, cols, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS log_softmax_forward_warp32(FORWARD_ARGS, int width) { warp_forward<32, true>(x, y, rows, cols, width); }
+extern "C" __global__ void WARP_BACKWARD_BOUNDS softmax_backward_warp32(BACKWARD_ARGS, int width) { warp_backward<32, false>(y, dy, dx, rows, cols, width); }
+extern "C" __global__ void WARP_BACKWARD_BOUNDS log_softmax_backward_warp32(BACKWARD_ARGS, int width) { warp_backward<32, true>(y, dy, dx, rows, cols, width); }
 
 extern "C" __global__ void __launch_bounds__(256) softmax_forward_smem(FORWARD_ARGS) { smem_forward<false>(x, y, rows, cols); }
 extern "C" __global__ void __launch_bounds__(256) log_softmax_forward_smem(FORWARD_ARGS) { smem_forward<true>(x, y, rows, cols); }
