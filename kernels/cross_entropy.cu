@@ -24,11 +24,22 @@ __device__ __forceinline__ acc_t row_loss(const scalar_t* __restrict__ x, long l
 }
 
 // What the forward writes for probability p at column col: p itself, or the gradient (p - [col == label]) * g.
-__device__ __forceinline__ acc_t output(acc_t p, int col, long long label, long long ignore_index,
-                                        const scalar_t* grad_scale) {
-    if (grad_scale == nullptr) return p;
-    if (label == ignore_index) return acc_t(0);
-    return (p - (col == label ? acc_t(1) : acc_t(0))) * load(grad_scale, 0);
+// Decided once per row (the scale is read once, not at every element).
+struct RowOutput {
+    bool grad, ignored;
+    long long label;
+    acc_t scale;
+    __device__ __forceinline__ acc_t operator()(acc_t p, long long col) const {
+        if (!grad) return p;
+        if (ignored) return acc_t(0);
+        return (p - (col == label ? acc_t(1) : acc_t(0))) * scale;
+    }
+};
+
+__device__ __forceinline__ RowOutput row_output(const scalar_t* __restrict__ grad_scale, long long label,
+                                                long long ignore_index) {
+    const bool grad = grad_scale != nullptr;
+    return RowOutput{grad, label == ignore_index, label, grad ? load(grad_scale, 0) : acc_t(1)};
 }
 
 // Warp variant (cols <= 1024): a group of `width` lanes per row, COLS logits per lane in registers.
@@ -48,11 +59,12 @@ __device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const lo
         const long long label = labels[row];
         if (sub == 0) store(loss, row, row_loss(x, offset, label, ignore_index, cols, row, m, s, error_row));
         const acc_t inv_s = acc_t(1) / s;
+        const RowOutput output = row_output(grad_scale, label, ignore_index);
         scalar_t* __restrict__ outr = out + offset;
 #pragma unroll
         for (int j = 0; j < COLS; ++j) {
             const int col = sub + j * width;
-            if (col < cols) store(outr, col, output(v[j] * inv_s, col, label, ignore_index, grad_scale));
+            if (col < cols) store(outr, col, output(v[j] * inv_s, col));
         }
     }
 }
@@ -69,6 +81,7 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
         const long long label = labels[row];
         if (threadIdx.x == 0) store(loss, row, row_loss(x, offset, label, ignore_index, cols, row, m, s, error_row));
         const acc_t inv_s = acc_t(1) / s;
+        const RowOutput output = row_output(grad_scale, label, ignore_index);
         ROW_CHUNKS(base, ROW_UNROLL) {
             acc_t v[ROW_UNROLL];
             load_chunk(x + offset, base, cols, acc_t(0), v);
@@ -76,7 +89,7 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
             for (int u = 0; u < ROW_UNROLL; ++u) {
                 const long long c = chunk_column(base, u);
                 if (c < cols)
-                    store(out, offset + c, output(gp_exp(v[u] - m) * inv_s, int(c), label, ignore_index, grad_scale));
+                    store(out, offset + c, output(gp_exp(v[u] - m) * inv_s, c));
             }
         }
     }
