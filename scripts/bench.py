@@ -360,6 +360,7 @@ def main() -> int:
     parser.add_argument("--json", default="bench.json")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--skip-rows", action="store_true", help="training only")
     parser.add_argument("--devices", default="cpu,cuda", help="comma-separated devices to bench, of those present")
     parser.add_argument("--worker", choices=("rows", "train"), help=argparse.SUPPRESS)
     parser.add_argument("--framework", choices=("gpunet", "torch", "cupy-naive"), help=argparse.SUPPRESS)
@@ -397,13 +398,14 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, {args.threads} threads, NumPy {np.__version__}, torch {torch_version}")
     for device_name in devices:
         has_torch = torch_version is not None and (device_name == "cpu" or torch_cuda)
-        ours = run_worker(args, "rows", "gpunet", device_name)
-        others = {}
-        if has_torch:
-            others["torch"] = run_worker(args, "rows", "torch", device_name)
-        if device_name == "cuda":
-            others["naive CuPy"] = run_worker(args, "rows", "cupy-naive", device_name)
-        print_row_ops(device_name, ours, {k: v for k, v in others.items() if v}, results)
+        if not args.skip_rows:
+            ours = run_worker(args, "rows", "gpunet", device_name)
+            others = {}
+            if has_torch:
+                others["torch"] = run_worker(args, "rows", "torch", device_name)
+            if device_name == "cuda":
+                others["naive CuPy"] = run_worker(args, "rows", "cupy-naive", device_name)
+            print_row_ops(device_name, ours, {k: v for k, v in others.items() if v}, results)
         if not args.skip_training:
             theirs = run_worker(args, "train", "torch", device_name) if has_torch else None
             print_training(device_name, run_worker(args, "train", "gpunet", device_name), theirs, results)
