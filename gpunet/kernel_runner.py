@@ -18,6 +18,7 @@ class KernelRunner:
     def __init__(self, device):
         self.device = device
         self.xp = device.xp
+        self._error_scratch = None  # the error word of unchecked cross-entropy calls, allocated once
 
     def launch(self, module: str, plan, dtype, args) -> None:
         raise NotImplementedError
@@ -71,7 +72,7 @@ class KernelRunner:
         return loss, out
 
     def _unread_error_word(self):
-        if getattr(self, "_error_scratch", None) is None:
+        if self._error_scratch is None:
             self._error_scratch = self.xp.full(1, NO_ERROR, dtype=self.xp.uint64)
         return self._error_scratch
 
