@@ -12,15 +12,20 @@
 
 __device__ __forceinline__ bool label_ok(long long label, int cols) { return label >= 0 && label < cols; }
 
-__device__ __forceinline__ acc_t row_loss(const scalar_t* __restrict__ x, long long offset, long long label,
-                                          long long ignore_index, int cols, long long row, acc_t m, acc_t s,
-                                          unsigned long long* error_row) {
+// The label's logit, loaded as the row starts (not after its reductions, where the dependent load would stall
+// the row's tail): 0 for an ignored row or a label out of range (whose loss does not use it).
+__device__ __forceinline__ acc_t label_logit(const scalar_t* __restrict__ xr, long long label, int cols) {
+    return label_ok(label, cols) ? load(xr, label) : acc_t(0);
+}
+
+__device__ __forceinline__ acc_t row_loss(acc_t x_label, long long label, long long ignore_index, int cols,
+                                          long long row, acc_t m, acc_t s, unsigned long long* error_row) {
     if (label == ignore_index) return acc_t(0);
     if (!label_ok(label, cols)) {
         atomicMin(error_row, (unsigned long long)row);
         return quiet_nan();
     }
-    return (m - load(x, offset + label)) + gp_log(s);  // (m - x) first: exact when x is the max
+    return (m - x_label) + gp_log(s);  // (m - x) first: exact when x is the max
 }
 
 // What the forward writes for probability p at column col: p itself, or the gradient (p - [col == label]) * g.
@@ -36,10 +41,14 @@ struct RowOutput {
     }
 };
 
-__device__ __forceinline__ RowOutput row_output(const scalar_t* __restrict__ grad_scale, long long label,
-                                                long long ignore_index) {
-    const bool grad = grad_scale != nullptr;
-    return RowOutput{grad, label == ignore_index, label, grad ? load(grad_scale, 0) : acc_t(1)};
+// The gradient's scale, read once per thread before any row (a load issued at each row's end stalled it).
+__device__ __forceinline__ acc_t gradient_scale(const scalar_t* __restrict__ grad_scale) {
+    return grad_scale != nullptr ? load(grad_scale, 0) : acc_t(1);
+}
+
+__device__ __forceinline__ RowOutput row_output(const scalar_t* __restrict__ grad_scale, acc_t scale,
+                                                long long label, long long ignore_index) {
+    return RowOutput{grad_scale != nullptr, label == ignore_index, label, scale};
 }
 
 // Warp variant (cols <= 1024): a group of `width` lanes per row, COLS logits per lane in registers.
@@ -49,17 +58,19 @@ __device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const lo
                                         const scalar_t* __restrict__ grad_scale, unsigned long long* error_row,
                                         long long rows, int cols, long long ignore_index, int width) {
     width = group_width<COLS>(width);
+    const acc_t scale = gradient_scale(grad_scale);
     WARP_ROW_LOOP(width) {
         const long long row = base + (lane >> width_log2);
         const bool row_ok = row < rows;
         const long long offset = row * cols;
+        const long long label = row_ok ? labels[row] : ignore_index;
+        const acc_t x_label = row_ok && sub == 0 ? label_logit(x + offset, label, cols) : acc_t(0);
         acc_t v[COLS], m, s;
         warp_row_stats<COLS, true>(x + offset, row_ok, cols, sub, width, v, m, s);
         if (!row_ok) continue;
-        const long long label = labels[row];
-        if (sub == 0) store(loss, row, row_loss(x, offset, label, ignore_index, cols, row, m, s, error_row));
+        if (sub == 0) store(loss, row, row_loss(x_label, label, ignore_index, cols, row, m, s, error_row));
         const acc_t inv_s = acc_t(1) / s;
-        const RowOutput output = row_output(grad_scale, label, ignore_index);
+        const RowOutput output = row_output(grad_scale, scale, label, ignore_index);
         scalar_t* __restrict__ outr = out + offset;
 #pragma unroll
         for (int j = 0; j < COLS; ++j) {
@@ -74,14 +85,16 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
                                          scalar_t* __restrict__ loss, scalar_t* __restrict__ out,
                                          const scalar_t* __restrict__ grad_scale, unsigned long long* error_row,
                                          long long rows, int cols, long long ignore_index) {
+    const acc_t scale = gradient_scale(grad_scale);
     for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
         const long long offset = row * cols;
+        const long long label = labels[row];
+        const acc_t x_label = threadIdx.x == 0 ? label_logit(x + offset, label, cols) : acc_t(0);
         acc_t m, s;
         block_row_stats(x + offset, cols, m, s);
-        const long long label = labels[row];
-        if (threadIdx.x == 0) store(loss, row, row_loss(x, offset, label, ignore_index, cols, row, m, s, error_row));
+        if (threadIdx.x == 0) store(loss, row, row_loss(x_label, label, ignore_index, cols, row, m, s, error_row));
         const acc_t inv_s = acc_t(1) / s;
-        const RowOutput output = row_output(grad_scale, label, ignore_index);
+        const RowOutput output = row_output(grad_scale, scale, label, ignore_index);
         ROW_CHUNKS(base, ROW_UNROLL) {
             acc_t v[ROW_UNROLL];
             load_chunk(x + offset, base, cols, acc_t(0), v);
