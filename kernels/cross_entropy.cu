@@ -85,14 +85,17 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
                                          scalar_t* __restrict__ loss, scalar_t* __restrict__ out,
                                          const scalar_t* __restrict__ grad_scale, unsigned long long* error_row,
                                          long long rows, int cols, long long ignore_index) {
-    const acc_t scale = gradient_scale(grad_scale);
     for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
         const long long offset = row * cols;
-        const long long label = labels[row];
-        const acc_t x_label = threadIdx.x == 0 ? label_logit(x + offset, label, cols) : acc_t(0);
+        const acc_t scale = gradient_scale(grad_scale);  // per row here: held across rows, ptxas spilled (sm_70)
         acc_t m, s;
         block_row_stats(x + offset, cols, m, s);
-        if (threadIdx.x == 0) store(loss, row, row_loss(x_label, label, ignore_index, cols, row, m, s, error_row));
+        // After the reductions here: one dependent load per row of over 1024 columns costs little, and held
+        // across them it made ptxas spill (float16, sm_70).
+        const long long label = labels[row];
+        if (threadIdx.x == 0)
+            store(loss, row, row_loss(label_logit(x + offset, label, cols), label, ignore_index, cols, row, m, s,
+                                      error_row));
         const acc_t inv_s = acc_t(1) / s;
         const RowOutput output = row_output(grad_scale, scale, label, ignore_index);
         ROW_CHUNKS(base, ROW_UNROLL) {
