@@ -1,6 +1,12 @@
-"""The CPU device: NumPy arrays, ops written as NumPy expressions."""
+"""The CPU device: NumPy arrays, ops written as NumPy expressions, and compiled row kernels where the machine
+can build them (softmax, log-softmax and the fused cross-entropy: ``gpunet.cpu_kernels``)."""
 from .device import HostDevice
 
 
 class CpuDevice(HostDevice):
     name = "cpu"
+
+    def compiled_block(self, op: str, dtype, **options):
+        from .. import cpu_kernels
+
+        return cpu_kernels.block(op, dtype, **options)

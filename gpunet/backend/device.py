@@ -30,6 +30,11 @@ class Device:
     def synchronize(self) -> None:
         """Wait until every launched kernel has finished (a no-op on host devices)."""
 
+    def compiled_block(self, op: str, dtype, **options):
+        """A compiled ``map_rows`` block function for row op ``op`` ("softmax", "cross_entropy"), or None where
+        the op's ``xp`` form is used. Only the CPU device has them (``gpunet.cpu_kernels``)."""
+        return None
+
     def map_rows(self, fn, inputs, outputs) -> None:
         """Run ``fn(*inputs, *outputs)`` over row blocks of arrays that share their first axis.
 

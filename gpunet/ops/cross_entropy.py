@@ -64,12 +64,17 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
         grad = xp.empty_like(wide)
         loss_rows = xp.empty(labels.shape[0], dtype=wide.dtype)
         row_scale = xp.where(valid, scale, 0).astype(wide.dtype, copy=False)
-        forward, backward = _forward_block(xp, ignore_index), _backward_block(xp, ignore_index)
+        compiled = dev.compiled_block("cross_entropy", wide.dtype, ignore_index=int(ignore_index))
+        if compiled is not None:
+            labels = xp.ascontiguousarray(labels, dtype=xp.int64)
+        else:
+            forward, backward = _forward_block(xp, ignore_index), _backward_block(xp, ignore_index)
 
-        def loss_and_grad(x, labels_block, row_scale_block, loss_block, grad_block):
-            forward(x, labels_block, loss_block, grad_block)  # the probabilities, in the gradient's buffer
-            backward(grad_block, labels_block, row_scale_block, grad_block)
-        dev.map_rows(quietly(xp, loss_and_grad), [wide, labels, row_scale], [loss_rows, grad])
+            def loss_and_grad(x, labels_block, row_scale_block, loss_block, grad_block):
+                forward(x, labels_block, loss_block, grad_block)  # the probabilities, in the gradient's buffer
+                backward(grad_block, labels_block, row_scale_block, grad_block)
+            compiled = quietly(xp, loss_and_grad)
+        dev.map_rows(compiled, [wide, labels, row_scale], [loss_rows, grad])
         loss_rows, grad = loss_rows.astype(logits.dtype, copy=False), grad.astype(logits.dtype, copy=False)
     if reduction == "mean":
         with _quiet(xp):

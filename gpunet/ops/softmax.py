@@ -32,9 +32,14 @@ def widened(x):
     return x.astype("float32") if x.dtype.itemsize < 4 else x
 
 
+# Row ops the CPU device may run compiled (gpunet.cpu_kernels): kernel name -> (op, options).
+_COMPILED = {"softmax_forward": ("softmax", {"log": False}), "log_softmax_forward": ("softmax", {"log": True})}
+
+
 def _rowwise(dev, kernel_name, block_fn, axis, *arrays):
     """Run a row op on ``arrays`` viewed as contiguous (rows, C) along ``axis``: the device's kernel where it
-    has kernels, else ``block_fn(*inputs, out)`` over row blocks (the NumPy path)."""
+    has kernels, else over row blocks its compiled block function where it has one, or ``block_fn(*inputs, out)``
+    (the NumPy path)."""
     xp = dev.xp
     rows, layout = [], None
     for a in arrays:
@@ -46,7 +51,9 @@ def _rowwise(dev, kernel_name, block_fn, axis, *arrays):
         dtype = rows[0].dtype
         rows = [widened(r) for r in rows]
         out = xp.empty_like(rows[0])
-        dev.map_rows(quietly(xp, block_fn(xp)), rows, [out])
+        op, options = _COMPILED.get(kernel_name, (None, {}))
+        compiled = dev.compiled_block(op, rows[0].dtype, **options) if op else None
+        dev.map_rows(compiled or quietly(xp, block_fn(xp)), rows, [out])
         out = out.astype(dtype, copy=False)
     return from_rows(xp, out, layout)
 

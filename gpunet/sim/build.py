@@ -7,14 +7,11 @@ shared library. Builds are cached by a hash of every input, so a source change r
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
+from .. import native
 from ..kernel_source import DtypeConfig, kernel_dir, read_source, signatures_of, source_digest_parts
 from ..nvrtc import cuda_include_dirs
 
@@ -25,23 +22,16 @@ CXXFLAGS = ["-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-g0", "-w"]
 _EXTERN_SHARED = re.compile(r"extern\s+static\s+([A-Za-z_][\w:\s]*?)\s+(\w+)\s*\[\s*\]\s*;")
 
 
-class SimBuildError(RuntimeError):
+class SimBuildError(native.BuildError):
     pass
 
 
 def compiler() -> str:
-    cxx = os.environ.get("CXX", "g++")
-    if shutil.which(cxx) is None:
-        raise SimBuildError(f"the CUDA simulator needs a C++20 compiler; {cxx!r} was not found (set CXX)")
-    return cxx
+    return native.compiler("the CUDA simulator", SimBuildError)
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("GPUNET_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
-                                                           "gpunet")
-    path = Path(root) / "sim"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return native.cache_dir("sim")
 
 
 def launcher_source(source: str) -> str:
@@ -82,12 +72,9 @@ def build_module(module: str, config: DtypeConfig, sanitize: str | None = None, 
     if sanitize not in SANITIZERS:
         raise ValueError(f"unknown sanitizer {sanitize!r}: expected 'address' or 'thread'")
     cxx = compiler()
-    digest = hashlib.sha256()
-    for part in [HEADER.read_bytes(), *source_digest_parts(), module.encode(), (source or "").encode(),
-                 " ".join(config.compile_defines() + CXXFLAGS + SANITIZERS[sanitize]).encode(), cxx.encode()]:
-        digest.update(part)
-        digest.update(b"\0")
-    target = cache_dir() / f"{module}-{config.name}-{sanitize or 'plain'}-{digest.hexdigest()[:20]}.so"
+    digest = native.digest_of(HEADER.read_bytes(), *source_digest_parts(), module, source or "",
+                              " ".join(config.compile_defines() + CXXFLAGS + SANITIZERS[sanitize]), cxx)
+    target = cache_dir() / f"{module}-{config.name}-{sanitize or 'plain'}-{digest}.so"
     if target.exists():
         return target
     unit = '#include "cuda_sim.h"\n' + (source if source is not None else f'#include "{module}.cu"\n')
@@ -97,13 +84,5 @@ def build_module(module: str, config: DtypeConfig, sanitize: str | None = None, 
     if pre.returncode != 0:
         raise SimBuildError(f"preprocessing {module}.cu for the simulator failed:\n{pre.stderr}")
     text = rewrite_extern_shared(pre.stdout) + "\n" + launcher_source(source or read_source(module))
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
-        cpp = Path(tmp) / f"{module}.ii"
-        cpp.write_text(text)
-        lib = Path(tmp) / "module.so"
-        res = subprocess.run([cxx, *CXXFLAGS, *SANITIZERS[sanitize], "-x", "c++", str(cpp), "-o", str(lib)],
-                             capture_output=True, text=True)
-        if res.returncode != 0:
-            raise SimBuildError(f"compiling {module}.cu for the simulator failed:\n{res.stderr[-6000:]}")
-        os.replace(lib, target)
-    return target
+    return native.build_shared(target, text, CXXFLAGS + SANITIZERS[sanitize], cxx, f"{module}.cu for the simulator",
+                               SimBuildError, suffix=".ii")
