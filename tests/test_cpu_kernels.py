@@ -42,7 +42,8 @@ def same(got, want, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
-@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 7), (5, 100), (4, 1000), (3, 20000), (3000, 10)])
+# Rows of 32 columns and more: shorter ones take the NumPy form's column-wise path on purpose.
+@pytest.mark.parametrize("rows,cols", [(1, 32), (3, 33), (5, 100), (4, 1000), (3, 20000), (3000, 40)])
 def test_softmax_and_log_softmax_match_the_numpy_form(numpy_form, rows, cols, dtype):
     x = logits(rows, cols, dtype)
     for op in (ops.softmax, ops.log_softmax):
@@ -53,7 +54,7 @@ def test_softmax_and_log_softmax_match_the_numpy_form(numpy_form, rows, cols, dt
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-@pytest.mark.parametrize("rows,cols", [(4, 3), (6, 1000), (3, 20000), (2000, 10)])
+@pytest.mark.parametrize("rows,cols", [(4, 32), (6, 1000), (3, 20000), (2000, 50)])
 def test_cross_entropy_with_grad_matches_the_numpy_form(numpy_form, rows, cols, dtype, reduction):
     x = logits(rows, cols, dtype)
     x[0, 0] = 0.0  # keep the first row's label logit finite
@@ -68,10 +69,21 @@ def test_cross_entropy_with_grad_matches_the_numpy_form(numpy_form, rows, cols, 
 
 
 def test_huge_logits_stay_finite():
-    x = np.array([[1e4, 0.0, -1e4], [3e38, 3e38, -3e38]], dtype=np.float32)
-    np.testing.assert_allclose(ops.softmax(x, device="cpu"), [[1, 0, 0], [0.5, 0.5, 0]], atol=1e-7)
+    x = np.full((2, 40), -np.inf, dtype=np.float32)  # 40 columns: the compiled path; -inf columns weigh 0
+    x[0, :3], x[1, :3] = [1e4, 0.0, -1e4], [3e38, 3e38, -3e38]
+    np.testing.assert_allclose(ops.softmax(x, device="cpu")[:, :3], [[1, 0, 0], [0.5, 0.5, 0]], atol=1e-7)
     loss, _ = ops.softmax_cross_entropy_with_grad(x, np.array([2, 0]), reduction="none", device="cpu")
     np.testing.assert_allclose(loss, [2e4, np.log(2)], rtol=1e-6)
+
+
+def test_short_rows_keep_the_numpy_form(monkeypatch):
+    calls = []
+    real = cpu_kernels.block
+    monkeypatch.setattr(cpu_kernels, "block", lambda *a, **k: calls.append(a) or real(*a, **k))
+    ops.softmax(np.ones((4, 31), np.float32), device="cpu")
+    assert calls == []
+    ops.softmax(np.ones((4, 32), np.float32), device="cpu")
+    assert calls == [("softmax", np.dtype(np.float32))]
 
 
 def test_no_compiler_falls_back_to_numpy_with_one_log_line(monkeypatch, caplog, tmp_path):
