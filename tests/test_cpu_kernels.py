@@ -35,10 +35,12 @@ def logits(rows, cols, dtype, seed=0):
     return x.astype(dtype)
 
 
-def same(got, want, dtype):
+def same(got, want, dtype, scale=1.0):
+    """Equal NaN patterns, values within the dtype's tolerance; ``scale``: the size of the terms that cancel
+    (a backward's dy - exp(logy) sum(dy) loses relative precision where they nearly do, in both forms)."""
     rtol, atol = TOLERANCES[dtype]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=max(atol, rtol * scale))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
@@ -46,10 +48,16 @@ def same(got, want, dtype):
 @pytest.mark.parametrize("rows,cols", [(1, 32), (3, 33), (5, 100), (4, 1000), (3, 20000), (3000, 40)])
 def test_softmax_and_log_softmax_match_the_numpy_form(numpy_form, rows, cols, dtype):
     x = logits(rows, cols, dtype)
-    for op in (ops.softmax, ops.log_softmax):
-        got = op(x, device="cpu")
-        assert got.dtype == dtype
-        same(got, numpy_form(lambda: op(x, device="cpu")), dtype)
+    dy = logits(rows, cols, dtype, seed=1)  # NaN and -inf in the incoming gradient too
+    for forward, backward in ((ops.softmax, ops.softmax_backward), (ops.log_softmax, ops.log_softmax_backward)):
+        y = forward(x, device="cpu")
+        assert y.dtype == dtype
+        same(y, numpy_form(lambda: forward(x, device="cpu")), dtype)
+        y = numpy_form(lambda: forward(np.nan_to_num(x, nan=0.0), device="cpu"))
+        dx = backward(y, dy, device="cpu")
+        assert dx.dtype == dtype
+        finite_dy = np.abs(dy[np.isfinite(dy)]).astype(np.float64)
+        same(dx, numpy_form(lambda: backward(y, dy, device="cpu")), dtype, scale=4 * finite_dy.max())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])

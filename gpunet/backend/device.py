@@ -31,7 +31,7 @@ class Device:
         """Wait until every launched kernel has finished (a no-op on host devices)."""
 
     def compiled_block(self, op: str, dtype, **options):
-        """A compiled ``map_rows`` block function for row op ``op`` ("softmax", "cross_entropy"), or None where
+        """A compiled ``map_rows`` block function for row op ``op`` ("softmax", "softmax_backward", "cross_entropy"), or None where
         the op's ``xp`` form is used. Only the CPU device has them (``gpunet.cpu_kernels``)."""
         return None
 

@@ -1,4 +1,4 @@
-"""Compiled CPU row kernels for the ops with an exponential in them (softmax, log-softmax, the fused
+"""Compiled CPU row kernels for the softmax family (softmax and log-softmax forward and backward, the fused
 cross-entropy): see ``rows.cpp``. Built on first use by the machine's C++ compiler against glibc's vector math
 library and cached (``gpunet.native``); where that cannot be done (no compiler, no libmvec, not Linux) or with
 ``GPUNET_CPU_KERNELS=0``, the ops use their NumPy form, which gives the same results within rounding.
@@ -19,6 +19,7 @@ _state: dict = {}
 
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURES = {"softmax_rows": [_P, _P, _I64, _I64, ctypes.c_int],
+               "softmax_backward_rows": [_P, _P, _P, _I64, _I64, ctypes.c_int],
                "cross_entropy_rows": [_P, _P, _P, _P, _P, _I64, _I64, _I64]}
 _SUFFIX = {"float32": "f32", "float64": "f64"}
 
@@ -84,6 +85,17 @@ def softmax_block(dtype, log: bool):
     return run
 
 
+def softmax_backward_block(dtype, log: bool):
+    """``run(y, dy, dx)`` (``y`` the forward output: log-probabilities when ``log``), or None."""
+    fn = _function("softmax_backward_rows", dtype)
+    if fn is None:
+        return None
+
+    def run(y, dy, dx):
+        fn(y.ctypes.data, dy.ctypes.data, dx.ctypes.data, y.shape[0], y.shape[1], int(log))
+    return run
+
+
 def cross_entropy_block(dtype, ignore_index: int):
     """``run(x, labels, row_scale, loss, grad)``: loss rows and the scaled gradient (labels int64), or None."""
     fn = _function("cross_entropy_rows", dtype)
@@ -97,9 +109,12 @@ def cross_entropy_block(dtype, ignore_index: int):
 
 
 def block(op: str, dtype, **options):
-    """The block function of row op ``op`` ("softmax" with ``log``, "cross_entropy" with ``ignore_index``)."""
+    """The block function of row op ``op`` ("softmax" and "softmax_backward" with ``log``, "cross_entropy" with
+    ``ignore_index``)."""
     if op == "softmax":
         return softmax_block(dtype, **options)
+    if op == "softmax_backward":
+        return softmax_backward_block(dtype, **options)
     if op == "cross_entropy":
         return cross_entropy_block(dtype, **options)
     raise ValueError(f"no compiled CPU row kernel for {op!r}")

@@ -1,4 +1,4 @@
-// rows.cpp: the CPU path's row ops with an exponential in them, compiled on the user's machine (gpunet.native).
+// rows.cpp: the CPU path's softmax-family row ops, compiled on the user's machine (gpunet.native).
 //
 // NumPy builds a row softmax from separate ufunc passes whose float32 exp is scalar; here each row is three
 // short loops that GCC vectorises, the exp going to glibc's vector math library (libmvec) through the `simd`
@@ -54,6 +54,31 @@ static void softmax_rows(const T* __restrict__ x, T* __restrict__ y, int64_t row
     }
 }
 
+// Backward from the forward output: softmax dx = y * (dy - sum(y * dy)); log-softmax dx = dy - exp(logy) * sum(dy).
+template <class T>
+static void softmax_backward_rows(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx,
+                                  int64_t rows, int64_t cols, int log) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* __restrict__ yr = y + r * cols;
+        const T* __restrict__ dyr = dy + r * cols;
+        T* __restrict__ dxr = dx + r * cols;
+        double dot = 0;
+        if (log) {
+#pragma omp simd reduction(+ : dot)
+            for (int64_t j = 0; j < cols; ++j) dot += dyr[j];
+            const T d = (T)dot;
+#pragma omp simd
+            for (int64_t j = 0; j < cols; ++j) dxr[j] = dyr[j] - gp_exp(yr[j]) * d;
+        } else {
+#pragma omp simd reduction(+ : dot)
+            for (int64_t j = 0; j < cols; ++j) dot += yr[j] * dyr[j];
+            const T d = (T)dot;
+#pragma omp simd
+            for (int64_t j = 0; j < cols; ++j) dxr[j] = yr[j] * (dyr[j] - d);
+        }
+    }
+}
+
 // Loss (m - x[label]) + log s per row and the gradient (p - onehot(label)) * row_scale[r]; rows labelled
 // ignore_index get loss 0 and a zero gradient. Labels were range-checked by the caller.
 template <class T>
@@ -86,6 +111,12 @@ void softmax_rows_f32(const float* x, float* y, int64_t rows, int64_t cols, int 
 }
 void softmax_rows_f64(const double* x, double* y, int64_t rows, int64_t cols, int log) {
     softmax_rows(x, y, rows, cols, log);
+}
+void softmax_backward_rows_f32(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, int log) {
+    softmax_backward_rows(y, dy, dx, rows, cols, log);
+}
+void softmax_backward_rows_f64(const double* y, const double* dy, double* dx, int64_t rows, int64_t cols, int log) {
+    softmax_backward_rows(y, dy, dx, rows, cols, log);
 }
 void cross_entropy_rows_f32(const float* x, const int64_t* labels, const float* row_scale, float* loss, float* grad,
                             int64_t rows, int64_t cols, int64_t ignore_index) {

@@ -33,7 +33,9 @@ def widened(x):
 
 
 # Row ops the CPU device may run compiled (gpunet.cpu_kernels): kernel name -> (op, options).
-_COMPILED = {"softmax_forward": ("softmax", {"log": False}), "log_softmax_forward": ("softmax", {"log": True})}
+_COMPILED = {"softmax_forward": ("softmax", {"log": False}), "log_softmax_forward": ("softmax", {"log": True}),
+             "softmax_backward": ("softmax_backward", {"log": False}),
+             "log_softmax_backward": ("softmax_backward", {"log": True})}
 
 
 def _rowwise(dev, kernel_name, block_fn, axis, *arrays):
@@ -55,7 +57,8 @@ def _rowwise(dev, kernel_name, block_fn, axis, *arrays):
         # Rows shorter than SHORT_ROW: the NumPy form's column-wise reductions were faster (measured, C = 10).
         compiled = dev.compiled_block(op, rows[0].dtype, **options) if op and rows[0].shape[1] >= SHORT_ROW else None
         dev.map_rows(compiled or quietly(xp, block_fn(xp)), rows, [out])
-        out = out.astype(dtype, copy=False)
+        with _quiet(xp):  # float16: values past its range become inf, as the kernels' conversion does
+            out = out.astype(dtype, copy=False)
     return from_rows(xp, out, layout)
 
 
