@@ -68,14 +68,14 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
                     if wide.shape[1] >= SHORT_ROW else None)  # as in softmax: short rows go column-wise
         if compiled is not None:
             labels = xp.ascontiguousarray(labels, dtype=xp.int64)
+            dev.map_rows(compiled, [wide, labels, row_scale], [loss_rows, grad], cache_blocks=False)
         else:
             forward, backward = _forward_block(xp, ignore_index), _backward_block(xp, ignore_index)
 
             def loss_and_grad(x, labels_block, row_scale_block, loss_block, grad_block):
                 forward(x, labels_block, loss_block, grad_block)  # the probabilities, in the gradient's buffer
                 backward(grad_block, labels_block, row_scale_block, grad_block)
-            compiled = quietly(xp, loss_and_grad)
-        dev.map_rows(compiled, [wide, labels, row_scale], [loss_rows, grad])
+            dev.map_rows(quietly(xp, loss_and_grad), [wide, labels, row_scale], [loss_rows, grad])
         loss_rows, grad = loss_rows.astype(logits.dtype, copy=False), grad.astype(logits.dtype, copy=False)
     if reduction == "mean":
         with _quiet(xp):

@@ -56,7 +56,10 @@ def _rowwise(dev, kernel_name, block_fn, axis, *arrays):
         op, options = _COMPILED.get(kernel_name, (None, {}))
         # Rows shorter than SHORT_ROW: the NumPy form's column-wise reductions were faster (measured, C = 10).
         compiled = dev.compiled_block(op, rows[0].dtype, **options) if op and rows[0].shape[1] >= SHORT_ROW else None
-        dev.map_rows(compiled or quietly(xp, block_fn(xp)), rows, [out])
+        if compiled is not None:
+            dev.map_rows(compiled, rows, [out], cache_blocks=False)
+        else:
+            dev.map_rows(quietly(xp, block_fn(xp)), rows, [out])
         with _quiet(xp):  # float16: values past its range become inf, as the kernels' conversion does
             out = out.astype(dtype, copy=False)
     return from_rows(xp, out, layout)
