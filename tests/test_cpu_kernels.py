@@ -15,6 +15,14 @@ pytestmark = pytest.mark.skipif(cpu_kernels.library() is None,
                                 reason="the CPU row kernels cannot be built on this machine (NumPy is used)")
 
 
+@pytest.fixture(autouse=True, params=cpu_kernels.supported_isas())
+def isa(request, monkeypatch):
+    """Every test runs once per instruction set this CPU has: the explicit float32 vectors (AVX-512, AVX2) and
+    the generic loops are different code."""
+    monkeypatch.setenv("GPUNET_CPU_ISA", request.param)
+    return request.param
+
+
 @pytest.fixture
 def numpy_form(monkeypatch):
     """Run ``fn`` with the compiled kernels switched off."""
@@ -106,3 +114,142 @@ def test_no_compiler_falls_back_to_numpy_with_one_log_line(monkeypatch, caplog, 
         np.testing.assert_allclose(y.sum(), 1.0)
     finally:
         cpu_kernels._reset_for_tests()
+
+
+def test_exp_is_accurate_over_the_whole_float32_range():
+    """The float32 kernels inline their own exp. log-softmax's backward with dy = (1, 0, ..., 0) gives
+    dx = -exp(logy) in every column but the first, so any values can be fed to it: within 2 ulp of the true
+    exp, inf past float32's range, 0 (or the true value) where that is under 3e-38, NaN for NaN."""
+    v = np.concatenate([np.linspace(-110, 89, 200_001), [88.72, 88.7228, 88.73, 1e4, np.inf, -np.inf, np.nan, 0.0,
+                                                          -0.0, 1e-30, -1e-30]]).astype(np.float32)
+    cols = 64
+    logy = np.resize(v, (-(-v.size // (cols - 1)), cols - 1))
+    logy = np.concatenate([np.zeros((logy.shape[0], 1), np.float32), logy], axis=1)
+    dy = np.zeros_like(logy)
+    dy[:, 0] = 1
+    got = -ops.log_softmax_backward(logy, dy, device="cpu")[:, 1:].astype(np.float64)
+    with np.errstate(over="ignore"):
+        want = np.exp(logy[:, 1:].astype(np.float64))
+    with np.errstate(over="ignore"):
+        want_f32 = want.astype(np.float32).astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want_f32))  # inf exactly where float32 overflows
+    finite = np.isfinite(want_f32) & (want > 3e-38)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2.4e-7, atol=0)
+    tiny = np.isfinite(want) & (want <= 3e-38)
+    assert np.all((got[tiny] == 0) | (np.abs(got[tiny] - want[tiny]) <= 2.4e-7 * want[tiny] + 1.5e-45))
+
+
+def _all_ops(dtype, threads):
+    """Every compiled row op on one fixed input, run on up to ``threads`` threads."""
+    x = logits(700, 301, dtype)  # 210700 elements: parts of 32768 or more, so up to 6 threads take part
+    dy = logits(700, 301, dtype, seed=1)
+    labels = np.random.default_rng(2).integers(0, 301, 700)
+    labels[5] = -100
+    out = []
+    for log in (False, True):
+        y = np.empty_like(x)
+        cpu_kernels.block("softmax", x.dtype, threads, log=log)(x, y)
+        dx = np.empty_like(x)
+        cpu_kernels.block("softmax_backward", x.dtype, threads, log=log)(np.nan_to_num(y), dy, dx)
+        out += [y, dx]
+    loss, grad = np.empty(700, dtype), np.empty_like(x)
+    cpu_kernels.block("cross_entropy", x.dtype, threads, ignore_index=-100)(x, labels, np.full(700, 0.5, dtype),
+                                                                            loss, grad)
+    return out + [loss, grad]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_splitting_rows_over_threads_changes_no_bit(dtype):
+    one = _all_ops(dtype, threads=1)
+    for threads in (2, 3, 8):
+        for a, b in zip(one, _all_ops(dtype, threads)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_concurrent_callers_each_get_their_own_rows():
+    """Python threads calling at once: one gets the pool, the others run in their own thread; all correct."""
+    import concurrent.futures
+
+    want = _all_ops(np.float32, threads=1)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: _all_ops(np.float32, threads=2), range(12)))
+    for got in results:
+        for a, b in zip(want, got):
+            np.testing.assert_array_equal(a, b)
+
+
+def _ops_in_child(queue):
+    queue.put([a.tobytes() for a in _all_ops(np.float32, threads=2)])
+
+
+def test_a_forked_child_gets_a_working_pool():
+    """The pool's threads do not survive fork(); the child must start its own rather than wait on them."""
+    import multiprocessing
+
+    _all_ops(np.float32, threads=2)  # the parent's pool is running
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_ops_in_child, args=(queue,), daemon=True)
+    child.start()
+    try:
+        got = queue.get(timeout=60)
+    finally:
+        child.join(timeout=5)
+        child.kill()
+    assert child.exitcode == 0
+    assert got == [a.tobytes() for a in _all_ops(np.float32, threads=1)]
+
+
+SANITIZER_DRIVER = r"""
+#include "rows.cpp"
+#include <cstdio>
+#include <thread>
+#include <vector>
+// Three callers at once on the pool, rows of odd widths (every vector tail), heap arrays of exactly the size.
+int main() {
+    int bad = 0;
+    std::vector<std::thread> callers;
+    for (int t = 0; t < 3; ++t) callers.emplace_back([&bad, t] {
+        const int64_t rows = 2000, cols = 37 + 110 * t;  // 74000 elements and more: 2 to 4 parts
+        std::vector<float> x(rows * cols), y(rows * cols), once(rows * cols), dx(rows * cols), grad(rows * cols);
+        std::vector<float> loss(rows), scale(rows, 0.5f);
+        std::vector<int64_t> labels(rows);
+        for (int64_t i = 0; i < rows * cols; ++i) x[i] = (float)((i * 7919 + t) % 1000) / 100.f;
+        for (int64_t r = 0; r < rows; ++r) labels[r] = r % 5 == 0 ? -100 : (r * 13) % cols;
+        softmax_rows_f32(x.data(), once.data(), rows, cols, 0, 1);
+        for (int it = 0; it < 20; ++it) {
+            softmax_rows_f32(x.data(), y.data(), rows, cols, it & 1, 4);
+            if (!(it & 1) && y != once) bad = 1;
+            softmax_backward_rows_f32(once.data(), x.data(), dx.data(), rows, cols, it & 1, 3);
+            cross_entropy_rows_f32(x.data(), labels.data(), scale.data(), loss.data(), grad.data(), rows, cols, -100, 2);
+        }
+    });
+    for (auto& c : callers) c.join();
+    std::printf(bad ? "mismatch\n" : "clean run\n");
+    return bad;
+}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sanitizer", ["thread", "address"])
+def test_row_kernels_and_their_thread_pool_are_clean_under_sanitizers(sanitizer, isa, tmp_path):
+    """Races in the pool (ThreadSanitizer), reads or writes past a row's tail (AddressSanitizer)."""
+    import subprocess
+
+    from gpunet import native
+
+    driver = tmp_path / "driver.cpp"
+    driver.write_text(SANITIZER_DRIVER)
+    flags = [f for f in cpu_kernels.compile_flags(isa) if f not in ("-shared", "-fPIC", "-O3")]
+    exe = tmp_path / "driver"
+    build = subprocess.run([native.compiler("test"), *flags, "-O1", "-g", f"-fsanitize={sanitizer}", str(driver),
+                            "-o", str(exe), "-lmvec"], capture_output=True, text=True)
+    if build.returncode != 0 and "cannot find -l" in build.stderr:
+        pytest.skip(f"the {sanitizer} sanitizer runtime is not installed: {build.stderr.strip()[-200:]}")
+    assert build.returncode == 0, build.stderr[-3000:]
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300,
+                         env={"TSAN_OPTIONS": "halt_on_error=1", "ASAN_OPTIONS": "detect_leaks=0"})
+    assert run.returncode == 0 and "clean run" in run.stdout, run.stderr[-3000:]
+    assert "Sanitizer" not in run.stderr

@@ -1,6 +1,6 @@
 """The CPU device: NumPy arrays, ops written as NumPy expressions, and compiled row kernels where the machine
 can build them (softmax, log-softmax and the fused cross-entropy: ``gpunet.cpu_kernels``)."""
-from .device import HostDevice
+from .device import HostDevice, host_threads
 
 
 class CpuDevice(HostDevice):
@@ -9,4 +9,4 @@ class CpuDevice(HostDevice):
     def compiled_block(self, op: str, dtype, **options):
         from .. import cpu_kernels
 
-        return cpu_kernels.block(op, dtype, **options)
+        return cpu_kernels.block(op, dtype, threads=host_threads(), **options)

@@ -1,6 +1,8 @@
 """The Device: one object that answers "which array module, which kernels" for everything above it."""
 from __future__ import annotations
 
+import functools
+
 import numpy
 
 
@@ -31,16 +33,15 @@ class Device:
         """Wait until every launched kernel has finished (a no-op on host devices)."""
 
     def compiled_block(self, op: str, dtype, **options):
-        """A compiled ``map_rows`` block function for row op ``op`` ("softmax", "softmax_backward", "cross_entropy"), or None where
+        """A compiled function over whole (rows, C) arrays (threaded inside) for row op ``op`` ("softmax", "softmax_backward", "cross_entropy"), or None where
         the op's ``xp`` form is used. Only the CPU device has them (``gpunet.cpu_kernels``)."""
         return None
 
-    def map_rows(self, fn, inputs, outputs, cache_blocks: bool = True) -> None:
+    def map_rows(self, fn, inputs, outputs) -> None:
         """Run ``fn(*inputs, *outputs)`` over row blocks of arrays that share their first axis.
 
         The default is one call over the whole arrays (a GPU parallelises inside each op); the host device
-        splits the rows into cache-sized blocks spread over its cores, or, with ``cache_blocks=False`` (for a
-        compiled ``fn`` that walks a row at a time in cache by itself), into two equal parts per core."""
+        splits the rows into cache-sized blocks spread over its cores."""
         fn(*inputs, *outputs)
 
     def seed_rng(self, seed: int):
@@ -62,23 +63,23 @@ class HostDevice(Device):
 
     block_bytes = 1 << 20  # about half of a core's L2: a block's inputs and outputs stay in cache
 
-    def map_rows(self, fn, inputs, outputs, cache_blocks: bool = True) -> None:
+    def map_rows(self, fn, inputs, outputs) -> None:
         """Row blocks of about ``block_bytes`` on a thread per core (NumPy releases the GIL inside ufuncs), so
-        each op's passes over a block hit the cache instead of memory, and both cores work. A compiled ``fn``
-        (``cache_blocks=False``) gets fewer, larger parts: 15-40% faster than 1 MB blocks for the CPU row kernels
-        (measured, 2 cores), which lose time per call and gain nothing from the blocking."""
+        each op's passes over a block hit the cache instead of memory, and both cores work. The calling thread
+        runs the first block itself rather than waiting idle."""
         rows = inputs[0].shape[0]
-        if cache_blocks:
-            row_bytes = max(1, inputs[0].nbytes // max(rows, 1))
-            block = max(1, self.block_bytes // row_bytes)
-        else:
-            block = max(1, -(-rows // (2 * _host_workers())))
+        row_bytes = max(1, inputs[0].nbytes // max(rows, 1))
+        block = max(1, self.block_bytes // row_bytes)
         if rows <= block:
             fn(*inputs, *outputs)
             return
-        starts = range(0, rows, block)
-        list(_host_pool().map(lambda s: fn(*(a[s:s + block] for a in inputs), *(a[s:s + block] for a in outputs)),
-                              starts))
+
+        def run(start):
+            fn(*(a[start:start + block] for a in inputs), *(a[start:start + block] for a in outputs))
+        pending = [_host_pool().submit(run, start) for start in range(block, rows, block)]
+        run(0)
+        for part in pending:
+            part.result()
 
     def asarray(self, a, dtype=None):
         if _is_cupy_array(a):
@@ -97,10 +98,12 @@ class HostDevice(Device):
 _POOL = None
 
 
-def _host_workers() -> int:
+@functools.cache
+def host_threads() -> int:
+    """Threads host work is split over: one per core this process may run on."""
     import os
 
-    return os.cpu_count() or 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _host_pool():
@@ -108,7 +111,7 @@ def _host_pool():
     if _POOL is None:
         import concurrent.futures
 
-        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=_host_workers(), thread_name_prefix="gpunet-host")
+        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=host_threads(), thread_name_prefix="gpunet-host")
     return _POOL
 
 

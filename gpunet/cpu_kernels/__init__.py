@@ -6,6 +6,7 @@ library and cached (``gpunet.native``); where that cannot be done (no compiler, 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import platform
@@ -14,13 +15,15 @@ from pathlib import Path
 from .. import native
 
 SOURCE = Path(__file__).with_name("rows.cpp")
+HEADERS = (Path(__file__).with_name("vector_f32.h"), Path(__file__).with_name("row_pool.h"))
 _log = logging.getLogger("gpunet")
 _state: dict = {}
 
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
-_SIGNATURES = {"softmax_rows": [_P, _P, _I64, _I64, ctypes.c_int],
-               "softmax_backward_rows": [_P, _P, _P, _I64, _I64, ctypes.c_int],
-               "cross_entropy_rows": [_P, _P, _P, _P, _P, _I64, _I64, _I64]}
+_INT = ctypes.c_int
+_SIGNATURES = {"softmax_rows": [_P, _P, _I64, _I64, _INT, _INT],
+               "softmax_backward_rows": [_P, _P, _P, _I64, _I64, _INT, _INT],
+               "cross_entropy_rows": [_P, _P, _P, _P, _P, _I64, _I64, _I64, _INT]}
 _SUFFIX = {"float32": "f32", "float64": "f64"}
 
 
@@ -32,20 +35,46 @@ def _cpu_flags() -> set:
         return set()
 
 
-def compile_flags() -> list[str]:
-    flags = ["-std=c++20", "-O3", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno", "-w"]
-    if platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma"} <= _cpu_flags():
-        flags += ["-mavx2", "-mfma"]  # libmvec's 8-wide expf; without them its 4-wide SSE one
-    return flags
+# Instruction sets the kernels are built for, best first: the flags they add, and the CPU flags they need.
+ISA_FLAGS = {"avx512": (["-mavx2", "-mfma", "-mavx512f"], {"avx2", "fma", "avx512f"}),
+             "avx2": (["-mavx2", "-mfma"], {"avx2", "fma"}),
+             "generic": ([], set())}
 
 
-def _load():
+@functools.cache
+def supported_isas() -> tuple[str, ...]:
+    """The instruction sets this CPU runs, best first ("generic": whatever the compiler targets by default)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return ("generic",)
+    flags = _cpu_flags()
+    return tuple(isa for isa, (_, needs) in ISA_FLAGS.items() if needs <= flags)
+
+
+def chosen_isa() -> str:
+    """``GPUNET_CPU_ISA`` if set (tests build each one; a name this CPU lacks is an error), else the best."""
+    wanted = os.environ.get("GPUNET_CPU_ISA")
+    available = supported_isas()
+    if wanted is None:
+        return available[0]
+    if wanted not in available:
+        raise ValueError(f"GPUNET_CPU_ISA={wanted!r}: this CPU runs {available}")
+    return wanted
+
+
+def compile_flags(isa: str) -> list[str]:
+    """float32 rows use vector_f32.h's explicit vectors under "avx512" (16 lanes) and "avx2" (8 lanes)."""
+    return ["-std=c++20", "-O3", "-fPIC", "-shared", "-pthread", "-fopenmp-simd", "-fno-math-errno", "-w",
+            f"-I{SOURCE.parent}", *ISA_FLAGS[isa][0]]
+
+
+def _load(isa: str):
     if platform.system() != "Linux":
         raise native.BuildError("the CPU row kernels use glibc's libmvec, on Linux only")
     cxx = native.compiler("gpunet's CPU row kernels")
     text = SOURCE.read_text()
-    flags = compile_flags()
-    target = native.cache_dir("cpu") / f"rows-{native.digest_of(text, ' '.join(flags), cxx)}.so"
+    flags = compile_flags(isa)
+    digest = native.digest_of(text, *(p.read_text() for p in HEADERS), " ".join(flags), cxx)
+    target = native.cache_dir("cpu") / f"rows-{isa}-{digest}.so"
     lib = ctypes.CDLL(str(native.build_shared(target, text, flags, cxx, "the CPU row kernels", libs=("-lmvec",))))
     for name, argtypes in _SIGNATURES.items():
         for suffix in _SUFFIX.values():
@@ -58,14 +87,15 @@ def library():
     """The compiled kernels, or None: switched off, or they could not be built (said once in the log)."""
     if os.environ.get("GPUNET_CPU_KERNELS", "1") == "0":
         return None
-    if "lib" not in _state:
+    isa = chosen_isa()
+    if isa not in _state:
         try:
-            _state["lib"] = _load()
+            _state[isa] = _load(isa)
         except (native.BuildError, OSError) as exc:
             _log.warning("gpunet: CPU row kernels unavailable, using NumPy for softmax and cross-entropy (%s)",
                          str(exc).splitlines()[0])
-            _state["lib"] = None
-    return _state["lib"]
+            _state[isa] = None
+    return _state[isa]
 
 
 def _function(name: str, dtype):
@@ -74,29 +104,30 @@ def _function(name: str, dtype):
     return None if lib is None or suffix is None else getattr(lib, f"{name}_{suffix}")
 
 
-def softmax_block(dtype, log: bool):
-    """A ``map_rows`` block function ``run(x, y)`` for C-contiguous (rows, C) arrays of ``dtype``, or None."""
+def softmax_block(dtype, threads: int, log: bool):
+    """``run(x, y)`` for C-contiguous (rows, C) arrays of ``dtype``, rows split over up to ``threads`` threads,
+    or None."""
     fn = _function("softmax_rows", dtype)
     if fn is None:
         return None
 
     def run(x, y):
-        fn(x.ctypes.data, y.ctypes.data, x.shape[0], x.shape[1], int(log))
+        fn(x.ctypes.data, y.ctypes.data, x.shape[0], x.shape[1], int(log), threads)
     return run
 
 
-def softmax_backward_block(dtype, log: bool):
+def softmax_backward_block(dtype, threads: int, log: bool):
     """``run(y, dy, dx)`` (``y`` the forward output: log-probabilities when ``log``), or None."""
     fn = _function("softmax_backward_rows", dtype)
     if fn is None:
         return None
 
     def run(y, dy, dx):
-        fn(y.ctypes.data, dy.ctypes.data, dx.ctypes.data, y.shape[0], y.shape[1], int(log))
+        fn(y.ctypes.data, dy.ctypes.data, dx.ctypes.data, y.shape[0], y.shape[1], int(log), threads)
     return run
 
 
-def cross_entropy_block(dtype, ignore_index: int):
+def cross_entropy_block(dtype, threads: int, ignore_index: int):
     """``run(x, labels, row_scale, loss, grad)``: loss rows and the scaled gradient (labels int64), or None."""
     fn = _function("cross_entropy_rows", dtype)
     if fn is None:
@@ -104,19 +135,19 @@ def cross_entropy_block(dtype, ignore_index: int):
 
     def run(x, labels, row_scale, loss, grad):
         fn(x.ctypes.data, labels.ctypes.data, row_scale.ctypes.data, loss.ctypes.data, grad.ctypes.data,
-           x.shape[0], x.shape[1], ignore_index)
+           x.shape[0], x.shape[1], ignore_index, threads)
     return run
 
 
-def block(op: str, dtype, **options):
-    """The block function of row op ``op`` ("softmax" and "softmax_backward" with ``log``, "cross_entropy" with
-    ``ignore_index``)."""
+def block(op: str, dtype, threads: int = 1, **options):
+    """The function that runs row op ``op`` ("softmax" and "softmax_backward" with ``log``, "cross_entropy" with
+    ``ignore_index``) over whole arrays, on up to ``threads`` threads (parts of at least 32768 elements)."""
     if op == "softmax":
-        return softmax_block(dtype, **options)
+        return softmax_block(dtype, threads, **options)
     if op == "softmax_backward":
-        return softmax_backward_block(dtype, **options)
+        return softmax_backward_block(dtype, threads, **options)
     if op == "cross_entropy":
-        return cross_entropy_block(dtype, **options)
+        return cross_entropy_block(dtype, threads, **options)
     raise ValueError(f"no compiled CPU row kernel for {op!r}")
 
 

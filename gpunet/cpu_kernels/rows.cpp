@@ -1,55 +1,112 @@
 // rows.cpp: the CPU path's softmax-family row ops, compiled on the user's machine (gpunet.native).
 //
-// NumPy builds a row softmax from separate ufunc passes whose float32 exp is scalar; here each row is three
-// short loops that GCC vectorises, the exp going to glibc's vector math library (libmvec) through the `simd`
-// declaration below. Rows arrive in cache-sized blocks from HostDevice.map_rows, one block per call, a thread
-// per core (ctypes releases the GIL). Semantics are the NumPy path's: m = row max, a -inf entry gives 0, a row
-// of nothing but -inf and any NaN or +inf give NaN; sums accumulate in double.
+// NumPy builds a row softmax from separate ufunc passes whose float32 exp is scalar; here each row is a few
+// short passes over row primitives: for float32 on x86 with AVX2 or AVX-512 the explicit vectors of
+// vector_f32.h, otherwise (and for float64) loops that GCC vectorises, the exp going to glibc's vector math
+// library (libmvec) through the `simd` declaration below. Rows arrive in a few large parts from
+// HostDevice.map_rows, a thread per core (ctypes releases the GIL). Semantics are the NumPy path's: m = row max,
+// a -inf entry gives 0, a row of nothing but -inf and any NaN or +inf give NaN.
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
+
+#include "row_pool.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(GPUNET_NO_VECTOR_F32)
+#include "vector_f32.h"
+#define GPUNET_VECTOR_F32 1
+#endif
 
 extern "C" __attribute__((simd("notinbranch"))) float expf(float);
 extern "C" __attribute__((simd("notinbranch"))) double exp(double);
 
+// The generic row primitives (any T); sums accumulate in double.
 static inline float gp_exp(float v) { return expf(v); }
 static inline double gp_exp(double v) { return exp(v); }
 
 template <class T>
-static inline T row_max(const T* __restrict__ xr, int64_t cols) {
+static inline T row_max(const T* __restrict__ x, int64_t n) {
     T m = -INFINITY;
 #pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < cols; ++j) m = xr[j] > m ? xr[j] : m;
+    for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
     return m;
 }
 
-// out[j] = exp(x[j] - m); returns the sum in double.
+// out[j] = exp(x[j] - m) (out may be null: the sum only); returns the sum.
 template <class T>
-static inline double exp_shifted(const T* __restrict__ xr, T* __restrict__ out, int64_t cols, T m) {
+static inline double exp_shifted(const T* __restrict__ x, T* __restrict__ out, int64_t n, T m) {
     double s = 0;
+    if (out) {
 #pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < cols; ++j) {
-        const T e = gp_exp(xr[j] - m);
-        out[j] = e;
-        s += e;
+        for (int64_t j = 0; j < n; ++j) {
+            const T e = gp_exp(x[j] - m);
+            out[j] = e;
+            s += e;
+        }
+    } else {
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < n; ++j) s += gp_exp(x[j] - m);
     }
     return s;
 }
 
+template <class T>
+static inline void scale(T* __restrict__ y, int64_t n, T a) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] *= a;
+}
+
+template <class T>
+static inline void shift(const T* __restrict__ x, T* __restrict__ y, int64_t n, T m, T c) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] = (x[j] - m) - c;
+}
+
+template <class T>
+static inline double dot(const T* __restrict__ a, const T* __restrict__ b, int64_t n) {
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) s += a[j] * b[j];
+    return s;
+}
+
+template <class T>
+static inline double sum(const T* __restrict__ a, int64_t n) {
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) s += a[j];
+    return s;
+}
+
+template <class T>
+static inline void softmax_grad(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx, int64_t n, T d) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (dy[j] - d);
+}
+
+template <class T>
+static inline void log_softmax_grad(const T* __restrict__ logy, const T* __restrict__ dy, T* __restrict__ dx,
+                                    int64_t n, T d) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) dx[j] = dy[j] - gp_exp(logy[j]) * d;
+}
+
+#ifdef GPUNET_VECTOR_F32
+using vf32::dot, vf32::exp_shifted, vf32::log_softmax_grad, vf32::row_max, vf32::scale, vf32::shift,
+    vf32::softmax_grad, vf32::sum;  // float32 rows take these overloads (non-templates win)
+#endif
+
+// The row ops, written once over the primitives.
 template <class T>
 static void softmax_rows(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t cols, int log) {
     for (int64_t r = 0; r < rows; ++r) {
         const T* __restrict__ xr = x + r * cols;
         T* __restrict__ yr = y + r * cols;
         const T m = row_max(xr, cols);
-        const double s = exp_shifted(xr, yr, cols, m);
-        if (log) {
-            const T log_s = (T)::log(s);  // (x - m) - log s, in that order, as the NumPy path and the kernels
-#pragma omp simd
-            for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_s;
+        if (log) {  // (x - m) - log s, in that order, as the NumPy path and the kernels
+            shift(xr, yr, cols, m, (T)::log(exp_shifted(xr, (T*)nullptr, cols, m)));
         } else {
-            const T inv = (T)(1.0 / s);
-#pragma omp simd
-            for (int64_t j = 0; j < cols; ++j) yr[j] *= inv;
+            scale(yr, cols, (T)(1.0 / exp_shifted(xr, yr, cols, m)));
         }
     }
 }
@@ -59,22 +116,13 @@ template <class T>
 static void softmax_backward_rows(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx,
                                   int64_t rows, int64_t cols, int log) {
     for (int64_t r = 0; r < rows; ++r) {
-        const T* __restrict__ yr = y + r * cols;
-        const T* __restrict__ dyr = dy + r * cols;
-        T* __restrict__ dxr = dx + r * cols;
-        double dot = 0;
+        const T* yr = y + r * cols;
+        const T* dyr = dy + r * cols;
+        T* dxr = dx + r * cols;
         if (log) {
-#pragma omp simd reduction(+ : dot)
-            for (int64_t j = 0; j < cols; ++j) dot += dyr[j];
-            const T d = (T)dot;
-#pragma omp simd
-            for (int64_t j = 0; j < cols; ++j) dxr[j] = dyr[j] - gp_exp(yr[j]) * d;
+            log_softmax_grad(yr, dyr, dxr, cols, (T)sum(dyr, cols));
         } else {
-#pragma omp simd reduction(+ : dot)
-            for (int64_t j = 0; j < cols; ++j) dot += yr[j] * dyr[j];
-            const T d = (T)dot;
-#pragma omp simd
-            for (int64_t j = 0; j < cols; ++j) dxr[j] = yr[j] * (dyr[j] - d);
+            softmax_grad(yr, dyr, dxr, cols, (T)dot(yr, dyr, cols));
         }
     }
 }
@@ -86,44 +134,49 @@ static void cross_entropy_rows(const T* __restrict__ x, const int64_t* __restric
                                const T* __restrict__ row_scale, T* __restrict__ loss, T* __restrict__ grad,
                                int64_t rows, int64_t cols, int64_t ignore_index) {
     for (int64_t r = 0; r < rows; ++r) {
-        const T* __restrict__ xr = x + r * cols;
-        T* __restrict__ gr = grad + r * cols;
+        const T* xr = x + r * cols;
+        T* gr = grad + r * cols;
         const int64_t label = labels[r];
-        const T m = row_max(xr, cols);
-        const double s = exp_shifted(xr, gr, cols, m);
         if (label == ignore_index) {
             loss[r] = 0;
-#pragma omp simd
-            for (int64_t j = 0; j < cols; ++j) gr[j] = 0;
+            memset(gr, 0, cols * sizeof(T));
             continue;
         }
+        const T m = row_max(xr, cols);
+        const double s = exp_shifted(xr, gr, cols, m);
         loss[r] = (T)((m - xr[label]) + ::log(s));
-        const T scale = row_scale[r], inv = (T)(1.0 / s) * scale;
-#pragma omp simd
-        for (int64_t j = 0; j < cols; ++j) gr[j] *= inv;
-        gr[label] -= scale;
+        const T row_scale_r = row_scale[r];
+        scale(gr, cols, (T)(1.0 / s) * row_scale_r);
+        gr[label] -= row_scale_r;
     }
 }
 
+// The entry points: rows split over `threads` threads (row_pool.h), float32 and float64.
+template <class Body>
+static void over_threads(int64_t rows, int64_t cols, int threads, Body body) {
+    row_pool::Pool::instance().run(rows, cols, threads, body);
+}
+
 extern "C" {
-void softmax_rows_f32(const float* x, float* y, int64_t rows, int64_t cols, int log) {
-    softmax_rows(x, y, rows, cols, log);
-}
-void softmax_rows_f64(const double* x, double* y, int64_t rows, int64_t cols, int log) {
-    softmax_rows(x, y, rows, cols, log);
-}
-void softmax_backward_rows_f32(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, int log) {
-    softmax_backward_rows(y, dy, dx, rows, cols, log);
-}
-void softmax_backward_rows_f64(const double* y, const double* dy, double* dx, int64_t rows, int64_t cols, int log) {
-    softmax_backward_rows(y, dy, dx, rows, cols, log);
-}
-void cross_entropy_rows_f32(const float* x, const int64_t* labels, const float* row_scale, float* loss, float* grad,
-                            int64_t rows, int64_t cols, int64_t ignore_index) {
-    cross_entropy_rows(x, labels, row_scale, loss, grad, rows, cols, ignore_index);
-}
-void cross_entropy_rows_f64(const double* x, const int64_t* labels, const double* row_scale, double* loss,
-                            double* grad, int64_t rows, int64_t cols, int64_t ignore_index) {
-    cross_entropy_rows(x, labels, row_scale, loss, grad, rows, cols, ignore_index);
-}
+#define GPUNET_ROW_ENTRY_POINTS(T, SUFFIX)                                                                          \
+    void softmax_rows_##SUFFIX(const T* x, T* y, int64_t rows, int64_t cols, int log, int threads) {                \
+        over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
+            softmax_rows(x + r0 * cols, y + r0 * cols, r1 - r0, cols, log);                                         \
+        });                                                                                                         \
+    }                                                                                                               \
+    void softmax_backward_rows_##SUFFIX(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols, int log,         \
+                                        int threads) {                                                              \
+        over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
+            softmax_backward_rows(y + r0 * cols, dy + r0 * cols, dx + r0 * cols, r1 - r0, cols, log);               \
+        });                                                                                                         \
+    }                                                                                                               \
+    void cross_entropy_rows_##SUFFIX(const T* x, const int64_t* labels, const T* row_scale, T* loss, T* grad,       \
+                                     int64_t rows, int64_t cols, int64_t ignore_index, int threads) {               \
+        over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
+            cross_entropy_rows(x + r0 * cols, labels + r0, row_scale + r0, loss + r0, grad + r0 * cols, r1 - r0,     \
+                               cols, ignore_index);                                                                 \
+        });                                                                                                         \
+    }
+GPUNET_ROW_ENTRY_POINTS(float, f32)
+GPUNET_ROW_ENTRY_POINTS(double, f64)
 }

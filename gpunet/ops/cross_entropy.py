@@ -68,7 +68,7 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
                     if wide.shape[1] >= SHORT_ROW else None)  # as in softmax: short rows go column-wise
         if compiled is not None:
             labels = xp.ascontiguousarray(labels, dtype=xp.int64)
-            dev.map_rows(compiled, [wide, labels, row_scale], [loss_rows, grad], cache_blocks=False)
+            compiled(wide, labels, row_scale, loss_rows, grad)
         else:
             forward, backward = _forward_block(xp, ignore_index), _backward_block(xp, ignore_index)
 

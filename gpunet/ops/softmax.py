@@ -57,7 +57,7 @@ def _rowwise(dev, kernel_name, block_fn, axis, *arrays):
         # Rows shorter than SHORT_ROW: the NumPy form's column-wise reductions were faster (measured, C = 10).
         compiled = dev.compiled_block(op, rows[0].dtype, **options) if op and rows[0].shape[1] >= SHORT_ROW else None
         if compiled is not None:
-            dev.map_rows(compiled, rows, [out], cache_blocks=False)
+            compiled(*rows, out)
         else:
             dev.map_rows(quietly(xp, block_fn(xp)), rows, [out])
         with _quiet(xp):  # float16: values past its range become inf, as the kernels' conversion does
