@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..backend import device_of
 from .checks import require_floating, require_labels, require_ndim, require_nonempty, require_reduction
-from .rows import SHORT_ROW, row_max, row_sum
+from .rows import row_max, row_sum
 from .softmax import _quiet, quietly, widened
 
 
@@ -64,8 +64,7 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
         grad = xp.empty_like(wide)
         loss_rows = xp.empty(labels.shape[0], dtype=wide.dtype)
         row_scale = xp.where(valid, scale, 0).astype(wide.dtype, copy=False)
-        compiled = (dev.compiled_block("cross_entropy", wide.dtype, ignore_index=int(ignore_index))
-                    if wide.shape[1] >= SHORT_ROW else None)  # as in softmax: short rows go column-wise
+        compiled = dev.compiled_block("cross_entropy", wide.dtype, ignore_index=int(ignore_index))
         if compiled is not None:
             labels = xp.ascontiguousarray(labels, dtype=xp.int64)
             compiled(wide, labels, row_scale, loss_rows, grad)

@@ -16,7 +16,7 @@ import contextlib
 
 from ..backend import device_of
 from .checks import normalize_axis, require_floating, require_ndim, require_nonempty, require_same_shape
-from .rows import SHORT_ROW, from_rows, row_max, row_sum, to_rows
+from .rows import from_rows, row_max, row_sum, to_rows
 
 
 def _prepare(x, device, name="x"):
@@ -54,8 +54,7 @@ def _rowwise(dev, kernel_name, block_fn, axis, *arrays):
         rows = [widened(r) for r in rows]
         out = xp.empty_like(rows[0])
         op, options = _COMPILED.get(kernel_name, (None, {}))
-        # Rows shorter than SHORT_ROW: the NumPy form's column-wise reductions were faster (measured, C = 10).
-        compiled = dev.compiled_block(op, rows[0].dtype, **options) if op and rows[0].shape[1] >= SHORT_ROW else None
+        compiled = dev.compiled_block(op, rows[0].dtype, **options) if op else None
         if compiled is not None:
             compiled(*rows, out)
         else:
