@@ -1,7 +1,8 @@
-"""Compiled CPU row kernels for the softmax family (softmax and log-softmax forward and backward, the fused
-cross-entropy): see ``rows.cpp``. Built on first use by the machine's C++ compiler against glibc's vector math
+"""Compiled CPU kernels: the softmax family's row ops (softmax and log-softmax forward and backward, the fused
+cross-entropy: ``rows.cpp``) and the optimizers' updates (``updates.cpp``), threaded by ``row_pool.h``. Built on first use by the machine's C++ compiler against glibc's vector math
 library and cached (``gpunet.native``); where that cannot be done (no compiler, no libmvec, not Linux) or with
-``GPUNET_CPU_KERNELS=0``, the ops use their NumPy form, which gives the same results within rounding.
+``GPUNET_CPU_KERNELS=0``, the ops and optimizers use their NumPy form, which gives the same results within
+rounding.
 """
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ from pathlib import Path
 
 from .. import native
 
-SOURCE = Path(__file__).with_name("rows.cpp")
-HEADERS = (Path(__file__).with_name("vector_f32.h"), Path(__file__).with_name("row_pool.h"))
+SOURCE = Path(__file__).with_name("library.cpp")  # includes the others: every .cpp and .h here goes in the digest
+PARTS = sorted(p for p in SOURCE.parent.iterdir() if p.suffix in (".cpp", ".h"))
 _log = logging.getLogger("gpunet")
 _state: dict = {}
 
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
-_INT = ctypes.c_int
+_INT, _D = ctypes.c_int, ctypes.c_double
 _SIGNATURES = {"softmax_rows": [_P, _P, _I64, _I64, _INT, _INT],
                "softmax_backward_rows": [_P, _P, _P, _I64, _I64, _INT, _INT],
-               "cross_entropy_rows": [_P, _P, _P, _P, _P, _I64, _I64, _I64, _INT]}
+               "cross_entropy_rows": [_P, _P, _P, _P, _P, _I64, _I64, _I64, _INT],
+               "sgd_update": [_P, _P, _P, _I64, _D, _D, _INT, _D, _INT],
+               "adam_update": [_P, _P, _P, _P, _I64, _D, _D, _D, _D, _D, _INT, _D, _D, _INT]}
 _SUFFIX = {"float32": "f32", "float64": "f64"}
 
 
@@ -73,7 +76,7 @@ def _load(isa: str):
     cxx = native.compiler("gpunet's CPU row kernels")
     text = SOURCE.read_text()
     flags = compile_flags(isa)
-    digest = native.digest_of(text, *(p.read_text() for p in HEADERS), " ".join(flags), cxx)
+    digest = native.digest_of(*(p.name + p.read_text() for p in PARTS), " ".join(flags), cxx)
     target = native.cache_dir("cpu") / f"rows-{isa}-{digest}.so"
     lib = ctypes.CDLL(str(native.build_shared(target, text, flags, cxx, "the CPU row kernels", libs=("-lmvec",))))
     for name, argtypes in _SIGNATURES.items():
@@ -139,16 +142,48 @@ def cross_entropy_block(dtype, threads: int, ignore_index: int):
     return run
 
 
+def _flat(*arrays):
+    """The arrays' data pointers, after checking they can be walked as one flat run of the first's dtype."""
+    for a in arrays:
+        if a is not None and (not a.flags.c_contiguous or a.dtype != arrays[0].dtype or a.size != arrays[0].size):
+            raise ValueError("the compiled updates need C-contiguous arrays of one dtype and size")
+    return [None if a is None else a.ctypes.data for a in arrays]
+
+
+def sgd_update_block(dtype, threads: int):
+    """``run(w, grad, velocity_or_None, lr, momentum, nesterov, weight_decay)``, in place, or None."""
+    fn = _function("sgd_update", dtype)
+    if fn is None:
+        return None
+
+    def run(w, grad, velocity, lr, momentum, nesterov, weight_decay):
+        fn(*_flat(w, grad, velocity), w.size, lr, momentum, int(nesterov), weight_decay, threads)
+    return run
+
+
+def adam_update_block(dtype, threads: int):
+    """``run(w, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, inv_bias2)``, or None."""
+    fn = _function("adam_update", dtype)
+    if fn is None:
+        return None
+
+    def run(w, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, inv_bias2):
+        fn(*_flat(w, grad, m, v), w.size, lr, beta1, beta2, eps, weight_decay, int(decoupled), step_size, inv_bias2,
+           threads)
+    return run
+
+
+_BLOCKS = {"softmax": softmax_block, "softmax_backward": softmax_backward_block,
+           "cross_entropy": cross_entropy_block, "sgd_update": sgd_update_block, "adam_update": adam_update_block}
+
+
 def block(op: str, dtype, threads: int = 1, **options):
-    """The function that runs row op ``op`` ("softmax" and "softmax_backward" with ``log``, "cross_entropy" with
-    ``ignore_index``) over whole arrays, on up to ``threads`` threads (parts of at least 32768 elements)."""
-    if op == "softmax":
-        return softmax_block(dtype, threads, **options)
-    if op == "softmax_backward":
-        return softmax_backward_block(dtype, threads, **options)
-    if op == "cross_entropy":
-        return cross_entropy_block(dtype, threads, **options)
-    raise ValueError(f"no compiled CPU row kernel for {op!r}")
+    """The function that runs op ``op`` ("softmax" and "softmax_backward" with ``log``, "cross_entropy" with
+    ``ignore_index``; "sgd_update", "adam_update") over whole arrays, on up to ``threads`` threads (parts of at
+    least 32768 elements); None for a dtype without kernels (only float32 and float64 have them)."""
+    if op not in _BLOCKS:
+        raise ValueError(f"no compiled CPU kernel for {op!r}")
+    return _BLOCKS[op](dtype, threads, **options)
 
 
 def _reset_for_tests() -> None:

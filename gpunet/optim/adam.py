@@ -30,6 +30,11 @@ class Adam(Optimizer):
             kernels.adam_update(param.data, param.grad, m, v, self.lr, self.beta1, self.beta2, self.eps,
                                 self.weight_decay, self.decoupled, step_size, inv_bias2)
             return
+        compiled = param.device.compiled_block("adam_update", param.data.dtype)  # the CPU's one-pass form
+        if compiled is not None:
+            compiled(param.data, param.grad, m, v, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
+                     self.decoupled, step_size, inv_bias2)
+            return
         g = param.grad
         if self.weight_decay:
             if self.decoupled:

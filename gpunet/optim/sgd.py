@@ -23,6 +23,10 @@ class SGD(Optimizer):
             kernels.sgd_update(param.data, param.grad, velocity, self.lr, self.momentum, self.nesterov,
                                self.weight_decay)
             return
+        compiled = param.device.compiled_block("sgd_update", param.data.dtype)  # the CPU's one-pass form
+        if compiled is not None:
+            compiled(param.data, param.grad, velocity, self.lr, self.momentum, self.nesterov, self.weight_decay)
+            return
         g = param.grad
         if self.weight_decay:
             g = g + self.weight_decay * param.data
