@@ -313,9 +313,30 @@ def train_worker(framework, device_name):
     return out
 
 
+def median_runs(runs):
+    """One row per network from several rounds of train_worker: the median samples/s (and step time), with
+    every round's figure kept under ``samples_s_rounds``; None if any round failed."""
+    if not runs or any(r is None for r in runs):
+        return None
+    rows = []
+    for i, first in enumerate(runs[0]):
+        row = dict(first)
+        row["samples_s_rounds"] = [r[i]["samples_s"] for r in runs]
+        row["samples_s"] = statistics.median(row["samples_s_rounds"])
+        steps = [r[i]["step_s"] for r in runs if r[i].get("step_s") is not None]
+        if steps:
+            row["step_s"] = statistics.median(steps)
+        rows.append(row)
+    return rows
+
+
 def print_training(device_name, ours, theirs, results):
+    if ours is None:
+        print(f"\n(b) training on {device_name}: the gpunet worker failed")
+        return
     print(f"\n(b) training on {device_name}: one epoch of 60000 MNIST samples after a warm-up epoch, SGD momentum "
-          "0.9, samples/s" + ("; one step on a fixed batch timed with CUDA events (median of "
+          f"0.9, samples/s, median of {len(ours[0]['samples_s_rounds'])} rounds alternating the frameworks; "
+          "'rounds' gives each round's ratio" + ("; one step on a fixed batch timed with CUDA events (median of "
                               f"{STEP_REPEATS}), and the kernels it runs" if device_name != "cpu" else ""))
     print(f"{'network':22} {'batch':>5} {'gpunet':>9} {'torch':>9} {'gpunet/torch':>12}"
           + ("   step ms: gpunet  torch   kernels: gpunet-own all  torch-all" if device_name != "cpu" else ""))
@@ -325,7 +346,9 @@ def print_training(device_name, ours, theirs, results):
         theirs_row = theirs[i] if theirs else {}
         line = f"{r['network']:22} {r['batch']:5d} {r['samples_s']:9.0f}"
         if theirs_row:
-            row.update(torch_samples_s=theirs_row["samples_s"], gpunet_over_torch=r["samples_s"] / theirs_row["samples_s"])
+            per_round = [a / b for a, b in zip(r["samples_s_rounds"], theirs_row["samples_s_rounds"])]
+            row.update(torch_samples_s=theirs_row["samples_s"], gpunet_over_torch=r["samples_s"] / theirs_row["samples_s"],
+                       torch_samples_s_rounds=theirs_row["samples_s_rounds"], gpunet_over_torch_rounds=per_round)
             line += f" {theirs_row['samples_s']:9.0f} {row['gpunet_over_torch']:11.2f}x"
         else:
             line += f" {'-':>9} {'-':>12}"
@@ -338,6 +361,8 @@ def print_training(device_name, ours, theirs, results):
             line += (f"   {fmt(r.get('step_s'), 1e3, 3):>13} {fmt(row['torch_step_s'], 1e3, 3):>6}"
                      f"   {fmt(r.get('kernel_launches_per_step')):>17} {fmt(r.get('cuda_kernels_per_step')):>4}"
                      f" {fmt(row['torch_cuda_kernels_per_step']):>10}")
+        if "gpunet_over_torch_rounds" in row:
+            line += f"   rounds: {' '.join(f'{x:.2f}x' for x in row['gpunet_over_torch_rounds'])}"
         print(line)
         results["training"].append(row)
 
@@ -360,6 +385,8 @@ def main() -> int:
     parser.add_argument("--json", default="bench.json")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="training epochs timed per framework, alternating frameworks (medians reported)")
     parser.add_argument("--skip-rows", action="store_true", help="training only")
     parser.add_argument("--devices", default="cpu,cuda", help="comma-separated devices to bench, of those present")
     parser.add_argument("--worker", choices=("rows", "train"), help=argparse.SUPPRESS)
@@ -407,8 +434,15 @@ def main() -> int:
                 others["naive CuPy"] = run_worker(args, "rows", "cupy-naive", device_name)
             print_row_ops(device_name, ours, {k: v for k, v in others.items() if v}, results)
         if not args.skip_training:
-            theirs = run_worker(args, "train", "torch", device_name) if has_torch else None
-            print_training(device_name, run_worker(args, "train", "gpunet", device_name), theirs, results)
+            # Rounds alternate the two frameworks, so that a machine that drifts (shared hosts do, by 10-30%)
+            # drifts under both; each network's figures are medians over the rounds.
+            ours_runs, theirs_runs = [], []
+            for _ in range(args.rounds):
+                if has_torch:
+                    theirs_runs.append(run_worker(args, "train", "torch", device_name))
+                ours_runs.append(run_worker(args, "train", "gpunet", device_name))
+            print_training(device_name, median_runs(ours_runs), median_runs(theirs_runs) if has_torch else None,
+                           results)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.json}")
     return 0

@@ -26,6 +26,19 @@ def test_bench_row_worker_and_table(capsys):
     assert "softmax fwd" in capsys.readouterr().out
 
 
+def test_bench_training_table_takes_medians_of_alternating_rounds(capsys):
+    bench = load("bench")
+    ours = [[{"network": "n", "batch": 8, "samples_s": v}] for v in (100.0, 300.0, 200.0)]
+    theirs = [[{"network": "n", "batch": 8, "samples_s": v}] for v in (100.0, 100.0, 400.0)]
+    results = {"training": []}
+    bench.print_training("cpu", bench.median_runs(ours), bench.median_runs(theirs), results)
+    row = results["training"][0]
+    assert row["gpunet_samples_s"] == 200.0 and row["torch_samples_s"] == 100.0 and row["gpunet_over_torch"] == 2.0
+    assert row["gpunet_over_torch_rounds"] == [1.0, 3.0, 0.5]
+    assert "rounds: 1.00x 3.00x 0.50x" in capsys.readouterr().out
+    assert bench.median_runs([ours[0], None]) is None  # a failed round fails the figure, not the bench
+
+
 def test_parity_report_runs_and_reports_small_errors():
     done = subprocess.run([sys.executable, str(SCRIPTS / "parity_report.py"), "--dtypes", "float64"],
                           capture_output=True, text=True, timeout=600)
