@@ -12,8 +12,8 @@
 
 __device__ __forceinline__ bool label_ok(long long label, int cols) { return label >= 0 && label < cols; }
 
-// The label's logit, loaded as the row starts (not after its reductions, where the dependent load would stall
-// the row's tail): 0 for an ignored row or a label out of range (whose loss does not use it).
+// The label's logit, loaded (block variant) after the row's reductions: 0 for an ignored row or a label out of
+// range (whose loss does not use it). The warp variant picks it from the row's registers instead.
 __device__ __forceinline__ acc_t label_logit(const scalar_t* __restrict__ xr, long long label, int cols) {
     return label_ok(label, cols) ? load(xr, label) : acc_t(0);
 }
@@ -64,9 +64,12 @@ __device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const lo
         const bool row_ok = row < rows;
         const long long offset = row * cols;
         const long long label = row_ok ? labels[row] : ignore_index;
-        const acc_t x_label = row_ok && sub == 0 ? label_logit(x + offset, label, cols) : acc_t(0);
         acc_t v[COLS], m, s;
-        warp_row_stats<COLS, true>(x + offset, row_ok, cols, sub, width, v, m, s);
+        warp_row_load<COLS>(x + offset, row_ok, cols, sub, width, v);
+        // The label's logit from the registers of its lane: a load of x[label] waited for the label (SASS: the
+        // row's loads issued only after it, one memory latency a row).
+        const acc_t x_label = warp_row_pick<COLS>(v, label_ok(label, cols) ? int(label) : 0, width);
+        warp_row_reduce<COLS, true>(row_ok, cols, sub, width, v, m, s);
         if (!row_ok) continue;
         if (sub == 0) store(loss, row, row_loss(x_label, label, ignore_index, cols, row, m, s, error_row));
         const acc_t inv_s = acc_t(1) / s;

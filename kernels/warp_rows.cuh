@@ -26,19 +26,26 @@ __device__ __forceinline__ int group_width(int width) { return COLS > 1 ? 32 : w
     const long long stride = (long long)gridDim.x * warps_per_block * rows_per_warp;                             \
     for (long long base = first; base < rows; base += stride)
 
-// Load this lane's part of row `xr` (its first element) and reduce it over the group: m = row max,
-// s = sum exp(x - m). On return v[j] holds exp(x - m) (EXP) or x - m, and 0 past the row's end or for a row past
-// the last (whose `xr` is never read).
-template <int COLS, bool EXP>
-__device__ __forceinline__ void warp_row_stats(const scalar_t* __restrict__ xr, bool row_ok, int cols, int sub,
-                                               int width, acc_t (&v)[COLS], acc_t& m, acc_t& s) {
-    m = neg_inf();
+// This lane's part of row `xr` (its first element): v[j] = x at column sub + j * width, -inf past the row's end
+// or for a row past the last (whose `xr` is never read).
+template <int COLS>
+__device__ __forceinline__ void warp_row_load(const scalar_t* __restrict__ xr, bool row_ok, int cols, int sub,
+                                              int width, acc_t (&v)[COLS]) {
 #pragma unroll
     for (int j = 0; j < COLS; ++j) {
         const int col = sub + j * width;
         v[j] = (row_ok && col < cols) ? load(xr, col) : neg_inf();
-        m = MaxOp::apply(m, v[j]);
     }
+}
+
+// Reduce a loaded row over the group: m = row max, s = sum exp(x - m). On return v[j] holds exp(x - m) (EXP) or
+// x - m, and 0 past the row's end.
+template <int COLS, bool EXP>
+__device__ __forceinline__ void warp_row_reduce(bool row_ok, int cols, int sub, int width, acc_t (&v)[COLS], acc_t& m,
+                                                acc_t& s) {
+    m = neg_inf();
+#pragma unroll
+    for (int j = 0; j < COLS; ++j) m = MaxOp::apply(m, v[j]);
     m = group_reduce<MaxOp>(m, width);
     s = 0;
 #pragma unroll
@@ -50,4 +57,23 @@ __device__ __forceinline__ void warp_row_stats(const scalar_t* __restrict__ xr, 
         s += e;
     }
     s = group_reduce<SumOp>(s, width);
+}
+
+template <int COLS, bool EXP>
+__device__ __forceinline__ void warp_row_stats(const scalar_t* __restrict__ xr, bool row_ok, int cols, int sub,
+                                               int width, acc_t (&v)[COLS], acc_t& m, acc_t& s) {
+    warp_row_load<COLS>(xr, row_ok, cols, sub, width, v);
+    warp_row_reduce<COLS, EXP>(row_ok, cols, sub, width, v, m, s);
+}
+
+// The value a loaded row holds at column `col` (0 <= col < cols), for every lane of the group: its owner lane
+// (sub = col % width) selects v[col / width] without indexing registers dynamically, then broadcasts it.
+template <int COLS>
+__device__ __forceinline__ acc_t warp_row_pick(const acc_t (&v)[COLS], int col, int width) {
+    const int owner_j = col / width;
+    acc_t mine = 0;
+#pragma unroll
+    for (int j = 0; j < COLS; ++j)
+        if (j == owner_j) mine = v[j];
+    return __shfl_sync(GPUNET_FULL_MASK, mine, col & (width - 1), width);
 }

@@ -30,6 +30,20 @@ def test_matches_forward_then_backward(dev, rng, reduction, dtype, cols):
     assert np.all(dev.to_numpy(grad)[3] == 0)  # the ignored row
 
 
+@pytest.mark.parametrize("cols", [96, 260, 1000])  # the warp kernels with 4, 16 and 32 values a lane
+def test_the_label_logit_from_every_column(dev, rng, cols):
+    """The warp kernels take x[label] from the registers of the lane that loaded it: a row per column, each
+    labelled with its own column, so every (lane, register) position is the label once."""
+    rows = cols
+    logits = (rng.standard_normal((rows, cols)) * 3).astype(np.float32)
+    labels = np.arange(rows)
+    loss, grad = ops.softmax_cross_entropy_with_grad(dev.asarray(logits), dev.asarray(labels), reduction="none")
+    loss_ref, probs = ops.softmax_cross_entropy(logits.astype(np.float64), labels, reduction="none", device="cpu")
+    rtol, atol = TOLERANCES[np.float32]
+    np.testing.assert_allclose(dev.to_numpy(loss), loss_ref, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(dev.to_numpy(grad), probs - np.eye(cols), rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_gradient_check(dev, rng, reduction):
     logits = rng.standard_normal((len(LABELS), 5))
