@@ -1,52 +1,59 @@
-// row_pool.h: the threads rows.cpp splits a call's rows over.
+// row_pool.h: the threads rows.cpp and updates.cpp split a call's rows over.
 //
 // Why not Python's thread pool: handing a part to a worker and its result back under the GIL cost 0.1 ms a
 // call (measured: a two-row op took 100 us through it, 7 us in one thread), as long as the whole backward of
-// 16384 x 100 float32 rows on two cores. Here the caller runs the first part itself, workers spin for
-// SPIN_US after a job (back-to-back ops find them awake) and then sleep on a condition variable, so an idle
-// pool takes no CPU from the BLAS products between row ops.
+// 16384 x 100 float32 rows on two cores.
+//
+// Parts are claimed, not assigned: the caller claims parts itself until none is left, and waits only for parts
+// a worker has claimed. In training, OpenBLAS's threads spin on every core for a while after each matrix
+// product; a worker that the scheduler does not run then simply claims nothing, where with assigned parts the
+// caller waited for it (measured: the small tanh MLP's epoch 2x slower). Idle workers sleep on a condition
+// variable after SPIN_US, so the pool takes little from the BLAS products between row ops.
 #pragma once
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 #include <thread>
 
 namespace row_pool {
 
-constexpr int64_t MIN_PART_ELEMENTS = 1 << 15;  // fewer a thread, and waking it costs more than it saves
-constexpr int SPIN_US = 30;
+constexpr int64_t MIN_PART_ELEMENTS = 1 << 15;  // fewer, and waking a thread costs more than it saves
+constexpr int64_t PARTS_PER_THREAD = 4;          // claimed as they come: a slow thread holds up less
+constexpr int SPIN_US = 5;
 
 class Pool {
   public:
-    // body(r0, r1) over rows [0, rows) in up to `threads` contiguous parts of at least MIN_PART_ELEMENTS;
-    // the calling thread runs part 0. A second caller while a job runs gets the rows done in its own thread.
+    // body(r0, r1) over rows [0, rows) in contiguous parts of at least MIN_PART_ELEMENTS, on the calling thread
+    // and up to threads - 1 workers. A second caller while a job runs does its rows in its own thread.
     template <class Body>
     void run(int64_t rows, int64_t cols, int threads, Body& body) {
-        int64_t parts = threads;
+        int64_t parts = threads * PARTS_PER_THREAD;
         const int64_t by_size = rows * cols / MIN_PART_ELEMENTS;
         if (parts > by_size) parts = by_size;
         if (parts > rows) parts = rows;
+        if (parts > 0xffff) parts = 0xffff;
         std::unique_lock<std::mutex> busy(call_, std::try_to_lock);
-        if (parts <= 1 || !busy.owns_lock()) {
+        if (threads <= 1 || parts <= 1 || !busy.owns_lock()) {
             body(0, rows);
             return;
         }
-        grow(parts - 1);
+        grow(threads - 1);
         rows_ = rows;
-        parts_ = parts;
         job_ = &body;
         call_part_ = [](void* job, int64_t r0, int64_t r1) { (*static_cast<Body*>(job))(r0, r1); };
-        remaining_.store(workers_, std::memory_order_relaxed);
+        done_.store(0, std::memory_order_relaxed);
+        const uint64_t generation = (ticket_.load(std::memory_order_relaxed) >> 32) + 1;
         {
             std::lock_guard<std::mutex> lock(wake_);
-            generation_.fetch_add(1, std::memory_order_release);
+            ticket_.store(generation << 32 | uint64_t(parts) << 16, std::memory_order_release);
         }
         sleeping_.notify_all();
-        run_part(0);
-        while (remaining_.load(std::memory_order_acquire) != 0) pause();
+        claim_parts(generation);
+        while (done_.load(std::memory_order_acquire) != parts) pause();
     }
 
     static Pool& instance() {
@@ -64,33 +71,44 @@ class Pool {
     }
 
   private:
-    void run_part(int64_t part) {
-        if (part >= parts_) return;
-        const int64_t r0 = rows_ * part / parts_, r1 = rows_ * (part + 1) / parts_;
-        call_part_(job_, r0, r1);
+    // The ticket packs (generation << 32 | parts << 16 | next unclaimed part): one compare-and-swap claims a
+    // part of exactly that job, so a worker that wakes late cannot claim from the next one. The job's fields
+    // stay valid while any of its parts runs: the caller waits for all of them before it writes the next.
+    void claim_parts(uint64_t generation) {
+        uint64_t ticket = ticket_.load(std::memory_order_acquire);
+        for (;;) {
+            const int64_t parts = int64_t(ticket >> 16 & 0xffff), next = int64_t(ticket & 0xffff);
+            if (ticket >> 32 != generation || next >= parts) return;
+            if (!ticket_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel,
+                                               std::memory_order_acquire))
+                continue;
+            call_part_(job_, rows_ * next / parts, rows_ * (next + 1) / parts);
+            done_.fetch_add(1, std::memory_order_release);
+            ticket = ticket_.load(std::memory_order_acquire);
+        }
     }
 
     void grow(int64_t workers) {
         while (workers_ < workers) {
             ++workers_;
-            std::thread([this, part = workers_, seen = generation_.load()] { work(part, seen); }).detach();
+            std::thread([this, seen = ticket_.load() >> 32] { work(seen); }).detach();
         }
     }
 
-    void work(int64_t part, uint64_t seen) {
+    void work(uint64_t seen) {
         for (;;) {
             const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(SPIN_US);
-            while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until)
-                pause();
-            if (generation_.load(std::memory_order_acquire) == seen) {
+            while (generation() == seen && std::chrono::steady_clock::now() < until) pause();
+            if (generation() == seen) {
                 std::unique_lock<std::mutex> lock(wake_);
-                sleeping_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+                sleeping_.wait(lock, [&] { return generation() != seen; });
             }
-            seen = generation_.load(std::memory_order_acquire);
-            run_part(part);
-            remaining_.fetch_sub(1, std::memory_order_acq_rel);
+            seen = generation();
+            claim_parts(seen);
         }
     }
+
+    uint64_t generation() const { return ticket_.load(std::memory_order_acquire) >> 32; }
 
     static inline void pause() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -100,10 +118,10 @@ class Pool {
 
     std::mutex call_, wake_;
     std::condition_variable sleeping_;
-    std::atomic<uint64_t> generation_{0};
-    std::atomic<int64_t> remaining_{0};
-    int64_t workers_ = 0;  // threads started, each running part 1, 2, ... of every job
-    int64_t rows_ = 0, parts_ = 0;
+    std::atomic<uint64_t> ticket_{0};
+    std::atomic<int64_t> done_{0};
+    int64_t workers_ = 0;  // threads started
+    int64_t rows_ = 0;
     void* job_ = nullptr;
     void (*call_part_)(void*, int64_t, int64_t) = nullptr;
 };
