@@ -167,7 +167,7 @@ MIN_BYTES = {"softmax fwd": 2, "softmax bwd": 3, "log_softmax fwd": 2, "log_soft
 def print_row_ops(device_name, ours, others, results):
     """``others``: framework -> rows of the same ops and shapes."""
     print(f"\n(a) row ops on {device_name}, float32: GB/s over the minimum bytes each op must move; 'of copy' = "
-          "that over a same-size copy on the device")
+          "that over a same-size copy on the device; each time the median over the rounds' medians")
     columns = list(others)
     print(f"{'op':18} {'shape':>13} {'gpunet GB/s':>11} {'of copy':>8}"
           + "".join(f" {c + ' GB/s':>16} {'gpunet/' + c:>16}" for c in columns))
@@ -284,10 +284,11 @@ def count_cuda_kernels(step, synchronize):
         return None
 
 
-def train_worker(framework, device_name):
+def train_worker(framework, device_name, networks=None):
+    """Train ``MLPS`` (those at indices ``networks``, all by default) for an epoch each."""
     x, y, _, _ = load_mnist()
     out = []
-    for name, sizes, activation, batch in MLPS:
+    for name, sizes, activation, batch in (MLPS if networks is None else [MLPS[i] for i in networks]):
         row = {"network": name, "batch": batch}
         if framework == "torch":
             import torch
@@ -311,6 +312,18 @@ def train_worker(framework, device_name):
                     row["cuda_kernels_per_step"] = count_cuda_kernels(lambda: step(xb, yb), dev.synchronize)
         out.append(row)
     return out
+
+
+def median_rows(runs):
+    """Row-op timings of several rounds: each (op, shape)'s median seconds and copy seconds; None if a round
+    failed."""
+    if not runs or any(r is None for r in runs):
+        return None
+    rows = []
+    for i, first in enumerate(runs[0]):
+        rows.append(dict(first, seconds=statistics.median(r[i]["seconds"] for r in runs),
+                         copy_seconds=statistics.median(r[i]["copy_seconds"] for r in runs)))
+    return rows
 
 
 def median_runs(runs):
@@ -367,11 +380,13 @@ def print_training(device_name, ours, theirs, results):
         results["training"].append(row)
 
 
-def run_worker(args, worker, framework, device_name):
+def run_worker(args, worker, framework, device_name, network=None):
     """Each framework is measured in a process of its own: PyTorch's OpenMP threads and OpenBLAS's spin after
     their work, and in one process each would slow the other (measured here: 30% on the small MLP)."""
     cmd = [sys.executable, __file__, "--worker", worker, "--framework", framework, "--device", device_name,
            "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+    if network is not None:
+        cmd += ["--network", str(network)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         print(f"{framework} {worker} worker failed:\n{done.stderr[-3000:]}")
@@ -385,11 +400,13 @@ def main() -> int:
     parser.add_argument("--json", default="bench.json")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="training epochs timed per framework, alternating frameworks (medians reported)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="runs of each framework's row-op and training workers, alternating frameworks; "
+                             "the tables give medians over them")
     parser.add_argument("--skip-rows", action="store_true", help="training only")
     parser.add_argument("--devices", default="cpu,cuda", help="comma-separated devices to bench, of those present")
     parser.add_argument("--worker", choices=("rows", "train"), help=argparse.SUPPRESS)
+    parser.add_argument("--network", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--framework", choices=("gpunet", "torch", "cupy-naive"), help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -399,7 +416,7 @@ def main() -> int:
             import torch
             torch.set_num_threads(args.threads)
         rows = (rows_worker(args.framework, args.device, shapes, repeats) if args.worker == "rows"
-                else train_worker(args.framework, args.device))
+                else train_worker(args.framework, args.device, None if args.network is None else [args.network]))
         print(json.dumps(rows))
         return 0
 
@@ -426,21 +443,34 @@ def main() -> int:
     for device_name in devices:
         has_torch = torch_version is not None and (device_name == "cpu" or torch_cuda)
         if not args.skip_rows:
-            ours = run_worker(args, "rows", "gpunet", device_name)
-            others = {}
+            # As for training below: rounds alternate the frameworks, medians over the rounds.
+            frameworks = {"gpunet": "gpunet"}
             if has_torch:
-                others["torch"] = run_worker(args, "rows", "torch", device_name)
+                frameworks["torch"] = "torch"
             if device_name == "cuda":
-                others["naive CuPy"] = run_worker(args, "rows", "cupy-naive", device_name)
-            print_row_ops(device_name, ours, {k: v for k, v in others.items() if v}, results)
-        if not args.skip_training:
-            # Rounds alternate the two frameworks, so that a machine that drifts (shared hosts do, by 10-30%)
-            # drifts under both; each network's figures are medians over the rounds.
-            ours_runs, theirs_runs = [], []
+                frameworks["naive CuPy"] = "cupy-naive"
+            runs = {name: [] for name in frameworks}
             for _ in range(args.rounds):
-                if has_torch:
-                    theirs_runs.append(run_worker(args, "train", "torch", device_name))
-                ours_runs.append(run_worker(args, "train", "gpunet", device_name))
+                for name, framework in frameworks.items():
+                    runs[name].append(run_worker(args, "rows", framework, device_name))
+            medians = {name: median_rows(r) for name, r in runs.items()}
+            ours = medians.pop("gpunet")
+            if ours is None:
+                print(f"(a) row ops on {device_name}: the gpunet worker failed")
+            else:
+                print_row_ops(device_name, ours, {k: v for k, v in medians.items() if v}, results)
+        if not args.skip_training:
+            # A shared host drifts by 10-50% within seconds: each network gets its own workers, the two
+            # frameworks back to back in alternating order (A B, B A, ...), and the figures are medians over the
+            # rounds; each round's ratio compares two epochs seconds apart.
+            ours_runs, theirs_runs = [[] for _ in range(args.rounds)], [[] for _ in range(args.rounds)]
+            for network in range(len(MLPS)):
+                for r in range(args.rounds):
+                    order = ["torch", "gpunet"] if r % 2 == 0 else ["gpunet", "torch"]
+                    for framework in order if has_torch else ["gpunet"]:
+                        done = run_worker(args, "train", framework, device_name, network)
+                        runs = ours_runs if framework == "gpunet" else theirs_runs
+                        runs[r] = None if done is None or runs[r] is None else runs[r] + done
             print_training(device_name, median_runs(ours_runs), median_runs(theirs_runs) if has_torch else None,
                            results)
     Path(args.json).write_text(json.dumps(results, indent=2))

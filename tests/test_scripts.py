@@ -52,3 +52,12 @@ def test_kernel_report_shows_no_spills():
     done = subprocess.run([sys.executable, str(SCRIPTS / "kernel_report.py"), "--arch", "sm_80", "--dtype",
                            "float32"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "no register spills" in done.stdout, done.stdout + done.stderr
+
+
+def test_bench_row_rounds_take_medians():
+    bench = load("bench")
+    runs = [[{"op": "softmax fwd", "shape": [2, 3], "seconds": s, "copy_seconds": c, "bytes": 48}]
+            for s, c in ((1.0, 4.0), (3.0, 2.0), (2.0, 9.0))]
+    assert bench.median_rows(runs) == [{"op": "softmax fwd", "shape": [2, 3], "seconds": 2.0, "copy_seconds": 4.0,
+                                        "bytes": 48}]
+    assert bench.median_rows(runs + [None]) is None
