@@ -144,9 +144,9 @@ def test_exp_is_accurate_over_the_whole_float32_range():
 
 def _all_ops(dtype, threads):
     """Every compiled row op on one fixed input, run on up to ``threads`` threads."""
-    x = logits(700, 301, dtype)  # 210700 elements: parts of 32768 or more, so up to 6 threads take part
-    dy = logits(700, 301, dtype, seed=1)
-    labels = np.random.default_rng(2).integers(0, 301, 700)
+    x = logits(1500, 301, dtype)  # 451500 elements: parts of 131072 or more, so up to 3 threads take part
+    dy = logits(1500, 301, dtype, seed=1)
+    labels = np.random.default_rng(2).integers(0, 301, 1500)
     labels[5] = -100
     out = []
     for log in (False, True):
@@ -155,8 +155,8 @@ def _all_ops(dtype, threads):
         dx = np.empty_like(x)
         cpu_kernels.block("softmax_backward", x.dtype, threads, log=log)(np.nan_to_num(y), dy, dx)
         out += [y, dx]
-    loss, grad = np.empty(700, dtype), np.empty_like(x)
-    cpu_kernels.block("cross_entropy", x.dtype, threads, ignore_index=-100)(x, labels, np.full(700, 0.5, dtype),
+    loss, grad = np.empty(1500, dtype), np.empty_like(x)
+    cpu_kernels.block("cross_entropy", x.dtype, threads, ignore_index=-100)(x, labels, np.full(1500, 0.5, dtype),
                                                                             loss, grad)
     return out + [loss, grad]
 
@@ -213,7 +213,7 @@ int main() {
     int bad = 0;
     std::vector<std::thread> callers;
     for (int t = 0; t < 3; ++t) callers.emplace_back([&bad, t] {
-        const int64_t rows = 2000, cols = 37 + 110 * t;  // 74000 elements and more: 2 to 4 parts
+        const int64_t rows = 3000, cols = 37 + 110 * t;  // 111000 elements and more: 1 to 5 parts
         std::vector<float> x(rows * cols), y(rows * cols), once(rows * cols), dx(rows * cols), grad(rows * cols);
         std::vector<float> loss(rows), scale(rows, 0.5f);
         std::vector<int64_t> labels(rows);
@@ -266,14 +266,14 @@ def test_row_kernels_and_their_thread_pool_are_clean_under_sanitizers(sanitizer,
     lambda p: gpunet.optim.AdamW(p, lr=0.01, weight_decay=0.1),
 ], ids=["sgd", "sgd-momentum-decay", "sgd-nesterov", "adam", "adamw"])
 def test_optimizer_updates_match_the_numpy_form(numpy_form, make, dtype):
-    """Three steps on a 300 x 301 weight and a bias (90300 elements: split over threads; 301: no thread gets a
+    """Three steps on a 1000 x 301 weight and a bias (301000 elements: split over threads; 301: no thread gets a
     multiple of the vector width) through the compiled one-pass update and through the NumPy form."""
     def train():
-        layer = gpunet.nn.Linear(300, 301, dtype=np.dtype(dtype).name, device="cpu", rng=0)
+        layer = gpunet.nn.Linear(1000, 301, dtype=np.dtype(dtype).name, device="cpu", rng=0)
         opt = make(layer.parameters())
-        grads = np.random.default_rng(3).standard_normal((3, 300 * 301 + 301))
+        grads = np.random.default_rng(3).standard_normal((3, 1000 * 301 + 301))
         for g in grads:
-            layer.weight.grad[...] = g[:-301].reshape(300, 301)
+            layer.weight.grad[...] = g[:-301].reshape(1000, 301)
             layer.bias.grad[...] = g[-301:]
             opt.step()
         return [p.data.copy() for p in layer.parameters()] + [b.copy() for s in opt.state for b in s.values()]
@@ -291,4 +291,17 @@ def test_optimizers_use_the_compiled_update(monkeypatch):
     layer = gpunet.nn.Linear(3, 4, device="cpu")
     for opt in (gpunet.optim.SGD(layer.parameters(), lr=0.1), gpunet.optim.Adam(layer.parameters())):
         opt.step()
-    assert calls == ["sgd_update"] * 2 + ["adam_update"] * 2
+    assert calls == ["sgd_update", "adam_update"]  # one call updates every tensor
+
+
+def test_update_pointer_cache_follows_replaced_arrays():
+    """The compiled update keeps the last call's pointers; an optimizer whose arrays are replaced (a checkpoint
+    loaded into new arrays, say) must update the new ones, not memory the old ones had."""
+    layer = gpunet.nn.Linear(400, 400, device="cpu", rng=0)
+    opt = gpunet.optim.SGD(layer.parameters(), lr=1.0)
+    layer.weight.grad[...] = 1.0
+    opt.step()
+    layer.weight.data = layer.weight.data.copy()  # a new array
+    before = layer.weight.data.copy()
+    opt.step()
+    np.testing.assert_allclose(layer.weight.data, before - 1.0)

@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import platform
+import weakref
 from pathlib import Path
 
 from .. import native
@@ -19,14 +20,15 @@ SOURCE = Path(__file__).with_name("library.cpp")  # includes the others: every .
 PARTS = sorted(p for p in SOURCE.parent.iterdir() if p.suffix in (".cpp", ".h"))
 _log = logging.getLogger("gpunet")
 _state: dict = {}
+_blocks: dict = {}
 
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
 _INT, _D = ctypes.c_int, ctypes.c_double
 _SIGNATURES = {"softmax_rows": [_P, _P, _I64, _I64, _INT, _INT],
                "softmax_backward_rows": [_P, _P, _P, _I64, _I64, _INT, _INT],
                "cross_entropy_rows": [_P, _P, _P, _P, _P, _I64, _I64, _I64, _INT],
-               "sgd_update": [_P, _P, _P, _I64, _D, _D, _INT, _D, _INT],
-               "adam_update": [_P, _P, _P, _P, _I64, _D, _D, _D, _D, _D, _INT, _D, _D, _INT]}
+               "sgd_update": [_P, _P, _P, _P, _I64, _D, _D, _INT, _D, _INT],
+               "adam_update": [_P, _P, _P, _P, _P, _I64, _D, _D, _D, _D, _D, _INT, _D, _D, _INT]}
 _SUFFIX = {"float32": "f32", "float64": "f64"}
 
 
@@ -142,34 +144,60 @@ def cross_entropy_block(dtype, threads: int, ignore_index: int):
     return run
 
 
-def _flat(*arrays):
-    """The arrays' data pointers, after checking they can be walked as one flat run of the first's dtype."""
-    for a in arrays:
-        if a is not None and (not a.flags.c_contiguous or a.dtype != arrays[0].dtype or a.size != arrays[0].size):
-            raise ValueError("the compiled updates need C-contiguous arrays of one dtype and size")
-    return [None if a is None else a.ctypes.data for a in arrays]
+class _TensorLists:
+    """ctypes arrays of the data pointers of each list of tensors (a list may be None: a null pointer), and of
+    their sizes; each tensor's partners must be C-contiguous, of its dtype and size. An optimizer passes the same
+    arrays at every step: the last lists' pointers are kept, with weak references to their arrays, and given back
+    while every array is the same live object (the pointers are then still its data), which costs a few
+    microseconds instead of 40."""
+
+    def __init__(self):
+        self.arrays, self.shape, self.args = (), None, None
+
+    def __call__(self, *lists):
+        arrays = tuple(a for lst in lists if lst is not None for a in lst)
+        shape = tuple(None if lst is None else len(lst) for lst in lists)
+        if (shape == self.shape and len(arrays) == len(self.arrays)
+                and all(ref() is a for ref, a in zip(self.arrays, arrays))):
+            return self.args
+        first = lists[0]
+        for group in zip(*(lst for lst in lists if lst is not None)):
+            for a in group:
+                if not a.flags.c_contiguous or a.dtype != group[0].dtype or a.size != group[0].size:
+                    raise ValueError("the compiled updates need C-contiguous arrays of one dtype and size")
+        pointers = [None if lst is None else (ctypes.c_void_p * len(lst))(*(a.ctypes.data for a in lst))
+                    for lst in lists]
+        self.arrays, self.shape = tuple(weakref.ref(a) for a in arrays), shape
+        self.args = pointers + [(ctypes.c_int64 * len(first))(*(a.size for a in first)), len(first)]
+        return self.args
 
 
 def sgd_update_block(dtype, threads: int):
-    """``run(w, grad, velocity_or_None, lr, momentum, nesterov, weight_decay)``, in place, or None."""
+    """``run(ws, grads, velocities_or_None, lr, momentum, nesterov, weight_decay)``: every tensor of the lists,
+    in place, in one call; or None."""
     fn = _function("sgd_update", dtype)
     if fn is None:
         return None
 
-    def run(w, grad, velocity, lr, momentum, nesterov, weight_decay):
-        fn(*_flat(w, grad, velocity), w.size, lr, momentum, int(nesterov), weight_decay, threads)
+    tensor_lists = _TensorLists()
+
+    def run(ws, grads, velocities, lr, momentum, nesterov, weight_decay):
+        fn(*tensor_lists(ws, grads, velocities), lr, momentum, int(nesterov), weight_decay, threads)
     return run
 
 
 def adam_update_block(dtype, threads: int):
-    """``run(w, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, inv_bias2)``, or None."""
+    """``run(ws, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, inv_bias2)``, or
+    None."""
     fn = _function("adam_update", dtype)
     if fn is None:
         return None
 
-    def run(w, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, inv_bias2):
-        fn(*_flat(w, grad, m, v), w.size, lr, beta1, beta2, eps, weight_decay, int(decoupled), step_size, inv_bias2,
-           threads)
+    tensor_lists = _TensorLists()
+
+    def run(ws, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, inv_bias2):
+        fn(*tensor_lists(ws, grads, ms, vs), lr, beta1, beta2, eps, weight_decay, int(decoupled), step_size,
+           inv_bias2, threads)
     return run
 
 
@@ -180,11 +208,18 @@ _BLOCKS = {"softmax": softmax_block, "softmax_backward": softmax_backward_block,
 def block(op: str, dtype, threads: int = 1, **options):
     """The function that runs op ``op`` ("softmax" and "softmax_backward" with ``log``, "cross_entropy" with
     ``ignore_index``; "sgd_update", "adam_update") over whole arrays, on up to ``threads`` threads (parts of at
-    least 32768 elements); None for a dtype without kernels (only float32 and float64 have them)."""
+    least 131072 elements); None for a dtype without kernels (only float32 and float64 have them)."""
     if op not in _BLOCKS:
         raise ValueError(f"no compiled CPU kernel for {op!r}")
-    return _BLOCKS[op](dtype, threads, **options)
+    # Looked up once per op and setting: an optimizer asks at every parameter of every step, and the lookup
+    # (environment, instruction set, library, symbol) cost more than updating a small tensor.
+    key = (op, dtype, threads, tuple(sorted(options.items())), os.environ.get("GPUNET_CPU_KERNELS"),
+           os.environ.get("GPUNET_CPU_ISA"))
+    if key not in _blocks:
+        _blocks[key] = _BLOCKS[op](dtype, threads, **options)
+    return _blocks[key]
 
 
 def _reset_for_tests() -> None:
     _state.clear()
+    _blocks.clear()

@@ -46,24 +46,35 @@ static void adam(T* __restrict__ w, const T* __restrict__ grad, T* __restrict__ 
 
 }  // namespace updates
 
+// Every tensor of an optimizer in one call, pointers and sizes in arrays: through ctypes, a call per tensor
+// cost more than updating a small one (measured: 15-20 us a parameter of the 784-100-10 MLP, whose step is 400).
 extern "C" {
 #define GPUNET_UPDATE_ENTRY_POINTS(T, SUFFIX)                                                                      \
-    void sgd_update_##SUFFIX(T* w, const T* grad, T* velocity, int64_t n, double lr, double mu, int nesterov,       \
-                             double wd, int threads) {                                                             \
-        auto body = [=](int64_t i0, int64_t i1) {                                                                  \
-            updates::sgd<T>(w + i0, grad + i0, velocity ? velocity + i0 : nullptr, i1 - i0, (T)lr, (T)mu, nesterov, \
-                            (T)wd);                                                                                \
-        };                                                                                                         \
-        row_pool::Pool::instance().run(n, 1, threads, body);                                                       \
+    void sgd_update_##SUFFIX(T* const* w, const T* const* grad, T* const* velocity, const int64_t* n,             \
+                             int64_t count, double lr, double mu, int nesterov, double wd, int threads) {         \
+        for (int64_t k = 0; k < count; ++k) {                                                                      \
+            T* wk = w[k];                                                                                          \
+            const T* gk = grad[k];                                                                                 \
+            T* vk = velocity ? velocity[k] : nullptr;                                                              \
+            auto body = [=](int64_t i0, int64_t i1) {                                                              \
+                updates::sgd<T>(wk + i0, gk + i0, vk ? vk + i0 : nullptr, i1 - i0, (T)lr, (T)mu, nesterov, (T)wd);  \
+            };                                                                                                     \
+            row_pool::Pool::instance().run(n[k], 1, threads, body);                                                \
+        }                                                                                                          \
     }                                                                                                              \
-    void adam_update_##SUFFIX(T* w, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2,   \
-                              double eps, double wd, int decoupled, double step_size, double inv_bias2,            \
-                              int threads) {                                                                       \
-        auto body = [=](int64_t i0, int64_t i1) {                                                                  \
-            updates::adam<T>(w + i0, grad + i0, m + i0, v + i0, i1 - i0, (T)beta1, (T)beta2, (T)eps, (T)wd,          \
-                             decoupled, (T)(1.0 - lr * wd), (T)step_size, (T)inv_bias2);                          \
-        };                                                                                                         \
-        row_pool::Pool::instance().run(n, 1, threads, body);                                                       \
+    void adam_update_##SUFFIX(T* const* w, const T* const* grad, T* const* m, T* const* v, const int64_t* n,       \
+                              int64_t count, double lr, double beta1, double beta2, double eps, double wd,          \
+                              int decoupled, double step_size, double inv_bias2, int threads) {                     \
+        for (int64_t k = 0; k < count; ++k) {                                                                      \
+            T* wk = w[k];                                                                                          \
+            const T* gk = grad[k];                                                                                 \
+            T *mk = m[k], *vk = v[k];                                                                              \
+            auto body = [=](int64_t i0, int64_t i1) {                                                              \
+                updates::adam<T>(wk + i0, gk + i0, mk + i0, vk + i0, i1 - i0, (T)beta1, (T)beta2, (T)eps, (T)wd,   \
+                                 decoupled, (T)(1.0 - lr * wd), (T)step_size, (T)inv_bias2);                      \
+            };                                                                                                     \
+            row_pool::Pool::instance().run(n[k], 1, threads, body);                                                \
+        }                                                                                                          \
     }
 GPUNET_UPDATE_ENTRY_POINTS(float, f32)
 GPUNET_UPDATE_ENTRY_POINTS(double, f64)

@@ -20,20 +20,26 @@ class Adam(Optimizer):
             raise ValueError(f"Adam betas must lie in [0, 1), got {betas}")
         self.beta1, self.beta2, self.eps, self.weight_decay = float(b1), float(b2), float(eps), float(weight_decay)
 
+    compiled_op = "adam_update"
+
+    def _bias_corrections(self):
+        """(lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t)) at this step."""
+        t = self.step_count
+        return self.lr / (1 - self.beta1 ** t), 1.0 / math.sqrt(1 - self.beta2 ** t)
+
+    def update_all(self, compiled):
+        n = range(len(self.params))
+        compiled([p.data for p in self.params], [p.grad for p in self.params], [self.buffer(i, "m") for i in n],
+                 [self.buffer(i, "v") for i in n], self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
+                 self.decoupled, *self._bias_corrections())
+
     def update(self, index, param):
         m, v = self.buffer(index, "m"), self.buffer(index, "v")
-        t = self.step_count
-        step_size = self.lr / (1 - self.beta1 ** t)
-        inv_bias2 = 1.0 / math.sqrt(1 - self.beta2 ** t)
+        step_size, inv_bias2 = self._bias_corrections()
         kernels = param.device.kernels
         if kernels is not None:
             kernels.adam_update(param.data, param.grad, m, v, self.lr, self.beta1, self.beta2, self.eps,
                                 self.weight_decay, self.decoupled, step_size, inv_bias2)
-            return
-        compiled = param.device.compiled_block("adam_update", param.data.dtype)  # the CPU's one-pass form
-        if compiled is not None:
-            compiled(param.data, param.grad, m, v, self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                     self.decoupled, step_size, inv_bias2)
             return
         g = param.grad
         if self.weight_decay:

@@ -22,8 +22,27 @@ class Optimizer:
 
     def step(self) -> None:
         self.step_count += 1
+        compiled = self._compiled_update()
+        if compiled is not None:
+            self.update_all(compiled)
+            return
         for i, param in enumerate(self.params):
             self.update(i, param)
+
+    # The CPU updates every tensor in one compiled call (``gpunet.cpu_kernels``) where it can: all parameters on
+    # one device, of one dtype. Subclasses name the op and implement update_all.
+    compiled_op: str | None = None
+
+    def _compiled_update(self):
+        if self.compiled_op is None:
+            return None
+        device, dtype = self.params[0].device, self.params[0].data.dtype
+        if any(p.device != device or p.data.dtype != dtype for p in self.params):
+            return None
+        return device.compiled_block(self.compiled_op, dtype)
+
+    def update_all(self, compiled) -> None:
+        raise NotImplementedError
 
     def update(self, index: int, param) -> None:
         raise NotImplementedError

@@ -16,16 +16,19 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = float(momentum), nesterov, float(weight_decay)
 
+    compiled_op = "sgd_update"
+
+    def update_all(self, compiled):
+        velocities = [self.buffer(i, "velocity") for i in range(len(self.params))] if self.momentum else None
+        compiled([p.data for p in self.params], [p.grad for p in self.params], velocities, self.lr, self.momentum,
+                 self.nesterov, self.weight_decay)
+
     def update(self, index, param):
         kernels = param.device.kernels
         velocity = self.buffer(index, "velocity") if self.momentum else None
         if kernels is not None:
             kernels.sgd_update(param.data, param.grad, velocity, self.lr, self.momentum, self.nesterov,
                                self.weight_decay)
-            return
-        compiled = param.device.compiled_block("sgd_update", param.data.dtype)  # the CPU's one-pass form
-        if compiled is not None:
-            compiled(param.data, param.grad, velocity, self.lr, self.momentum, self.nesterov, self.weight_decay)
             return
         g = param.grad
         if self.weight_decay:
