@@ -213,11 +213,13 @@ def block(op: str, dtype, threads: int = 1, **options):
         raise ValueError(f"no compiled CPU kernel for {op!r}")
     # Looked up once per op and setting: an optimizer asks at every parameter of every step, and the lookup
     # (environment, instruction set, library, symbol) cost more than updating a small tensor.
-    key = (op, dtype, threads, tuple(sorted(options.items())), os.environ.get("GPUNET_CPU_KERNELS"),
+    key = (op, dtype, threads, *options.items(), os.environ.get("GPUNET_CPU_KERNELS"),
            os.environ.get("GPUNET_CPU_ISA"))
-    if key not in _blocks:
-        _blocks[key] = _BLOCKS[op](dtype, threads, **options)
-    return _blocks[key]
+    try:
+        return _blocks[key]
+    except KeyError:
+        _blocks[key] = found = _BLOCKS[op](dtype, threads, **options)
+        return found
 
 
 def _reset_for_tests() -> None:
