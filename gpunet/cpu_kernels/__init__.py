@@ -1,6 +1,7 @@
 """Compiled CPU kernels: the softmax family's row ops (softmax and log-softmax forward and backward, the fused
-cross-entropy: ``rows.cpp``) and the optimizers' updates (``updates.cpp``), threaded by ``row_pool.h``. Built on first use by the machine's C++ compiler against glibc's vector math
-library and cached (``gpunet.native``); where that cannot be done (no compiler, no libmvec, not Linux) or with
+cross-entropy: ``rows.cpp``) and the optimizers' updates (``updates.cpp``), threaded by ``row_pool.h``. Built on
+first use by the machine's C++ compiler against glibc's vector math library and cached (``gpunet.native``), once
+per instruction set asked for; where that cannot be done (no compiler, no libmvec, not Linux) or with
 ``GPUNET_CPU_KERNELS=0``, the ops and optimizers use their NumPy form, which gives the same results within
 rounding.
 """
@@ -97,7 +98,8 @@ def library():
         try:
             _state[isa] = _load(isa)
         except (native.BuildError, OSError) as exc:
-            _log.warning("gpunet: CPU row kernels unavailable, using NumPy for softmax and cross-entropy (%s)",
+            _log.warning("gpunet: CPU row kernels unavailable, using NumPy for softmax, cross-entropy and the "
+                         "optimizers (%s)",
                          str(exc).splitlines()[0])
             _state[isa] = None
     return _state[isa]
@@ -211,8 +213,8 @@ def block(op: str, dtype, threads: int = 1, **options):
     least 131072 elements); None for a dtype without kernels (only float32 and float64 have them)."""
     if op not in _BLOCKS:
         raise ValueError(f"no compiled CPU kernel for {op!r}")
-    # Looked up once per op and setting: an optimizer asks at every parameter of every step, and the lookup
-    # (environment, instruction set, library, symbol) cost more than updating a small tensor.
+    # Looked up once per op and setting: ops and optimizers ask at every call, and the lookup (environment,
+    # instruction set, library, symbol) cost more than updating a small tensor.
     key = (op, dtype, threads, *options.items(), os.environ.get("GPUNET_CPU_KERNELS"),
            os.environ.get("GPUNET_CPU_ISA"))
     try:

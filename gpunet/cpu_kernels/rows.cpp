@@ -3,16 +3,16 @@
 // NumPy builds a row softmax from separate ufunc passes whose float32 exp is scalar; here each row is a few
 // short passes over row primitives: for float32 on x86 with AVX2 or AVX-512 the explicit vectors of
 // vector_f32.h, otherwise (and for float64) loops that GCC vectorises, the exp going to glibc's vector math
-// library (libmvec) through the `simd` declaration below. Rows arrive in a few large parts from
-// HostDevice.map_rows, a thread per core (ctypes releases the GIL). Semantics are the NumPy path's: m = row max,
-// a -inf entry gives 0, a row of nothing but -inf and any NaN or +inf give NaN.
+// library (libmvec) through the `simd` declaration below. Each entry point splits its rows over row_pool.h's
+// threads (ctypes releases the GIL for the call). Semantics are the NumPy path's: m = row max, a -inf entry
+// gives 0, a row of nothing but -inf and any NaN or +inf give NaN.
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "row_pool.h"
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(GPUNET_NO_VECTOR_F32)
+#if defined(__AVX2__) && defined(__FMA__)
 #include "vector_f32.h"
 #define GPUNET_VECTOR_F32 1
 #endif
