@@ -305,3 +305,30 @@ def test_update_pointer_cache_follows_replaced_arrays():
     before = layer.weight.data.copy()
     opt.step()
     np.testing.assert_allclose(layer.weight.data, before - 1.0)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in multiply")  # NumPy's inf * 0
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (700, 513)])  # 359100 elements: split over threads
+def test_relu_matches_the_numpy_form(numpy_form, dtype, shape):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    x.flat[:6] = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-30]
+    dy.flat[:6] = [1.0, np.nan, np.inf, -np.inf, 2.0, np.nan]  # inf or NaN meeting a zero slope: NaN, as NumPy
+    for got, want in ((ops.relu(x, device="cpu"), numpy_form(lambda: ops.relu(x, device="cpu"))),
+                      (ops.relu_backward(np.maximum(x, 0), dy, device="cpu"),
+                       numpy_form(lambda: ops.relu_backward(np.maximum(x, 0), dy, device="cpu")))):
+        assert got.dtype == want.dtype == dtype and got.shape == shape
+        np.testing.assert_array_equal(got, want)  # a select, not arithmetic: the same bits
+
+
+def test_relu_takes_the_compiled_kernel_where_it_can(monkeypatch):
+    calls = []
+    real = cpu_kernels.block
+    monkeypatch.setattr(cpu_kernels, "block", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    x = np.ones((4, 3), np.float32)
+    ops.relu(x, device="cpu")
+    ops.relu_backward(x, x, device="cpu")
+    ops.relu(x[:, ::2], device="cpu")  # not contiguous: NumPy
+    assert calls == ["relu_forward", "relu_backward"]

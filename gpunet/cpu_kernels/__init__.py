@@ -1,5 +1,6 @@
 """Compiled CPU kernels: the softmax family's row ops (softmax and log-softmax forward and backward, the fused
-cross-entropy: ``rows.cpp``) and the optimizers' updates (``updates.cpp``), threaded by ``row_pool.h``. Built on
+cross-entropy: ``rows.cpp``), the optimizers' updates (``updates.cpp``) and ReLU (``activations.cpp``), threaded
+by ``row_pool.h``. Built on
 first use by the machine's C++ compiler against glibc's vector math library and cached (``gpunet.native``), once
 per instruction set asked for; where that cannot be done (no compiler, no libmvec, not Linux) or with
 ``GPUNET_CPU_KERNELS=0``, the ops and optimizers use their NumPy form, which gives the same results within
@@ -29,7 +30,9 @@ _SIGNATURES = {"softmax_rows": [_P, _P, _I64, _I64, _INT, _INT],
                "softmax_backward_rows": [_P, _P, _P, _I64, _I64, _INT, _INT],
                "cross_entropy_rows": [_P, _P, _P, _P, _P, _I64, _I64, _I64, _INT],
                "sgd_update": [_P, _P, _P, _P, _I64, _D, _D, _INT, _D, _INT],
-               "adam_update": [_P, _P, _P, _P, _P, _I64, _D, _D, _D, _D, _D, _INT, _D, _D, _INT]}
+               "adam_update": [_P, _P, _P, _P, _P, _I64, _D, _D, _D, _D, _D, _INT, _D, _D, _INT],
+               "relu_forward": [_P, _P, _I64, _INT],
+               "relu_backward": [_P, _P, _P, _I64, _INT]}
 _SUFFIX = {"float32": "f32", "float64": "f64"}
 
 
@@ -203,13 +206,36 @@ def adam_update_block(dtype, threads: int):
     return run
 
 
+def relu_forward_block(dtype, threads: int):
+    """``run(x, y)``: y = max(x, 0) for C-contiguous arrays of one size, or None."""
+    fn = _function("relu_forward", dtype)
+    if fn is None:
+        return None
+
+    def run(x, y):
+        fn(x.ctypes.data, y.ctypes.data, x.size, threads)
+    return run
+
+
+def relu_backward_block(dtype, threads: int):
+    """``run(y, dy, dx)``: dx = dy where y > 0, else 0 (dy * 0: NaN for an inf or NaN dy), or None."""
+    fn = _function("relu_backward", dtype)
+    if fn is None:
+        return None
+
+    def run(y, dy, dx):
+        fn(y.ctypes.data, dy.ctypes.data, dx.ctypes.data, y.size, threads)
+    return run
+
+
 _BLOCKS = {"softmax": softmax_block, "softmax_backward": softmax_backward_block,
-           "cross_entropy": cross_entropy_block, "sgd_update": sgd_update_block, "adam_update": adam_update_block}
+           "cross_entropy": cross_entropy_block, "sgd_update": sgd_update_block, "adam_update": adam_update_block,
+           "relu_forward": relu_forward_block, "relu_backward": relu_backward_block}
 
 
 def block(op: str, dtype, threads: int = 1, **options):
     """The function that runs op ``op`` ("softmax" and "softmax_backward" with ``log``, "cross_entropy" with
-    ``ignore_index``; "sgd_update", "adam_update") over whole arrays, on up to ``threads`` threads (parts of at
+    ``ignore_index``; "sgd_update", "adam_update", "relu_forward", "relu_backward") over whole arrays, on up to ``threads`` threads (parts of at
     least 131072 elements); None for a dtype without kernels (only float32 and float64 have them)."""
     if op not in _BLOCKS:
         raise ValueError(f"no compiled CPU kernel for {op!r}")

@@ -27,18 +27,33 @@ def _pair(y, dy, device):
     return dev, y, dy
 
 
+def _compiled(dev, op, *arrays):
+    """The CPU's compiled, threaded form of ``op`` over ``arrays`` (C-contiguous, one dtype), as a new array; None
+    where there is none."""
+    if any(not a.flags.c_contiguous or a.dtype != arrays[0].dtype for a in arrays):
+        return None
+    compiled = dev.compiled_block(op, arrays[0].dtype)
+    if compiled is None:
+        return None
+    out = dev.xp.empty_like(arrays[0])
+    compiled(*arrays, out)
+    return out
+
+
 def relu(x, device=None):
     dev, x = _input(x, device)
     if dev.kernels is not None:
         return dev.kernels.elementwise("relu_forward", x)
-    return dev.xp.maximum(x, 0)
+    out = _compiled(dev, "relu_forward", x)
+    return dev.xp.maximum(x, 0) if out is None else out
 
 
 def relu_backward(y, dy, device=None):
     dev, y, dy = _pair(y, dy, device)
     if dev.kernels is not None:
         return dev.kernels.elementwise("relu_backward", y, dy)
-    return dy * (y > 0)
+    out = _compiled(dev, "relu_backward", y, dy)
+    return dy * (y > 0) if out is None else out
 
 
 def tanh(x, device=None):

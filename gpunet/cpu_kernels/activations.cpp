@@ -1,0 +1,37 @@
+// activations.cpp: ReLU forward and backward for the CPU path, one threaded pass each. The NumPy forms are a
+// single-threaded pass for the forward and two passes with a boolean temporary for the backward (0.3-1 ms a
+// call on the 1024 x 512 activations of the large MLP, measured in a training step). Same results as
+// np.maximum(x, 0) and dy * (y > 0), NaN included.
+#include <stdint.h>
+
+#include "row_pool.h"
+
+namespace activations {
+
+template <class T>
+static void relu(const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : (x[i] != x[i] ? x[i] : T(0));
+}
+
+template <class T>
+static void relu_backward(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : dy[i] * T(0);  // inf or NaN in dy: NaN, as NumPy
+}
+
+}  // namespace activations
+
+extern "C" {
+#define GPUNET_ACTIVATION_ENTRY_POINTS(T, SUFFIX)                                                                  \
+    void relu_forward_##SUFFIX(const T* x, T* y, int64_t n, int threads) {                                         \
+        auto body = [=](int64_t i0, int64_t i1) { activations::relu<T>(x + i0, y + i0, i1 - i0); };                \
+        row_pool::Pool::instance().run(n, 1, threads, body);                                                       \
+    }                                                                                                              \
+    void relu_backward_##SUFFIX(const T* y, const T* dy, T* dx, int64_t n, int threads) {                          \
+        auto body = [=](int64_t i0, int64_t i1) { activations::relu_backward<T>(y + i0, dy + i0, dx + i0, i1 - i0); }; \
+        row_pool::Pool::instance().run(n, 1, threads, body);                                                       \
+    }
+GPUNET_ACTIVATION_ENTRY_POINTS(float, f32)
+GPUNET_ACTIVATION_ENTRY_POINTS(double, f64)
+}
