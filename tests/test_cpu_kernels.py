@@ -2,6 +2,8 @@
 CPU uses where they cannot be built: same values within rounding, same NaN and -inf behaviour, and a clean
 fallback when switched off or when no compiler is found."""
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -332,3 +334,53 @@ def test_relu_takes_the_compiled_kernel_where_it_can(monkeypatch):
     ops.relu_backward(x, x, device="cpu")
     ops.relu(x[:, ::2], device="cpu")  # not contiguous: NumPy
     assert calls == ["relu_forward", "relu_backward"]
+
+
+REFUSE_THREADS_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+int gpunet_refuse_threads = 0;  /* set from the test once NumPy's own threads exist */
+int pthread_create(pthread_t* t, const pthread_attr_t* a, void* (*f)(void*), void* arg) {
+    if (gpunet_refuse_threads) return EAGAIN;
+    int (*real)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*) =
+        (int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*))dlsym(RTLD_NEXT, "pthread_create");
+    return real(t, a, f, arg);
+}
+"""
+
+
+@pytest.mark.slow
+def test_a_system_that_refuses_threads_gets_the_rows_done_in_the_caller(tmp_path):
+    """Where pthread_create fails (a container's process limit), the pool must not abort the process: the
+    caller claims every part itself. A preloaded shim refuses every thread created after NumPy's."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from gpunet import native
+
+    shim = tmp_path / "shim.so"
+    source = tmp_path / "shim.c"
+    source.write_text(REFUSE_THREADS_SHIM)
+    build = subprocess.run(["gcc", "-shared", "-fPIC", str(source), "-o", str(shim), "-ldl"], capture_output=True,
+                           text=True)
+    if build.returncode != 0:
+        pytest.skip(f"no C compiler for the shim: {build.stderr[-200:]}")
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import ctypes, os, numpy as np
+        from gpunet import cpu_kernels
+        ctypes.c_int.in_dll(ctypes.CDLL(None), "gpunet_refuse_threads").value = 1
+        x = np.random.default_rng(0).standard_normal((3000, 301)).astype(np.float32)
+        one, many = np.empty_like(x), np.empty_like(x)
+        cpu_kernels.block("softmax", x.dtype, 1, log=False)(x, one)
+        cpu_kernels.block("softmax", x.dtype, 4, log=False)(x, many)
+        assert np.array_equal(one, many)
+        print("rows done")
+    """))
+    env = dict(os.environ, LD_PRELOAD=str(shim), GPUNET_CACHE=str(native.cache_dir("cpu").parent),
+               PYTHONPATH=str(Path(__file__).parents[1]))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0 and "rows done" in done.stdout, done.stderr[-3000:]

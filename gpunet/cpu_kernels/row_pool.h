@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 namespace row_pool {
@@ -89,10 +90,16 @@ class Pool {
         }
     }
 
+    // Start workers up to `workers`; where the system refuses a thread (a container's process limit), go on with
+    // those there are (parts are claimed, so the caller alone can finish a job) rather than abort the process.
     void grow(int64_t workers) {
         while (workers_ < workers) {
+            try {
+                std::thread([this, seen = ticket_.load() >> 32] { work(seen); }).detach();
+            } catch (const std::system_error&) {
+                return;
+            }
             ++workers_;
-            std::thread([this, seen = ticket_.load() >> 32] { work(seen); }).detach();
         }
     }
 
