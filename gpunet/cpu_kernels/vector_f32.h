@@ -3,8 +3,8 @@
 // Why not leave it to the compiler, as the double path does: measured on a Zen 4 core, the auto-vectorised
 // loops spent more time on each row's scalar tail and on libmvec's call than on the work (C = 100: 1.1 ns an
 // element on one core, PyTorch 0.9). Here a row's tail is one masked load and store, exp is inlined (Cephes'
-// polynomial, 1-2 ulp), and sums stay in float for up to SUM_CHUNK elements a lane (as PyTorch's do) before going
-// into a double, so a row of 10^5 sums as accurately as one of 10^3.
+// polynomial, 1-2 ulp), and sums stay in float over chunks of SUM_CHUNK elements (SUM_CHUNK / W a lane, as
+// PyTorch's float sums) before going into a double, so a row of 10^5 sums about as accurately as one of 10^3.
 #pragma once
 #include <immintrin.h>
 #include <math.h>
@@ -57,8 +57,8 @@ static inline void over_row(int64_t n, Body&& body) {
     if (j < n) body(j, Tail(n - j));
 }
 
-// Lanes folded in halves, log2 W dependent steps. A chunk's lanes are folded in float (4 more roundings on top
-// of the up to SUM_CHUNK / W in each lane); the chunks' totals add up in double.
+// Lanes folded in halves, log2 W dependent steps. A chunk's lanes are folded in float (log2 W more roundings on
+// top of the up to SUM_CHUNK / W in each lane); the chunks' totals add up in double.
 #if defined(__AVX512F__)
 static inline float sum_lanes(vec v) { return _mm512_reduce_add_ps((__m512)v); }
 static inline float max_lanes(vec v) { return _mm512_reduce_max_ps((__m512)v); }
