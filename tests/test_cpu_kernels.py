@@ -87,6 +87,51 @@ def test_cross_entropy_with_grad_matches_the_numpy_form(numpy_form, rows, cols, 
     assert np.all(grad[-1] == 0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (5, 10), (4, 17), (64, 10), (6, 1000), (4000, 10), (300, 1001)])
+def test_reduced_cross_entropy_matches_the_numpy_form(numpy_form, rows, cols, dtype, reduction):
+    """Mean and sum go through one compiled call (labels checked, loss summed, gradient scaled): finite logits
+    here, so the loss itself is compared, not only its NaN."""
+    rng = np.random.default_rng(rows * cols)
+    x = (rng.standard_normal((rows, cols)) * 4).astype(dtype)
+    labels = rng.integers(0, cols, rows)
+    labels[::3] = -100  # ignored rows: a mean over the others
+    labels[-1] = cols - 1
+    loss, grad = ops.softmax_cross_entropy_with_grad(x, labels, reduction=reduction, device="cpu")
+    want_loss, want_grad = numpy_form(
+        lambda: ops.softmax_cross_entropy_with_grad(x, labels, reduction=reduction, device="cpu"))
+    assert np.asarray(loss).dtype == dtype and grad.dtype == dtype and np.isfinite(loss)
+    np.testing.assert_allclose(loss, want_loss, rtol=TOLERANCES[dtype][0] * 4)
+    same(grad, want_grad, dtype)
+    assert np.all(grad[labels == -100] == 0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_reduced_cross_entropy_over_no_counted_row(numpy_form, reduction):
+    """Every row ignored: a mean is NaN (0 / 0, as PyTorch's), a sum 0, and the gradient 0, in both forms."""
+    x = np.random.default_rng(0).standard_normal((6, 12)).astype(np.float32)
+    labels = np.full(6, -100)
+    for loss, grad in (ops.softmax_cross_entropy_with_grad(x, labels, reduction=reduction, device="cpu"),
+                       numpy_form(lambda: ops.softmax_cross_entropy_with_grad(x, labels, reduction=reduction,
+                                                                              device="cpu"))):
+        assert np.isnan(loss) if reduction == "mean" else loss == 0
+        assert np.all(grad == 0)
+
+
+@pytest.mark.parametrize("bad", [-1, 12, 2**40])
+def test_reduced_cross_entropy_names_the_first_bad_label_as_numpy_does(numpy_form, bad):
+    """The compiled call checks the labels itself: the same error, naming the first bad row, as the NumPy form."""
+    x = np.zeros((9, 12), np.float32)
+    labels = np.array([3, -100, 11, 0, bad, 5, -7, 2, 1])
+    messages = []
+    for run in (lambda f: f(), numpy_form):
+        with pytest.raises(ValueError, match=f"label {bad} at row 4 is out of range") as error:
+            run(lambda: ops.softmax_cross_entropy_with_grad(x, labels, device="cpu"))
+        messages.append(str(error.value))
+    assert messages[0] == messages[1]
+
+
 def test_huge_logits_stay_finite():
     x = np.full((2, 40), -np.inf, dtype=np.float32)  # 40 columns: the compiled path; -inf columns weigh 0
     x[0, :3], x[1, :3] = [1e4, 0.0, -1e4], [3e38, 3e38, -3e38]
@@ -103,7 +148,9 @@ def test_rows_of_any_width_take_the_compiled_kernels(monkeypatch):
     monkeypatch.setattr(cpu_kernels, "block", lambda *a, **k: calls.append(a) or real(*a, **k))
     ops.softmax(np.ones((4, 3), np.float32), device="cpu")
     ops.softmax_cross_entropy_with_grad(np.ones((4, 10), np.float32), np.arange(4), device="cpu")
-    assert calls == [("softmax", np.dtype(np.float32)), ("cross_entropy", np.dtype(np.float32))]
+    ops.softmax_cross_entropy_with_grad(np.ones((4, 10), np.float32), np.arange(4), reduction="none", device="cpu")
+    assert calls == [("softmax", np.dtype(np.float32)), ("cross_entropy_reduced", np.dtype(np.float32)),
+                     ("cross_entropy", np.dtype(np.float32))]
 
 
 def test_no_compiler_falls_back_to_numpy_with_one_log_line(monkeypatch, caplog, tmp_path):
@@ -160,7 +207,12 @@ def _all_ops(dtype, threads):
     loss, grad = np.empty(1500, dtype), np.empty_like(x)
     cpu_kernels.block("cross_entropy", x.dtype, threads, ignore_index=-100)(x, labels, np.full(1500, 0.5, dtype),
                                                                             loss, grad)
-    return out + [loss, grad]
+    reduced_grad = np.empty_like(x)
+    x_finite = np.nan_to_num(x, nan=0.0, neginf=-50.0)
+    bad_row, reduced_loss = cpu_kernels.block("cross_entropy_reduced", x.dtype, threads, ignore_index=-100,
+                                              mean=True)(x_finite, labels, reduced_grad)
+    assert bad_row == -1 and np.isfinite(reduced_loss)
+    return out + [loss, grad, reduced_grad, np.array(reduced_loss)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -227,6 +279,9 @@ int main() {
             if (!(it & 1) && y != once) bad = 1;
             softmax_backward_rows_f32(once.data(), x.data(), dx.data(), rows, cols, it & 1, 3);
             cross_entropy_rows_f32(x.data(), labels.data(), scale.data(), loss.data(), grad.data(), rows, cols, -100, 2);
+            double total = 0;
+            if (cross_entropy_reduced_f32(x.data(), labels.data(), grad.data(), rows, cols, -100, it & 1, 2, &total) != -1)
+                bad = 1;
         }
     });
     for (auto& c : callers) c.join();

@@ -29,10 +29,12 @@ _INT, _D = ctypes.c_int, ctypes.c_double
 _SIGNATURES = {"softmax_rows": [_P, _P, _I64, _I64, _INT, _INT],
                "softmax_backward_rows": [_P, _P, _P, _I64, _I64, _INT, _INT],
                "cross_entropy_rows": [_P, _P, _P, _P, _P, _I64, _I64, _I64, _INT],
+               "cross_entropy_reduced": [_P, _P, _P, _I64, _I64, _I64, _INT, _INT, _P],
                "sgd_update": [_P, _P, _P, _P, _I64, _D, _D, _INT, _D, _INT],
                "adam_update": [_P, _P, _P, _P, _P, _I64, _D, _D, _D, _D, _D, _INT, _D, _D, _INT],
                "relu_forward": [_P, _P, _I64, _INT],
                "relu_backward": [_P, _P, _P, _I64, _INT]}
+_RESULTS = {"cross_entropy_reduced": _I64}  # the others return nothing
 _SUFFIX = {"float32": "f32", "float64": "f64"}
 
 
@@ -88,7 +90,7 @@ def _load(isa: str):
     for name, argtypes in _SIGNATURES.items():
         for suffix in _SUFFIX.values():
             fn = getattr(lib, f"{name}_{suffix}")
-            fn.argtypes, fn.restype = argtypes, None
+            fn.argtypes, fn.restype = argtypes, _RESULTS.get(name)
     return lib
 
 
@@ -146,6 +148,22 @@ def cross_entropy_block(dtype, threads: int, ignore_index: int):
     def run(x, labels, row_scale, loss, grad):
         fn(x.ctypes.data, labels.ctypes.data, row_scale.ctypes.data, loss.ctypes.data, grad.ctypes.data,
            x.shape[0], x.shape[1], ignore_index, threads)
+    return run
+
+
+def cross_entropy_reduced_block(dtype, threads: int, ignore_index: int, mean: bool):
+    """``run(x, labels, grad) -> (bad_row, loss)``: reduction "mean" (``mean``) or "sum" of the loss, and the
+    gradient for ``dloss = 1`` written into ``grad``, in one call that also checks the labels (int64): ``bad_row``
+    is the first row whose label is out of range (nothing is then written), -1 when there is none; or None."""
+    fn = _function("cross_entropy_reduced", dtype)
+    if fn is None:
+        return None
+
+    def run(x, labels, grad):
+        loss = ctypes.c_double()  # one per call: callers on several threads share this function
+        bad_row = fn(x.ctypes.data, labels.ctypes.data, grad.ctypes.data, x.shape[0], x.shape[1], ignore_index,
+                     int(mean), threads, ctypes.byref(loss))
+        return bad_row, loss.value
     return run
 
 
@@ -229,14 +247,16 @@ def relu_backward_block(dtype, threads: int):
 
 
 _BLOCKS = {"softmax": softmax_block, "softmax_backward": softmax_backward_block,
-           "cross_entropy": cross_entropy_block, "sgd_update": sgd_update_block, "adam_update": adam_update_block,
+           "cross_entropy": cross_entropy_block, "cross_entropy_reduced": cross_entropy_reduced_block,
+           "sgd_update": sgd_update_block, "adam_update": adam_update_block,
            "relu_forward": relu_forward_block, "relu_backward": relu_backward_block}
 
 
 def block(op: str, dtype, threads: int = 1, **options):
     """The function that runs op ``op`` ("softmax" and "softmax_backward" with ``log``, "cross_entropy" with
-    ``ignore_index``; "sgd_update", "adam_update", "relu_forward", "relu_backward") over whole arrays, on up to ``threads`` threads (parts of at
-    least 131072 elements); None for a dtype without kernels (only float32 and float64 have them)."""
+    ``ignore_index``, "cross_entropy_reduced" with ``ignore_index`` and ``mean``; "sgd_update", "adam_update",
+    "relu_forward", "relu_backward") over whole arrays, on up to ``threads`` threads (parts of at least 131072
+    elements); None for a dtype without kernels (only float32 and float64 have them)."""
     if op not in _BLOCKS:
         raise ValueError(f"no compiled CPU kernel for {op!r}")
     # Looked up once per op and setting: ops and optimizers ask at every call, and the lookup (environment,

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <vector>
+
 #include "row_pool.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -127,34 +129,72 @@ static void softmax_backward_rows(const T* __restrict__ y, const T* __restrict__
     }
 }
 
-// Loss (m - x[label]) + log s per row and the gradient (p - onehot(label)) * row_scale[r]; rows labelled
-// ignore_index get loss 0 and a zero gradient. Labels were range-checked by the caller.
+// One row's loss (m - x[label]) + log s, returned in double, and its gradient (p - onehot(label)) * row_scale;
+// a row labelled ignore_index gets loss 0 and a zero gradient. The label is in range (the caller checked).
+template <class T>
+static inline double cross_entropy_row(const T* __restrict__ xr, int64_t label, T row_scale, T* __restrict__ gr,
+                                       int64_t cols, int64_t ignore_index) {
+    if (label == ignore_index) {
+        memset(gr, 0, cols * sizeof(T));
+        return 0;
+    }
+    const T m = row_max(xr, cols);
+    const double s = exp_shifted(xr, gr, cols, m);
+    scale(gr, cols, (T)(1.0 / s) * row_scale);
+    gr[label] -= row_scale;
+    return (double)(m - xr[label]) + ::log(s);
+}
+
+// Per-row losses and gradients, each row with its own scale (reduction "none", or a caller's mean).
 template <class T>
 static void cross_entropy_rows(const T* __restrict__ x, const int64_t* __restrict__ labels,
                                const T* __restrict__ row_scale, T* __restrict__ loss, T* __restrict__ grad,
                                int64_t rows, int64_t cols, int64_t ignore_index) {
+    for (int64_t r = 0; r < rows; ++r)
+        loss[r] = (T)cross_entropy_row(x + r * cols, labels[r], row_scale[r], grad + r * cols, cols, ignore_index);
+}
+
+// The first row whose label is neither in [0, cols) nor ignore_index (-1 if none), and how many rows count.
+static inline int64_t check_labels(const int64_t* labels, int64_t rows, int64_t cols, int64_t ignore_index,
+                                   int64_t* counted) {
+    int64_t n = 0;
     for (int64_t r = 0; r < rows; ++r) {
-        const T* xr = x + r * cols;
-        T* gr = grad + r * cols;
         const int64_t label = labels[r];
-        if (label == ignore_index) {
-            loss[r] = 0;
-            memset(gr, 0, cols * sizeof(T));
-            continue;
-        }
-        const T m = row_max(xr, cols);
-        const double s = exp_shifted(xr, gr, cols, m);
-        loss[r] = (T)((m - xr[label]) + ::log(s));
-        const T row_scale_r = row_scale[r];
-        scale(gr, cols, (T)(1.0 / s) * row_scale_r);
-        gr[label] -= row_scale_r;
+        if (label == ignore_index) continue;
+        if (label < 0 || label >= cols) return r;
+        ++n;
     }
+    *counted = n;
+    return -1;
 }
 
 // The entry points: rows split over `threads` threads (row_pool.h), float32 and float64.
 template <class Body>
 static void over_threads(int64_t rows, int64_t cols, int threads, Body body) {
     row_pool::Pool::instance().run(rows, cols, threads, body);
+}
+
+// Reduction "mean" (over the rows that count; NaN when none does, as PyTorch's) or "sum" in one call: labels
+// checked (the first bad row is returned and nothing written; -1 when all are good), the gradient scaled as it
+// is written, the row losses summed in double in row order (the same result on any number of threads).
+template <class T>
+static int64_t cross_entropy_reduced(const T* x, const int64_t* labels, T* grad, int64_t rows, int64_t cols,
+                                     int64_t ignore_index, int mean, int threads, double* loss) {
+    int64_t counted = 0;
+    const int64_t bad = check_labels(labels, rows, cols, ignore_index, &counted);
+    if (bad >= 0) return bad;
+    const double scale = mean ? 1.0 / (double)counted : 1.0;  // inf when no row counts: no row then uses it
+    std::vector<double> row_loss(rows);
+    double* row_loss_data = row_loss.data();
+    over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+            row_loss_data[r] =
+                cross_entropy_row(x + r * cols, labels[r], (T)scale, grad + r * cols, cols, ignore_index);
+    });
+    double total = 0;
+    for (int64_t r = 0; r < rows; ++r) total += row_loss_data[r];
+    *loss = mean ? total * scale : total;  // 0 * inf = NaN for a mean over no rows
+    return -1;
 }
 
 extern "C" {
@@ -176,6 +216,10 @@ extern "C" {
             cross_entropy_rows(x + r0 * cols, labels + r0, row_scale + r0, loss + r0, grad + r0 * cols, r1 - r0,     \
                                cols, ignore_index);                                                                 \
         });                                                                                                         \
+    }                                                                                                               \
+    int64_t cross_entropy_reduced_##SUFFIX(const T* x, const int64_t* labels, T* grad, int64_t rows, int64_t cols,  \
+                                           int64_t ignore_index, int mean, int threads, double* loss) {            \
+        return cross_entropy_reduced(x, labels, grad, rows, cols, ignore_index, mean, threads, loss);               \
     }
 GPUNET_ROW_ENTRY_POINTS(float, f32)
 GPUNET_ROW_ENTRY_POINTS(double, f64)

@@ -9,7 +9,8 @@ the loss finite for logits like 1e4, where ``log(softmax(x))`` would give ``log(
 from __future__ import annotations
 
 from ..backend import device_of
-from .checks import require_floating, require_labels, require_ndim, require_nonempty, require_reduction
+from .checks import (raise_label_out_of_range, require_floating, require_labels, require_ndim, require_nonempty,
+                     require_reduction)
 from .rows import row_max, row_sum
 from .softmax import _quiet, quietly, widened
 
@@ -46,8 +47,16 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
     callers that checked their labels once up front (``gpunet.training.fit`` does); a bad label then gives a NaN
     loss for its row rather than an error. On the CPU labels are always checked (it costs no sync there).
     """
-    dev, logits, labels = _prepare(logits, labels, "logits", ignore_index, reduction, device, check_range=False)
+    dev = device_of(logits, device)
+    logits = dev.asarray(logits)
+    reduced = (dev.compiled_block("cross_entropy_reduced", logits.dtype, ignore_index=int(ignore_index),
+                                  mean=reduction == "mean")
+               if dev.kernels is None and reduction in ("mean", "sum") else None)
+    dev, logits, labels = _prepare(logits, labels, "logits", ignore_index, reduction, dev, check_range=False,
+                                   range_checked_by_kernel=reduced is not None)
     xp = dev.xp
+    if reduced is not None:
+        return _reduced_on_cpu(xp, reduced, logits, labels, ignore_index)
     valid = labels != ignore_index
     wide_dtype = widened(logits).dtype
     # 1 / n_valid: inf when every row is ignored, harmless since ignored rows never use it (their gradient is
@@ -96,9 +105,10 @@ def scale_grad(grad, dloss, reduction: str = "mean"):
     return grad * (dloss[:, None] if per_row else dloss)
 
 
-def _prepare(scores, labels, name, ignore_index, reduction, device, check_range):
+def _prepare(scores, labels, name, ignore_index, reduction, device, check_range, range_checked_by_kernel=False):
     """Both arrays on the op's device, checked: (N, C) floating scores, (N,) integer labels in range (the range
-    only where no kernel checks it), a known reduction."""
+    only where no kernel checks it: a GPU's kernels do, and the CPU's compiled reduced loss), a known
+    reduction."""
     dev = device_of(scores, device)
     scores, labels = dev.asarray(scores), dev.asarray(labels)
     require_floating(scores, name)
@@ -106,8 +116,19 @@ def _prepare(scores, labels, name, ignore_index, reduction, device, check_range)
     require_nonempty(scores, name)
     require_reduction(reduction)
     require_labels(dev.xp, labels, scores.shape[0], scores.shape[1], ignore_index,
-                   check_range=check_range or dev.kernels is None)
+                   check_range=check_range or (dev.kernels is None and not range_checked_by_kernel))
     return dev, scores, labels
+
+
+def _reduced_on_cpu(xp, reduced, logits, labels, ignore_index):
+    """The CPU's compiled "mean" or "sum": labels checked, loss and gradient, in one call (a small batch's loss
+    otherwise costs a dozen NumPy calls, more than the arithmetic)."""
+    labels = xp.ascontiguousarray(labels, dtype=xp.int64)
+    grad = xp.empty(logits.shape, dtype=logits.dtype)
+    bad_row, loss = reduced(xp.ascontiguousarray(logits), labels, grad)
+    if bad_row >= 0:
+        raise_label_out_of_range(bad_row, int(labels[bad_row]), logits.shape[1], ignore_index)
+    return logits.dtype.type(loss), grad
 
 
 def _forward_block(xp, ignore_index):
