@@ -38,6 +38,7 @@ class Pool {
         if (parts > by_size) parts = by_size;
         if (parts > rows) parts = rows;
         if (parts > 0xffff) parts = 0xffff;
+        if (parts > threads) parts -= parts % threads;  // equal shares: of 3 parts on 2 threads one takes 2/3
         std::unique_lock<std::mutex> busy(call_, std::try_to_lock);
         if (threads <= 1 || parts <= 1 || !busy.owns_lock()) {
             body(0, rows);
