@@ -119,11 +119,14 @@ def test_reduced_cross_entropy_over_no_counted_row(numpy_form, reduction):
         assert np.all(grad == 0)
 
 
-@pytest.mark.parametrize("bad", [-1, 12, 2**40])
+@pytest.mark.parametrize("bad", [-1, 12, 2**40, 2**64 - 1])
 def test_reduced_cross_entropy_names_the_first_bad_label_as_numpy_does(numpy_form, bad):
-    """The compiled call checks the labels itself: the same error, naming the first bad row, as the NumPy form."""
+    """The compiled call checks the labels itself: the same error, naming the first bad row and its label as
+    given (2^64 - 1: unsigned labels, which int64 would read as -1), as the NumPy form."""
     x = np.zeros((9, 12), np.float32)
-    labels = np.array([3, -100, 11, 0, bad, 5, -7, 2, 1])
+    labels = np.array([3, 7, 11, 0, bad, 5, 4, 2, 1], dtype=np.uint64 if bad > 2**63 else np.int64)
+    if bad < 2**63:
+        labels[[1, 6]] = [-100, -7]
     messages = []
     for run in (lambda f: f(), numpy_form):
         with pytest.raises(ValueError, match=f"label {bad} at row 4 is out of range") as error:

@@ -123,10 +123,9 @@ def _prepare(scores, labels, name, ignore_index, reduction, device, check_range,
 def _reduced_on_cpu(xp, reduced, logits, labels, ignore_index):
     """The CPU's compiled "mean" or "sum": labels checked, loss and gradient, in one call (a small batch's loss
     otherwise costs a dozen NumPy calls, more than the arithmetic)."""
-    labels = xp.ascontiguousarray(labels, dtype=xp.int64)
     grad = xp.empty(logits.shape, dtype=logits.dtype)
-    bad_row, loss = reduced(xp.ascontiguousarray(logits), labels, grad)
-    if bad_row >= 0:
+    bad_row, loss = reduced(xp.ascontiguousarray(logits), xp.ascontiguousarray(labels, dtype=xp.int64), grad)
+    if bad_row >= 0:  # the label as given, not as converted (a uint64 past 2^63 would read negative)
         raise_label_out_of_range(bad_row, int(labels[bad_row]), logits.shape[1], ignore_index)
     return logits.dtype.type(loss), grad
 
