@@ -33,9 +33,9 @@ class Device:
         """Wait until every launched kernel has finished (a no-op on host devices)."""
 
     def compiled_block(self, op: str, dtype, **options):
-        """A compiled function over whole arrays (threaded inside) for ``op`` ("softmax", "softmax_backward",
-        "cross_entropy", "sgd_update", "adam_update"), or None where the ``xp`` form is used. Only the CPU device
-        has them (``gpunet.cpu_kernels``); devices with ``kernels`` run their own."""
+        """A compiled function over whole arrays (threaded inside) for ``op`` (the names in
+        ``gpunet.cpu_kernels.block``), or None where the ``xp`` form is used. Only the CPU device has them;
+        devices with ``kernels`` run their own."""
         return None
 
     def map_rows(self, fn, inputs, outputs) -> None:
