@@ -250,6 +250,30 @@ def torch_epoch(torch, device, step, batch, x, y, epochs_timed=1):
     return len(x) * epochs_timed / (time.perf_counter() - start)
 
 
+def matrix_products(xp, sizes, batch, dtype="float32"):
+    """The matrix products of one training step of an MLP of ``sizes``, as a function over preallocated arrays
+    of random values: per layer ``y = x W`` forward, ``dW = x^T dy`` backward and ``dx = dy W^T`` for every layer
+    but the first (the network's input needs no gradient). What no implementation of that step can skip: its
+    time bounds the samples/s of any framework whose BLAS runs at this one's rate."""
+    rng = np.random.default_rng(0)
+
+    def random(*shape):
+        return xp.asarray(rng.standard_normal(shape).astype(dtype))
+    acts = [random(batch, n) for n in sizes]
+    grads = [random(batch, n) for n in sizes]
+    weights = [random(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+    weight_grads = [xp.empty_like(w) for w in weights]
+
+    def products():
+        for i, w in enumerate(weights):
+            xp.matmul(acts[i], w, out=acts[i + 1])
+        for i in reversed(range(len(weights))):
+            xp.matmul(acts[i].T, grads[i + 1], out=weight_grads[i])
+            if i > 0:
+                xp.matmul(grads[i + 1], weights[i].T, out=grads[i])
+    return products
+
+
 def count_gpunet_launches(dev, step, xb, yb):
     """gpunet's own kernel launches in one training step (not CuPy's elementwise ops or cuBLAS)."""
     counted = {"n": 0}
@@ -304,6 +328,8 @@ def train_worker(framework, device_name, networks=None):
             dev = gpunet.device(device_name)
             step = gpunet_trainer(dev, sizes, activation)
             row["samples_s"] = gpunet_epoch(dev, step, batch, x, y)
+            timer = cuda_timer(dev.xp) if device_name.startswith("cuda") else host_timer
+            row["products_s"] = timer(matrix_products(dev.xp, sizes, batch), STEP_REPEATS)
             if dev.kernels is not None:
                 xb, yb = dev.asarray(x[:batch]), dev.asarray(y[:batch])
                 row["kernel_launches_per_step"] = count_gpunet_launches(dev, step, xb, yb)
@@ -336,11 +362,26 @@ def median_runs(runs):
         row = dict(first)
         row["samples_s_rounds"] = [r[i]["samples_s"] for r in runs]
         row["samples_s"] = statistics.median(row["samples_s_rounds"])
-        steps = [r[i]["step_s"] for r in runs if r[i].get("step_s") is not None]
-        if steps:
-            row["step_s"] = statistics.median(steps)
+        for key in ("step_s", "products_s"):
+            values = [r[i][key] for r in runs if r[i].get(key) is not None]
+            if values:
+                row[key] = statistics.median(values)
         rows.append(row)
     return rows
+
+
+def products_bound_columns(ours_row, theirs_row, row):
+    """The matrix-product bound of a training row (see ``matrix_products``) and the two ratios to it, added to
+    the JSON ``row``; dashes where a figure is missing."""
+    if not ours_row.get("products_s"):
+        return f" {'-':>9} {'-':>12} {'-':>11}"
+    bound = ours_row["batch"] / ours_row["products_s"]
+    row.update(products_bound_samples_s=bound, gpunet_over_bound=ours_row["samples_s"] / bound)
+    line = f" {bound:9.0f} {row['gpunet_over_bound']:11.0%} "
+    if theirs_row:
+        row["bound_over_torch"] = bound / theirs_row["samples_s"]
+        return line + f" {row['bound_over_torch']:10.2f}x"
+    return line + f" {'-':>11}"
 
 
 def print_training(device_name, ours, theirs, results):
@@ -349,9 +390,11 @@ def print_training(device_name, ours, theirs, results):
         return
     print(f"\n(b) training on {device_name}: one epoch of 60000 MNIST samples after a warm-up epoch, SGD momentum "
           f"0.9, samples/s, median of {len(ours[0]['samples_s_rounds'])} rounds alternating the frameworks; "
-          "'rounds' gives each round's ratio" + ("; one step on a fixed batch timed with CUDA events (median of "
+          "'rounds' gives each round's ratio; 'bound': the samples/s if a step took only its matrix products on "
+          "this device's BLAS (timed alone, median of the rounds)" + ("; one step on a fixed batch timed with CUDA events (median of "
                               f"{STEP_REPEATS}), and the kernels it runs" if device_name != "cpu" else ""))
-    print(f"{'network':22} {'batch':>5} {'gpunet':>9} {'torch':>9} {'gpunet/torch':>12}"
+    print(f"{'network':22} {'batch':>5} {'gpunet':>9} {'torch':>9} {'gpunet/torch':>12} {'bound':>9} "
+          f"{'gpunet/bound':>12} {'bound/torch':>11}"
           + ("   step ms: gpunet  torch   kernels: gpunet-own all  torch-all" if device_name != "cpu" else ""))
     for i, r in enumerate(ours):
         row = {"device": device_name, **{k: v for k, v in r.items() if k != "samples_s"},
@@ -365,6 +408,7 @@ def print_training(device_name, ours, theirs, results):
             line += f" {theirs_row['samples_s']:9.0f} {row['gpunet_over_torch']:11.2f}x"
         else:
             line += f" {'-':>9} {'-':>12}"
+        line += products_bound_columns(r, theirs_row, row)
         if device_name != "cpu":
             row["torch_step_s"] = theirs_row.get("step_s")
             row["torch_cuda_kernels_per_step"] = theirs_row.get("cuda_kernels_per_step")

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -37,6 +38,38 @@ def test_bench_training_table_takes_medians_of_alternating_rounds(capsys):
     assert row["gpunet_over_torch_rounds"] == [1.0, 3.0, 0.5]
     assert "rounds: 1.00x 3.00x 0.50x" in capsys.readouterr().out
     assert bench.median_runs([ours[0], None]) is None  # a failed round fails the figure, not the bench
+
+
+def test_bench_products_bound_is_batch_over_median_product_time(capsys):
+    bench = load("bench")
+    ours = [[{"network": "n", "batch": 8, "samples_s": 100.0, "products_s": p}] for p in (0.02, 0.04, 0.08)]
+    theirs = [[{"network": "n", "batch": 8, "samples_s": 50.0}] for _ in range(3)]
+    results = {"training": []}
+    bench.print_training("cpu", bench.median_runs(ours), bench.median_runs(theirs), results)
+    row = results["training"][0]
+    assert row["products_bound_samples_s"] == 200.0  # 8 samples in the median 0.04 s
+    assert row["gpunet_over_bound"] == 0.5 and row["bound_over_torch"] == 4.0
+    assert " 50% " in capsys.readouterr().out
+
+
+def test_bench_matrix_products_are_those_of_a_training_step():
+    """Forward and weight gradient for every layer, input gradient for all but the first, in backprop order."""
+    bench = load("bench")
+    calls = []
+
+    class RecordingXp:
+        empty_like = staticmethod(np.empty_like)
+        asarray = staticmethod(np.asarray)
+
+        @staticmethod
+        def matmul(a, b, out):
+            calls.append((a.shape, b.shape))
+            np.matmul(a, b, out=out)
+            assert np.all(np.isfinite(out)) and np.any(out != 0)
+    bench.matrix_products(RecordingXp, [5, 4, 3], batch=2)()
+    assert calls == [((2, 5), (5, 4)), ((2, 4), (4, 3)),     # forward
+                     ((4, 2), (2, 3)), ((2, 3), (3, 4)),     # last layer: dW, dx
+                     ((5, 2), (2, 4))]                       # first layer: dW only
 
 
 def test_parity_report_runs_and_reports_small_errors():
