@@ -9,7 +9,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# The runtime needs NumPy and tqdm only; the tests add pytest, hypothesis, matplotlib and NVRTC 13 and 12.
+# The runtime needs NumPy, tqdm and threadpoolctl only; the tests add pytest, hypothesis, matplotlib and NVRTC 13 and 12.
 $(VENV)/.runtime: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e .
 	touch $@

@@ -5,6 +5,8 @@ import functools
 
 import numpy
 
+from .blas_threads import BlasThreads
+
 
 class Device:
     """A place where arrays live and ops run.
@@ -38,6 +40,10 @@ class Device:
         devices with ``kernels`` run their own."""
         return None
 
+    def matmul(self, a, b, out=None):
+        """The matrix product ``a @ b`` of two 2-D arrays (into ``out`` when given), on this device's BLAS."""
+        return self.xp.matmul(a, b, out=out)
+
     def map_rows(self, fn, inputs, outputs) -> None:
         """Run ``fn(*inputs, *outputs)`` over row blocks of arrays that share their first axis.
 
@@ -63,6 +69,10 @@ class HostDevice(Device):
     """Arrays are NumPy arrays in host memory."""
 
     block_bytes = 1 << 20  # about half of a core's L2: a block's inputs and outputs stay in cache
+    _blas_threads = BlasThreads()  # one per process: the BLAS's thread count is process-wide
+
+    def matmul(self, a, b, out=None):
+        return self._blas_threads.matmul(numpy.matmul, a, b, out=out)
 
     def map_rows(self, fn, inputs, outputs) -> None:
         """Row blocks of about ``block_bytes`` on a thread per core (NumPy releases the GIL inside ufuncs), so

@@ -32,11 +32,10 @@ class Linear(Module):
     def backward(self, dy):
         if self._x is None:
             raise RuntimeError("Linear.backward called before forward")
-        xp = self.device.xp
-        xp.matmul(self._x.T, dy, out=self.weight.grad)
+        self.device.matmul(self._x.T, dy, out=self.weight.grad)
         if self.bias is not None:
             dy.sum(axis=0, out=self.bias.grad)
-        return dy @ self.weight.data.T if self.input_grad else None
+        return self.device.matmul(dy, self.weight.data.T) if self.input_grad else None
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"

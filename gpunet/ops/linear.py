@@ -18,7 +18,7 @@ def linear(x, weight, bias=None, device=None):
     if x.shape[1] != weight.shape[0]:
         raise ValueError(f"x has {x.shape[1]} features (shape {tuple(x.shape)}) but weight expects "
                          f"{weight.shape[0]} (shape {tuple(weight.shape)})")
-    y = x @ weight
+    y = dev.matmul(x, weight)
     if bias is not None:
         bias = dev.asarray(bias)
         if tuple(bias.shape) != (weight.shape[1],):
@@ -37,4 +37,4 @@ def linear_backward(x, weight, dy, device=None):
     require_ndim(dy, 2, "dy")
     if dy.shape != (x.shape[0], weight.shape[1]):
         raise ValueError(f"dy must have shape {(x.shape[0], weight.shape[1])}, got {tuple(dy.shape)}")
-    return dy @ weight.T, x.T @ dy, dy.sum(axis=0)
+    return dev.matmul(dy, weight.T), dev.matmul(x.T, dy), dy.sum(axis=0)

@@ -1,0 +1,54 @@
+"""How many threads the host BLAS gets for one matrix product: one for a small product, all for a large one.
+
+Why: OpenBLAS hands half of every product to its other threads, which then spin for milliseconds waiting for
+the next. On a small product (the 784-100-10 network's 64 x 784 x 100) the hand-off gains little, and the
+spinning thread then competes with everything else a training step runs on the host: measured on 2 cores, the
+small network's epoch ran at 67 000-192 000 samples/s with both BLAS threads (3 of 8 processes at half speed,
+every op in them slower, the batch gather included) and at 134 000-175 000 with one (6 of 6). A product of at
+least ``SMALL_PRODUCT`` multiply-adds (the 784-512-512-10 network's, 0.7-2 ms each) still gets every thread.
+
+The threads are lowered through threadpoolctl on whatever BLAS NumPy uses (OpenBLAS, MKL, BLIS) for the one
+product and put back right after (three ctypes calls, about 3 us; a large product costs nothing), so a limit the
+user set stays theirs. Without threadpoolctl, or with a BLAS it cannot control, products run as the BLAS
+decides. A small product's sums on one thread may differ in their last bits from the same product on two
+(OpenBLAS orders them differently); the choice depends only on the shape, so a run still repeats bit for bit.
+"""
+from __future__ import annotations
+
+import threading
+
+SMALL_PRODUCT = 1 << 23  # multiply-adds (m * k * n); about 0.1 ms on one core
+
+
+class BlasThreads:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._controllers = None  # found on first use, once NumPy has loaded its BLAS
+
+    def _find(self) -> list:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            return []
+        return [c for c in ThreadpoolController().select(user_api="blas").lib_controllers
+                if hasattr(c, "set_num_threads") and hasattr(c, "get_num_threads")]
+
+    def matmul(self, product, a, b, out=None):
+        """``product(a, b, out=out)`` (a BLAS matrix product of 2-D arrays) on one thread if it is small."""
+        if a.shape[0] * a.shape[1] * b.shape[1] >= SMALL_PRODUCT:
+            return product(a, b, out=out)
+        if self._controllers is None:
+            with self._lock:
+                if self._controllers is None:
+                    self._controllers = self._find()
+        lowered = []
+        try:
+            for controller in self._controllers:
+                threads = controller.get_num_threads()
+                if threads is not None and threads > 1:
+                    controller.set_num_threads(1)
+                    lowered.append((controller, threads))
+            return product(a, b, out=out)
+        finally:
+            for controller, threads in lowered:
+                controller.set_num_threads(threads)
