@@ -442,3 +442,15 @@ def test_a_system_that_refuses_threads_gets_the_rows_done_in_the_caller(tmp_path
                PYTHONPATH=str(Path(__file__).parents[1]))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0 and "rows done" in done.stdout, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, "float32", np.dtype("float32")])
+def test_compiled_block_takes_a_dtype_in_any_spelling(dtype):
+    """A type or a name works as a dtype does: the same SGD update as the NumPy form."""
+    update = gpunet.device("cpu").compiled_block("sgd_update", dtype)
+    if update is None:
+        pytest.skip("no compiled CPU kernels on this machine")
+    w, g, v = np.ones(5, np.float32), np.full(5, 2.0, np.float32), np.zeros(5, np.float32)
+    update([w], [g], [v], 0.5, 0.9, False, 0.0)
+    np.testing.assert_array_equal(w, np.full(5, 0.0, np.float32))
+    np.testing.assert_array_equal(v, g)

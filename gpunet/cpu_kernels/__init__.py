@@ -266,7 +266,9 @@ def block(op: str, dtype, threads: int = 1, **options):
     try:
         return _blocks[key]
     except KeyError:
-        _blocks[key] = found = _BLOCKS[op](dtype, threads, **options)
+        import numpy  # a dtype given as a type (numpy.float32) or a name ("float32") works as well
+
+        _blocks[key] = found = _BLOCKS[op](numpy.dtype(dtype), threads, **options)
         return found
 
 
