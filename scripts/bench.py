@@ -391,8 +391,9 @@ def print_training(device_name, ours, theirs, results):
     print(f"\n(b) training on {device_name}: one epoch of 60000 MNIST samples after a warm-up epoch, SGD momentum "
           f"0.9, samples/s, median of {len(ours[0]['samples_s_rounds'])} rounds alternating the frameworks; "
           "'rounds' gives each round's ratio; 'bound': the samples/s if a step took only its matrix products on "
-          "this device's BLAS (timed alone, median of the rounds)" + ("; one step on a fixed batch timed with CUDA events (median of "
-                              f"{STEP_REPEATS}), and the kernels it runs" if device_name != "cpu" else ""))
+          "this device's BLAS (timed alone, median of the rounds)"
+          + ("; one step on a fixed batch timed with CUDA events (median of "
+             f"{STEP_REPEATS}), and the kernels it runs" if device_name != "cpu" else ""))
     print(f"{'network':22} {'batch':>5} {'gpunet':>9} {'torch':>9} {'gpunet/torch':>12} {'bound':>9} "
           f"{'gpunet/bound':>12} {'bound/torch':>11}"
           + ("   step ms: gpunet  torch   kernels: gpunet-own all  torch-all" if device_name != "cpu" else ""))

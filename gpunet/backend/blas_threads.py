@@ -2,10 +2,12 @@
 
 Why: OpenBLAS hands half of every product to its other threads, which then spin for milliseconds waiting for
 the next. On a small product (the 784-100-10 network's 64 x 784 x 100) the hand-off gains little, and the
-spinning thread then competes with everything else a training step runs on the host: measured on 2 cores, the
-small network's epoch ran at 67 000-192 000 samples/s with both BLAS threads (3 of 8 processes at half speed,
-every op in them slower, the batch gather included) and at 134 000-175 000 with one (6 of 6). A product of at
-least ``SMALL_PRODUCT`` multiply-adds (the 784-512-512-10 network's, 0.7-2 ms each) still gets every thread.
+spinning thread then competes with everything else a training step runs on the host. Measured on 2 cores, 22
+processes each way, alternating: the small network's epoch ran at 73 000-208 000 samples/s with both BLAS
+threads (8 of 22 under 100 000, every op in them slower, the batch gather included) and at 119 000-175 000 with
+this policy. It is a trade: the medians were 160 000 and 146 500, since alone a small product is faster on two
+threads. A product of at least ``SMALL_PRODUCT`` multiply-adds (the 784-512-512-10 network's, 0.7-2 ms each)
+keeps every thread.
 
 The threads are lowered through threadpoolctl on whatever BLAS NumPy uses (OpenBLAS, MKL, BLIS) for the one
 product and put back right after (three ctypes calls, about 3 us; a large product costs nothing), so a limit the
