@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .backend.host import host_xp as np
+import numpy as np
 
 FORMAT_VERSION = 1
 

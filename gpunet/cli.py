@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .datasets import DATASETS
+from .data.registry import DATASETS
+from .nn.activation import ACTIVATIONS
 from .training import OPTIMIZERS, TrainConfig
 
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-root", default=None, help="folder of the dataset files (default: embedded MNIST)")
     train.add_argument("--device", default=defaults.device, help="cpu, sim, cuda, cuda:N or auto")
     train.add_argument("--hidden", type=_hidden, default=defaults.hidden, help="hidden sizes, e.g. 512,512")
-    train.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=defaults.activation)
+    train.add_argument("--activation", choices=sorted(ACTIVATIONS), default=defaults.activation)
     train.add_argument("--dropout", type=float, default=defaults.dropout)
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     train.add_argument("--lr", type=_positive(float), default=defaults.lr)
@@ -89,9 +90,9 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from .backend import device
+    from .devices import device
     from .checkpoint import load_checkpoint
-    from .datasets import load_dataset
+    from .data.registry import load_dataset
     from .training import TrainConfig, accuracy, build_model, confusion_matrix
 
     try:

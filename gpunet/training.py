@@ -14,10 +14,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import nn, optim
-from .backend import device as as_device
+from .devices import device as as_device
 from .checkpoint import atomic_write, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .data import Batches
-from .datasets import load_dataset
+from .data.registry import load_dataset
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 import gpunet  # noqa: E402
 from gpunet import nn, ops, optim  # noqa: E402
-from gpunet.backend import probe_cuda  # noqa: E402
+from gpunet.devices import probe_cuda  # noqa: E402
 from gpunet.data import Batches, load_mnist  # noqa: E402
 
 ROW_SHAPES = [(65536, 10), (16384, 100), (4096, 1000), (1024, 10000), (256, 100000)]
@@ -277,16 +277,16 @@ def matrix_products(xp, sizes, batch, dtype="float32"):
 def count_gpunet_launches(dev, step, xb, yb):
     """gpunet's own kernel launches in one training step (not CuPy's elementwise ops or cuBLAS)."""
     counted = {"n": 0}
-    original = dev.kernels.launch
+    original = dev.launcher.launch
 
     def counting(*args, **kwargs):
         counted["n"] += 1
         return original(*args, **kwargs)
-    dev.kernels.launch = counting
+    dev.launcher.launch = counting
     try:
         step(xb, yb)
     finally:
-        dev.kernels.launch = original
+        del dev.launcher.launch
     return counted["n"]
 
 
@@ -330,7 +330,7 @@ def train_worker(framework, device_name, networks=None):
             row["samples_s"] = gpunet_epoch(dev, step, batch, x, y)
             timer = cuda_timer(dev.xp) if device_name.startswith("cuda") else host_timer
             row["products_s"] = timer(matrix_products(dev.xp, sizes, batch), STEP_REPEATS)
-            if dev.kernels is not None:
+            if hasattr(dev, "launcher"):  # a device with CUDA kernels (sim, cuda)
                 xb, yb = dev.asarray(x[:batch]), dev.asarray(y[:batch])
                 row["kernel_launches_per_step"] = count_gpunet_launches(dev, step, xb, yb)
                 if device_name.startswith("cuda"):

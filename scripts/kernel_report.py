@@ -7,10 +7,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpunet.kernel_report import block_size, occupancy, parse_ptxas_log  # noqa: E402
-from gpunet.kernel_source import DTYPES, MODULES  # noqa: E402
-from gpunet.launch import SHARED_MEMORY_LIMIT  # noqa: E402
-from gpunet.nvrtc import ARCHITECTURES, VOLTA, Nvrtc, compile_module  # noqa: E402
+from gpunet.cuda.resources import block_size, occupancy, parse_ptxas_log  # noqa: E402
+from gpunet.cuda.source import DTYPES, modules  # noqa: E402
+from gpunet.cuda.plans import SHARED_MEMORY_LIMIT  # noqa: E402
+from gpunet.cuda.nvrtc import ARCHITECTURES, VOLTA, Nvrtc, compile_module  # noqa: E402
 
 
 def main() -> int:
@@ -22,7 +22,7 @@ def main() -> int:
     print(f"NVRTC {nvrtc.version[0]}.{nvrtc.version[1]} ({nvrtc.path}), {args.arch}")
     print(f"{'module':14} {'dtype':8} {'kernel':36} {'regs':>5} {'smem':>6} {'spill':>6} {'block':>5} {'occupancy':>9}")
     worst_spill = 0
-    for module in MODULES:
+    for module in modules():
         for dtype in ([args.dtype] if args.dtype else DTYPES):
             result = compile_module(module, DTYPES[dtype], args.arch, nvrtc, verbose=True)
             if not result.ok:

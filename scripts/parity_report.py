@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 
 import gpunet  # noqa: E402
 from gpunet import ops  # noqa: E402
-from gpunet.backend import probe_cuda  # noqa: E402
+from gpunet.devices import probe_cuda  # noqa: E402
 
 SHAPES = [(1, 1), (3, 10), (5, 33), (3, 1000), (2, 1025), (2, 5000), (1, 20000)]
 

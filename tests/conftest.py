@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gpunet
-from gpunet.backend import probe_cuda
+from gpunet.devices import probe_cuda
 
 _cupy, _NO_GPU_REASON = probe_cuda(0)
 HAS_GPU = _cupy is not None
@@ -43,6 +43,6 @@ def rng():
 def _default_device_cpu(monkeypatch):
     """Tests run with the CPU as default device unless they set another."""
     monkeypatch.setenv("GPUNET_DEVICE", "cpu")
-    gpunet.backend._reset_for_tests()
+    gpunet.devices._reset_for_tests()
     yield
-    gpunet.backend._reset_for_tests()
+    gpunet.devices._reset_for_tests()

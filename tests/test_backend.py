@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpunet
-from gpunet.backend import CudaUnavailable
+from gpunet.devices import CudaUnavailable
 
 
 def fake_cupy(available=True, alloc_error=None):
@@ -43,7 +43,7 @@ def fake_cupy(available=True, alloc_error=None):
 ])
 def test_auto_falls_back_to_cpu_with_a_reason(monkeypatch, caplog, setup, reason):
     setup(monkeypatch)
-    gpunet.backend._reset_for_tests()
+    gpunet.devices._reset_for_tests()
     with caplog.at_level(logging.WARNING, logger="gpunet"):
         dev = gpunet.device("auto")
     assert dev.name == "cpu"
@@ -66,17 +66,17 @@ def test_compile_errors_are_not_swallowed(monkeypatch):
     class CompileError(Exception):
         pass
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(alloc_error=CompileError("nvrtc: error")))
-    gpunet.backend._reset_for_tests()
+    gpunet.devices._reset_for_tests()
     with pytest.raises(CompileError):
         gpunet.device("auto")
 
 
 def test_default_device_from_environment(monkeypatch):
     monkeypatch.setenv("GPUNET_DEVICE", "cpu")
-    gpunet.backend._reset_for_tests()
+    gpunet.devices._reset_for_tests()
     assert gpunet.get_default_device().name == "cpu"
     monkeypatch.setenv("GPUNET_DEVICE", "tpu")
-    gpunet.backend._reset_for_tests()
+    gpunet.devices._reset_for_tests()
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         gpunet.get_default_device()
 

@@ -1,10 +1,10 @@
 """The host BLAS runs small matrix products on one thread and large ones as it was set
-(gpunet.backend.blas_threads)."""
+(gpunet.devices.blas_threads)."""
 import numpy as np
 import pytest
 
 import gpunet
-from gpunet.backend.blas_threads import SMALL_PRODUCT, BlasThreads
+from gpunet.devices.blas_threads import SMALL_PRODUCT, BlasThreads
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 

@@ -1,7 +1,7 @@
 """The launch rule: which variant each width gets, and that the parity suite's widths cover every branch."""
 import pytest
 
-from gpunet.launch import SHARED_MEMORY_LIMIT, elementwise_plan, row_plan
+from gpunet.cuda.plans import SHARED_MEMORY_LIMIT, elementwise_plan, row_plan
 from test_parity import WIDTHS
 
 
@@ -42,9 +42,9 @@ def test_elementwise_plan():
 
 def test_every_count_and_offset_parameter_is_64_bit():
     """rows * cols can exceed 2^31: every kernel takes its element and row counts as long long."""
-    from gpunet.kernel_source import MODULES, signatures
+    from gpunet.cuda.source import modules, signatures
     checked = 0
-    for module in MODULES:
+    for module in modules():
         for kernel, params in signatures(module).items():
             for p in params:
                 if p.name in ("rows", "n", "ignore_index"):

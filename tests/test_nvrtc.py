@@ -4,9 +4,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from gpunet.kernel_report import parse_ptxas_log
-from gpunet.kernel_source import DTYPES, MODULES, signatures
-from gpunet.nvrtc import ARCHITECTURES, VOLTA, Nvrtc, NvrtcError, compile_module
+from gpunet.cuda.resources import parse_ptxas_log
+from gpunet.cuda.source import DTYPES, modules, signatures
+from gpunet.cuda.nvrtc import ARCHITECTURES, VOLTA, Nvrtc, NvrtcError, compile_module
 
 
 def nvrtc_or_skip(major):
@@ -19,7 +19,7 @@ def nvrtc_or_skip(major):
 @pytest.mark.parametrize("arch", [*ARCHITECTURES, VOLTA])
 def test_every_module_compiles_without_spills(arch):
     nvrtc = nvrtc_or_skip(12 if arch == VOLTA else 13)
-    jobs = [(m, d) for m in MODULES for d in DTYPES]
+    jobs = [(m, d) for m in modules() for d in DTYPES]
     with ThreadPoolExecutor(max_workers=2) as pool:  # NVRTC releases the GIL
         results = list(pool.map(lambda job: compile_module(job[0], DTYPES[job[1]], arch, nvrtc, verbose=True), jobs))
     for r in results:

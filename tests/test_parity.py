@@ -10,6 +10,8 @@ import pytest
 import gpunet
 from conftest import KERNEL_DEVICES
 from gpunet import ops
+from gpunet.ops.cross_entropy import SOFTMAX_CROSS_ENTROPY
+from gpunet.ops.softmax import SOFTMAX
 
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-14), np.float32: dict(rtol=3e-5, atol=2e-6)}
 # C = 1..1024: warp variant (sub-warp groups up to 32, then 2..32 values per lane); 1025..6144 (float32: 12288):
@@ -73,7 +75,8 @@ def test_fused_gradient_mode(kdev, cols):
     x = logits(3, cols, np.float64)
     labels = np.array([0, -100, cols - 1])
     scale = np.array([0.5])
-    loss, grad = kdev.kernels.softmax_cross_entropy(kdev.asarray(x), kdev.asarray(labels), -100, kdev.asarray(scale))
+    loss, grad = kdev.run(SOFTMAX_CROSS_ENTROPY, kdev.asarray(x), kdev.asarray(labels), -100,
+                          grad_scale=kdev.asarray(scale))
     _, p = ops.softmax_cross_entropy(x, labels, device="cpu")
     want = ops.softmax_cross_entropy_backward(p, labels, 1.0, reduction="sum", device="cpu") * 0.5
     same(kdev, grad, want, np.float64)
@@ -131,12 +134,12 @@ def test_activations(kdev, name, dtype):
 
 def test_unsupported_dtype_is_a_clear_error(kdev):
     with pytest.raises(TypeError, match="support"):
-        kdev.kernels.softmax_forward(kdev.asarray(np.zeros((2, 3), dtype=np.longdouble)))
+        kdev.run(SOFTMAX, kdev.asarray(np.zeros((2, 3), dtype=np.longdouble)))
 
 
 @pytest.mark.parametrize("cols", [10, 33, 1000, 5000])
 def test_float16_accumulates_in_float32(kdev, cols):
-    from gpunet.nvrtc import cuda_include_dirs
+    from gpunet.cuda.nvrtc import cuda_include_dirs
     if kdev.name == "sim" and not cuda_include_dirs(host_compilable=True):
         pytest.skip("float16 in the simulator needs a CUDA toolkit's cuda_fp16.h (with crt/) on this machine")
     x = logits(3, cols, np.float16, scale=2.0)

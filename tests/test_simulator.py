@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpunet.kernel_source import DTYPES
-from gpunet.sim.build import build_module, compiler
-from gpunet.sim.runner import SimModule, SimulatorError
+from gpunet.cuda.source import DTYPES
+from gpunet.cuda.sim_build import build_module, compiler
+from gpunet.devices.sim import SimModule, SimulatorError
 
 SOURCE = (Path(__file__).parent / "sim_kernels.cu").read_text()
 
@@ -143,8 +143,8 @@ def test_address_sanitizer_catches_an_out_of_bounds_read(tmp_path):
     script = tmp_path / "oob.py"
     script.write_text(textwrap.dedent(f"""
         import numpy as np
-        from gpunet.kernel_source import DTYPES
-        from gpunet.sim.runner import SimModule
+        from gpunet.cuda.source import DTYPES
+        from gpunet.devices.sim import SimModule
         source = open({str(Path(__file__).parent / 'sim_kernels.cu')!r}).read()
         sim = SimModule("sim_test_kernels", DTYPES["float32"], sanitize="address", source=source)
         x, out = np.ones(32, np.float32), np.zeros(32, np.float32)

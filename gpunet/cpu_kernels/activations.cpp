@@ -24,11 +24,11 @@ static void relu_backward(const T* __restrict__ y, const T* __restrict__ dy, T* 
 
 extern "C" {
 #define GPUNET_ACTIVATION_ENTRY_POINTS(T, SUFFIX)                                                                  \
-    void relu_forward_##SUFFIX(const T* x, T* y, int64_t n, int threads) {                                         \
+    void relu_forward_##SUFFIX(const T* x /*[n]*/, T* y /*[n]*/, int64_t n, int threads) {                                         \
         auto body = [=](int64_t i0, int64_t i1) { activations::relu<T>(x + i0, y + i0, i1 - i0); };                \
         row_pool::Pool::instance().run(n, 1, threads, body);                                                       \
     }                                                                                                              \
-    void relu_backward_##SUFFIX(const T* y, const T* dy, T* dx, int64_t n, int threads) {                          \
+    void relu_backward_##SUFFIX(const T* y /*[n]*/, const T* dy /*[n]*/, T* dx /*[n]*/, int64_t n, int threads) {                          \
         auto body = [=](int64_t i0, int64_t i1) { activations::relu_backward<T>(y + i0, dy + i0, dx + i0, i1 - i0); }; \
         row_pool::Pool::instance().run(n, 1, threads, body);                                                       \
     }

@@ -197,28 +197,46 @@ static int64_t cross_entropy_reduced(const T* x, const int64_t* labels, T* grad,
     return -1;
 }
 
+// Entry points named as the CUDA kernels they mirror. Each buffer's comment is its length in elements, which
+// gpunet.cpu_kernels.binding parses and checks before every call.
 extern "C" {
 #define GPUNET_ROW_ENTRY_POINTS(T, SUFFIX)                                                                          \
-    void softmax_rows_##SUFFIX(const T* x, T* y, int64_t rows, int64_t cols, int log, int threads) {                \
+    void softmax_forward_##SUFFIX(const T* x /*[rows*cols]*/, T* y /*[rows*cols]*/, int64_t rows, int64_t cols,    \
+                                  int threads) {                                                                    \
         over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
-            softmax_rows(x + r0 * cols, y + r0 * cols, r1 - r0, cols, log);                                         \
+            softmax_rows(x + r0 * cols, y + r0 * cols, r1 - r0, cols, 0);                                           \
         });                                                                                                         \
     }                                                                                                               \
-    void softmax_backward_rows_##SUFFIX(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols, int log,         \
-                                        int threads) {                                                              \
+    void log_softmax_forward_##SUFFIX(const T* x /*[rows*cols]*/, T* y /*[rows*cols]*/, int64_t rows,              \
+                                      int64_t cols, int threads) {                                                  \
         over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
-            softmax_backward_rows(y + r0 * cols, dy + r0 * cols, dx + r0 * cols, r1 - r0, cols, log);               \
+            softmax_rows(x + r0 * cols, y + r0 * cols, r1 - r0, cols, 1);                                           \
         });                                                                                                         \
     }                                                                                                               \
-    void cross_entropy_rows_##SUFFIX(const T* x, const int64_t* labels, const T* row_scale, T* loss, T* grad,       \
-                                     int64_t rows, int64_t cols, int64_t ignore_index, int threads) {               \
+    void softmax_backward_##SUFFIX(const T* y /*[rows*cols]*/, const T* dy /*[rows*cols]*/,                         \
+                                   T* dx /*[rows*cols]*/, int64_t rows, int64_t cols, int threads) {                \
+        over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
+            softmax_backward_rows(y + r0 * cols, dy + r0 * cols, dx + r0 * cols, r1 - r0, cols, 0);                 \
+        });                                                                                                         \
+    }                                                                                                               \
+    void log_softmax_backward_##SUFFIX(const T* logy /*[rows*cols]*/, const T* dy /*[rows*cols]*/,                 \
+                                       T* dx /*[rows*cols]*/, int64_t rows, int64_t cols, int threads) {            \
+        over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
+            softmax_backward_rows(logy + r0 * cols, dy + r0 * cols, dx + r0 * cols, r1 - r0, cols, 1);              \
+        });                                                                                                         \
+    }                                                                                                               \
+    void softmax_cross_entropy_##SUFFIX(const T* x /*[rows*cols]*/, const int64_t* labels /*[rows]*/,              \
+                                        const T* row_scale /*[rows]*/, T* loss /*[rows]*/, T* grad /*[rows*cols]*/, \
+                                        int64_t rows, int64_t cols, int64_t ignore_index, int threads) {            \
         over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
             cross_entropy_rows(x + r0 * cols, labels + r0, row_scale + r0, loss + r0, grad + r0 * cols, r1 - r0,     \
                                cols, ignore_index);                                                                 \
         });                                                                                                         \
     }                                                                                                               \
-    int64_t cross_entropy_reduced_##SUFFIX(const T* x, const int64_t* labels, T* grad, int64_t rows, int64_t cols,  \
-                                           int64_t ignore_index, int mean, int threads, double* loss) {            \
+    int64_t softmax_cross_entropy_reduced_##SUFFIX(const T* x /*[rows*cols]*/, const int64_t* labels /*[rows]*/,   \
+                                                   T* grad /*[rows*cols]*/, int64_t rows, int64_t cols,             \
+                                                   int64_t ignore_index, int mean, int threads,                     \
+                                                   double* loss /*[1]*/) {                                          \
         return cross_entropy_reduced(x, labels, grad, rows, cols, ignore_index, mean, threads, loss);               \
     }
 GPUNET_ROW_ENTRY_POINTS(float, f32)

@@ -1,8 +1,10 @@
 """Seeded, shuffling minibatches, moved to the device once and sliced there."""
 from __future__ import annotations
 
-from ..backend import device as as_device, get_default_device
-from ..backend.host import host_rng, host_xp as np
+from ..devices import device as as_device, get_default_device
+import numpy as np
+
+from ..seeding import host_rng
 
 
 class Batches:

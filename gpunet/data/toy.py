@@ -1,7 +1,9 @@
 """Toy 2-D classification sets for quick demos and tests."""
 from __future__ import annotations
 
-from ..backend.host import host_rng, host_xp as np
+import numpy as np
+
+from ..seeding import host_rng
 
 
 def spiral(points_per_class: int = 100, classes: int = 3, noise: float = 0.2, seed: int = 0):

@@ -1,5 +1,6 @@
 """Layers with explicit forward and backward."""
-from .activation import LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from . import activation as _activation
+from .activation import *  # noqa: F401,F403
 from .dropout import Dropout
 from .linear import Linear
 from .loss import SoftmaxCrossEntropy
@@ -7,5 +8,5 @@ from .mlp import mlp
 from .module import Module, Parameter
 from .sequential import Sequential
 
-__all__ = ["Module", "Parameter", "Linear", "ReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout",
-           "Sequential", "SoftmaxCrossEntropy", "mlp"]
+__all__ = ["Module", "Parameter", "Linear", *_activation.__all__, "Dropout", "Sequential", "SoftmaxCrossEntropy",
+           "mlp"]

@@ -4,8 +4,11 @@ from __future__ import annotations
 from .. import ops
 from .module import Module
 
+__all__ = ["ReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "ACTIVATIONS"]
+
 
 class _Pointwise(Module):
+    init = "xavier"  # the weight initialiser of the Linear layer before it in an mlp (gpunet.nn.init)
     _forward = staticmethod(lambda x, device: x)
     _backward = staticmethod(lambda y, dy, device: dy)
 
@@ -24,6 +27,7 @@ class _Pointwise(Module):
 
 
 class ReLU(_Pointwise):
+    init = "he"
     _forward = staticmethod(ops.relu)
     _backward = staticmethod(ops.relu_backward)
 
@@ -49,4 +53,5 @@ class LogSoftmax(_Pointwise):
     _backward = staticmethod(ops.log_softmax_backward)
 
 
+# The hidden activations of ``mlp`` and ``gpunet train --activation``, by name.
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}

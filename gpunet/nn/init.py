@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..backend.host import host_rng
+from ..seeding import host_rng
 
 INITS = ("he", "xavier")
 

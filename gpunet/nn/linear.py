@@ -1,8 +1,9 @@
 """Fully connected layer ``y = x W + b``, ``W`` of shape (in_features, out_features)."""
 from __future__ import annotations
 
+import numpy
+
 from .. import ops
-from ..backend.host import host_xp
 from .init import init_weight
 from .module import Module
 
@@ -17,7 +18,7 @@ class Linear(Module):
         self.weight = self.add_parameter("weight", init_weight(init, in_features, out_features, rng, dtype))
         self.bias = None
         if bias:
-            self.bias = self.add_parameter("bias", host_xp.zeros(out_features, dtype=dtype))
+            self.bias = self.add_parameter("bias", numpy.zeros(out_features, dtype=dtype))
         self.input_grad = True  # the first layer of a network has no use for dL/dx: set False to skip it
         self._x = None
 

@@ -1,7 +1,7 @@
 """The multilayer perceptron the CLI trains: Linear, activation, (dropout), ..., Linear to logits."""
 from __future__ import annotations
 
-from ..backend.host import host_rng
+from ..seeding import host_rng
 from .activation import ACTIVATIONS
 from .dropout import Dropout
 from .linear import Linear
@@ -9,14 +9,15 @@ from .sequential import Sequential
 
 
 def mlp(sizes, activation: str = "relu", dropout: float = 0.0, seed: int = 0, dtype="float32", device=None):
-    """``sizes`` = [inputs, hidden..., classes]. He init for ReLU, Xavier for tanh and sigmoid."""
+    """``sizes`` = [inputs, hidden..., classes]. Each activation names its initialiser (He for ReLU, Xavier for
+    tanh and sigmoid)."""
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) <= 0:
         raise ValueError(f"mlp needs at least an input and an output size, all positive; got {sizes}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}: expected one of {sorted(ACTIVATIONS)}")
     rng = host_rng(seed)
-    init = "he" if activation == "relu" else "xavier"
+    init = ACTIVATIONS[activation].init
     layers = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         linear = Linear(fan_in, fan_out, init=init, rng=rng, dtype=dtype, device=device)

@@ -5,7 +5,7 @@ the gradients of its parameters into ``param.grad`` (overwriting, not accumulati
 """
 from __future__ import annotations
 
-from ..backend import Device, device as as_device, get_default_device
+from ..devices import Device, device as as_device, get_default_device
 
 
 class Parameter:

@@ -1,17 +1,12 @@
-"""The functional core: every op takes ``device=None`` (the device the input lives on) and runs on any device."""
-from .activations import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
-from .cross_entropy import (
-    scale_grad,
-    softmax_cross_entropy,
-    softmax_cross_entropy_backward,
-    softmax_cross_entropy_with_grad,
-)
-from .linear import linear, linear_backward
-from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backward, softmax_jacobian
+"""The functional core: every op takes ``device=None`` (the device the input lives on) and runs on any device.
 
-__all__ = [
-    "softmax", "softmax_backward", "softmax_jacobian", "log_softmax", "log_softmax_backward",
-    "softmax_cross_entropy", "softmax_cross_entropy_backward", "softmax_cross_entropy_with_grad", "scale_grad",
-    "relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward",
-    "linear", "linear_backward",
-]
+Each module declares its ops once (``gpunet.devices.Op``) and lists its public functions in ``__all__``, which
+this package re-exports: a new op in a module needs no line here.
+"""
+from . import activations as _activations, cross_entropy as _cross_entropy, linear as _linear, softmax as _softmax
+from .activations import *  # noqa: F401,F403
+from .cross_entropy import *  # noqa: F401,F403
+from .linear import *  # noqa: F401,F403
+from .softmax import *  # noqa: F401,F403
+
+__all__ = [*_softmax.__all__, *_cross_entropy.__all__, *_activations.__all__, *_linear.__all__]

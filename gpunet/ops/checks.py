@@ -1,6 +1,7 @@
 """Argument checks shared by every op: each error names the offending value, dtype and shape."""
 from __future__ import annotations
 
+
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -46,21 +47,21 @@ def require_reduction(reduction: str):
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def require_labels(xp, labels, n_rows: int, n_classes: int, ignore_index: int, check_range: bool = True):
-    """Labels are a 1-D integer array of one entry per row, each in [0, C) or equal to ``ignore_index``."""
+def require_labels(labels, n_rows: int):
+    """Labels are a 1-D integer array of one entry per row (their range is checked where the loss runs: the
+    devices check it, a GPU's kernels through an error word)."""
     if labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be an integer array, got dtype {labels.dtype} with shape {tuple(labels.shape)}")
     if labels.ndim != 1 or labels.shape[0] != n_rows:
         raise ValueError(f"labels must have shape ({n_rows},) to match logits with {n_rows} rows, got {tuple(labels.shape)}")
-    if check_range:
-        bad = (labels != ignore_index) & ((labels < 0) | (labels >= n_classes))
-        if bool(bad.any()):
-            row = int(xp.argmax(bad))
-            raise_label_out_of_range(row, int(labels[row]), n_classes, ignore_index)
 
 
-def raise_label_out_of_range(row: int, value: int, n_classes: int, ignore_index: int):
-    raise ValueError(
-        f"label {value} at row {row} is out of range: labels must lie in [0, {n_classes}) "
-        f"or equal ignore_index={ignore_index}"
-    )
+def promoted(xp, *arrays):
+    """Floating arrays of mixed dtypes, each converted to their common dtype (NumPy's promotion: float32 with
+    float64 is float64). Every device then computes in that one dtype, so mixed inputs give the same answer on
+    each and no kernel ever reads a buffer as a dtype it is not."""
+    dtype = arrays[0].dtype
+    if all(a.dtype == dtype for a in arrays[1:]):
+        return arrays
+    common = xp.result_type(*arrays)
+    return tuple(a.astype(common, copy=False) for a in arrays)

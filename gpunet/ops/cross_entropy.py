@@ -8,11 +8,79 @@ the loss finite for logits like 1e4, where ``log(softmax(x))`` would give ``log(
 """
 from __future__ import annotations
 
-from ..backend import device_of
-from .checks import (raise_label_out_of_range, require_floating, require_labels, require_ndim, require_nonempty,
-                     require_reduction)
-from .rows import row_max, row_sum
-from .softmax import _quiet, quietly, widened
+import numpy
+
+from ..devices import Op, device_of
+from .checks import require_floating, require_labels, require_ndim, require_nonempty, require_reduction
+from .rows import quiet, row_max, row_sum
+
+__all__ = ["softmax_cross_entropy", "softmax_cross_entropy_with_grad", "softmax_cross_entropy_backward",
+           "scale_grad"]
+
+
+def _wide_dtype(x):
+    """float16 is computed in float32 (as the kernels accumulate it)."""
+    return x.dtype if x.dtype.itemsize >= 4 else numpy.dtype("float32")
+
+
+# ---- the NumPy forms, over a block of rows (float32 or wider) --------------------------------------------------
+def _cross_entropy_rows(xp, x, labels, row_scale, loss, out, ignore_index):
+    """shifted = x - m; loss = (m - x[label]) + log s = log s - shifted[label]; p = exp(shifted) / s into ``out``,
+    then, given ``row_scale``, the gradient ``(p - onehot) * row_scale`` in its place (0 for ignored rows)."""
+    xp.subtract(x, row_max(xp, x), out=out)
+    valid = labels != ignore_index
+    rows = xp.arange(len(labels))
+    picked = out[rows, xp.where(valid, labels, 0)]
+    xp.exp(out, out=out)
+    s = row_sum(xp, out)
+    out /= s
+    xp.subtract(xp.log(s[:, 0]), picked, out=loss)
+    loss[~valid] = 0
+    if row_scale is not None:
+        _cross_entropy_backward_rows(xp, out, labels, row_scale, out, ignore_index)
+
+
+def _cross_entropy_backward_rows(xp, probs, labels, scale, grad, ignore_index):
+    """grad = (p - onehot) * scale, 0 for ignored rows."""
+    xp.multiply(probs, scale[:, None], out=grad)
+    valid = labels != ignore_index
+    grad[xp.arange(len(labels)), xp.where(valid, labels, 0)] -= scale
+    grad[~valid] = 0
+
+
+def _reduced_from_rows(xp, cross_entropy_rows, logits, labels, ignore_index, mean, check):
+    """The "mean" or "sum" loss and its gradient from the per-row form: the gradient is scaled by ``1 / n_valid``
+    as it is written. ``1 / n_valid`` is inf when every row is ignored, harmless since ignored rows never use it
+    (their gradient is 0 by rule), and it makes the mean loss ``0 * inf = NaN``, as PyTorch's."""
+    valid = labels != ignore_index
+    dtype = _wide_dtype(logits)
+    with quiet(xp):
+        scale = xp.reciprocal(valid.sum(), dtype=dtype) if mean else xp.ones((), dtype=dtype)
+    loss_rows, grad = cross_entropy_rows(logits, labels, ignore_index, grad_scale=scale.reshape(1), check=check)
+    with quiet(xp):
+        total = loss_rows.sum()
+        return ((total * scale).astype(loss_rows.dtype, copy=False) if mean else total), grad
+
+
+SOFTMAX_CROSS_ENTROPY = Op("softmax_cross_entropy", "cross_entropy", "cross_entropy", _cross_entropy_rows,
+                           compiled=True)
+SOFTMAX_CROSS_ENTROPY_REDUCED = Op("softmax_cross_entropy_reduced", "cross_entropy_reduced", "cross_entropy",
+                                   _reduced_from_rows, compiled=True, base=SOFTMAX_CROSS_ENTROPY)
+SOFTMAX_CROSS_ENTROPY_BACKWARD = Op("softmax_cross_entropy_backward", "cross_entropy_backward", "cross_entropy",
+                                    _cross_entropy_backward_rows)
+
+
+def _prepare(scores, labels, name, reduction, device):
+    """Both arrays on the op's device, checked: (N, C) floating scores, (N,) integer labels, a known reduction.
+    The label range is checked where the loss runs (a GPU's kernels flag it without a sync of their own)."""
+    dev = device_of(scores, device)
+    scores, labels = dev.asarray(scores), dev.asarray(labels)
+    require_floating(scores, name)
+    require_ndim(scores, 2, name)
+    require_nonempty(scores, name)
+    require_reduction(reduction)
+    require_labels(labels, scores.shape[0])
+    return dev, scores, labels
 
 
 def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: str = "mean", device=None):
@@ -21,19 +89,9 @@ def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: s
     ``reduction``: "mean" over the rows whose label is not ``ignore_index`` (NaN if there are none, as in
     PyTorch), "sum", or "none" (an (N,) array with 0 for ignored rows). The loss is a device array.
     """
-    # On a kernel device the fused kernel checks the label range itself and reports through an error word.
-    dev, logits, labels = _prepare(logits, labels, "logits", ignore_index, reduction, device, check_range=False)
-    xp = dev.xp
-    n_rows = logits.shape[0]
-    if dev.kernels is not None:
-        loss_rows, probs = dev.kernels.softmax_cross_entropy(xp.ascontiguousarray(logits), labels, ignore_index)
-    else:
-        wide = xp.ascontiguousarray(widened(logits))
-        probs = xp.empty_like(wide)
-        loss_rows = xp.empty(n_rows, dtype=wide.dtype)
-        dev.map_rows(quietly(xp, _forward_block(xp, ignore_index)), [wide, labels], [loss_rows, probs])
-        loss_rows, probs = loss_rows.astype(logits.dtype, copy=False), probs.astype(logits.dtype, copy=False)
-    return _reduce(xp, loss_rows, labels, ignore_index, reduction), probs
+    dev, logits, labels = _prepare(logits, labels, "logits", reduction, device)
+    loss_rows, probs = dev.run(SOFTMAX_CROSS_ENTROPY, logits, labels, ignore_index)
+    return _reduce(dev.xp, loss_rows, labels, ignore_index, reduction), probs
 
 
 def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, reduction: str = "mean",
@@ -47,48 +105,12 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
     callers that checked their labels once up front (``gpunet.training.fit`` does); a bad label then gives a NaN
     loss for its row rather than an error. On the CPU labels are always checked (it costs no sync there).
     """
-    dev = device_of(logits, device)
-    logits = dev.asarray(logits)
-    reduced = (dev.compiled_block("cross_entropy_reduced", logits.dtype, ignore_index=int(ignore_index),
-                                  mean=reduction == "mean")
-               if dev.kernels is None and reduction in ("mean", "sum") else None)
-    dev, logits, labels = _prepare(logits, labels, "logits", ignore_index, reduction, dev, check_range=False,
-                                   range_checked_by_kernel=reduced is not None)
-    xp = dev.xp
-    if reduced is not None:
-        return _reduced_on_cpu(xp, reduced, logits, labels, ignore_index)
-    valid = labels != ignore_index
-    wide_dtype = widened(logits).dtype
-    # 1 / n_valid: inf when every row is ignored, harmless since ignored rows never use it (their gradient is
-    # 0 by rule), and it makes the mean loss 0 * inf = NaN, as PyTorch's. Few device ops: a GPU step is host-bound.
-    with _quiet(xp):
-        scale = (xp.reciprocal(valid.sum(), dtype=wide_dtype) if reduction == "mean"
-                 else xp.ones((), dtype=wide_dtype))
-    if dev.kernels is not None:
-        loss_rows, grad = dev.kernels.softmax_cross_entropy(xp.ascontiguousarray(logits), labels, ignore_index,
-                                                            grad_scale=scale.reshape(1).astype(logits.dtype, copy=False),
-                                                            check=check_labels)
-    else:
-        wide = xp.ascontiguousarray(widened(logits))
-        grad = xp.empty_like(wide)
-        loss_rows = xp.empty(labels.shape[0], dtype=wide.dtype)
-        row_scale = xp.where(valid, scale, 0).astype(wide.dtype, copy=False)
-        compiled = dev.compiled_block("cross_entropy", wide.dtype, ignore_index=int(ignore_index))
-        if compiled is not None:
-            labels = xp.ascontiguousarray(labels, dtype=xp.int64)
-            compiled(wide, labels, row_scale, loss_rows, grad)
-        else:
-            forward, backward = _forward_block(xp, ignore_index), _backward_block(xp, ignore_index)
-
-            def loss_and_grad(x, labels_block, row_scale_block, loss_block, grad_block):
-                forward(x, labels_block, loss_block, grad_block)  # the probabilities, in the gradient's buffer
-                backward(grad_block, labels_block, row_scale_block, grad_block)
-            dev.map_rows(quietly(xp, loss_and_grad), [wide, labels, row_scale], [loss_rows, grad])
-        loss_rows, grad = loss_rows.astype(logits.dtype, copy=False), grad.astype(logits.dtype, copy=False)
-    if reduction == "mean":
-        with _quiet(xp):
-            return (loss_rows.sum() * scale).astype(loss_rows.dtype, copy=False), grad
-    return _reduce(xp, loss_rows, labels, ignore_index, reduction), grad
+    dev, logits, labels = _prepare(logits, labels, "logits", reduction, device)
+    if reduction != "none":
+        return dev.run(SOFTMAX_CROSS_ENTROPY_REDUCED, logits, labels, ignore_index, reduction == "mean",
+                       check=check_labels)
+    return dev.run(SOFTMAX_CROSS_ENTROPY, logits, labels, ignore_index,
+                   grad_scale=dev.xp.ones(1, dtype=_wide_dtype(logits)), check=check_labels)
 
 
 def scale_grad(grad, dloss, reduction: str = "mean"):
@@ -105,71 +127,15 @@ def scale_grad(grad, dloss, reduction: str = "mean"):
     return grad * (dloss[:, None] if per_row else dloss)
 
 
-def _prepare(scores, labels, name, ignore_index, reduction, device, check_range, range_checked_by_kernel=False):
-    """Both arrays on the op's device, checked: (N, C) floating scores, (N,) integer labels in range (the range
-    only where no kernel checks it: a GPU's kernels do, and the CPU's compiled reduced loss), a known
-    reduction."""
-    dev = device_of(scores, device)
-    scores, labels = dev.asarray(scores), dev.asarray(labels)
-    require_floating(scores, name)
-    require_ndim(scores, 2, name)
-    require_nonempty(scores, name)
-    require_reduction(reduction)
-    require_labels(dev.xp, labels, scores.shape[0], scores.shape[1], ignore_index,
-                   check_range=check_range or (dev.kernels is None and not range_checked_by_kernel))
-    return dev, scores, labels
-
-
-def _reduced_on_cpu(xp, reduced, logits, labels, ignore_index):
-    """The CPU's compiled "mean" or "sum": labels checked, loss and gradient, in one call (a small batch's loss
-    otherwise costs a dozen NumPy calls, more than the arithmetic)."""
-    grad = xp.empty(logits.shape, dtype=logits.dtype)
-    bad_row, loss = reduced(xp.ascontiguousarray(logits), xp.ascontiguousarray(labels, dtype=xp.int64), grad)
-    if bad_row >= 0:  # the label as given, not as converted (a uint64 past 2^63 would read negative)
-        raise_label_out_of_range(bad_row, int(labels[bad_row]), logits.shape[1], ignore_index)
-    return logits.dtype.type(loss), grad
-
-
-def _forward_block(xp, ignore_index):
-    """Per row block: shifted = x - m; loss = (m - x[label]) + log s = log s - shifted[label]; p = exp(shifted) / s."""
-    def run(x, labels, loss, probs):
-        xp.subtract(x, row_max(xp, x), out=probs)
-        valid = labels != ignore_index
-        picked = probs[xp.arange(len(labels)), xp.where(valid, labels, 0)]
-        xp.exp(probs, out=probs)
-        s = row_sum(xp, probs)
-        probs /= s
-        xp.subtract(xp.log(s[:, 0]), picked, out=loss)
-        loss[~valid] = 0
-    return run
-
-
-def _backward_block(xp, ignore_index):
-    """Per row block: grad = (p - onehot) * scale, 0 for ignored rows."""
-    def run(probs, labels, scale, grad):
-        xp.multiply(probs, scale[:, None], out=grad)
-        valid = labels != ignore_index
-        grad[xp.arange(len(labels)), xp.where(valid, labels, 0)] -= scale
-        grad[~valid] = 0
-    return run
-
-
 def softmax_cross_entropy_backward(probs, labels, dloss=1.0, ignore_index: int = -100, reduction: str = "mean",
                                    device=None):
     """``(probs - onehot(labels)) * dloss / n_valid`` (mean), ``* dloss`` (sum), ``* dloss[:, None]`` (none).
 
     Rows whose label is ``ignore_index`` get a zero gradient.
     """
-    dev, probs, labels = _prepare(probs, labels, "probs", ignore_index, reduction, device, check_range=False)
-    xp = dev.xp
-    valid = labels != ignore_index
-    scale = _row_scale(xp, dloss, valid, reduction, widened(probs).dtype)
-    if dev.kernels is not None:
-        return dev.kernels.softmax_cross_entropy_backward(xp.ascontiguousarray(probs), labels, scale, ignore_index)
-    wide = xp.ascontiguousarray(widened(probs))
-    grad = xp.empty_like(wide)
-    dev.map_rows(quietly(xp, _backward_block(xp, ignore_index)), [wide, labels, scale], [grad])
-    return grad.astype(probs.dtype, copy=False)
+    dev, probs, labels = _prepare(probs, labels, "probs", reduction, device)
+    scale = _row_scale(dev.xp, dloss, labels != ignore_index, reduction, _wide_dtype(probs))
+    return dev.run(SOFTMAX_CROSS_ENTROPY_BACKWARD, probs, labels, scale, ignore_index)
 
 
 def _row_scale(xp, dloss, valid, reduction, dtype):
@@ -197,5 +163,5 @@ def _reduce(xp, loss_rows, labels, ignore_index, reduction):
     if reduction == "sum":
         return total
     n_valid = (labels != ignore_index).sum()
-    with _quiet(xp):
+    with quiet(xp):
         return total / n_valid.astype(loss_rows.dtype)

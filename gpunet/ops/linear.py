@@ -5,8 +5,18 @@ Matrix products stay with the BLAS of the device (OpenBLAS/MKL through NumPy, cu
 """
 from __future__ import annotations
 
-from ..backend import device_of
+from ..devices import Op, device_of
 from .checks import require_floating, require_ndim
+
+__all__ = ["linear", "linear_backward"]
+
+
+def _bias_add(xp, y, bias):
+    y += bias
+    return y
+
+
+BIAS_ADD = Op("bias_add", "bias_add", "elementwise", _bias_add)
 
 
 def linear(x, weight, bias=None, device=None):
@@ -23,10 +33,7 @@ def linear(x, weight, bias=None, device=None):
         bias = dev.asarray(bias)
         if tuple(bias.shape) != (weight.shape[1],):
             raise ValueError(f"bias must have shape ({weight.shape[1]},), got {tuple(bias.shape)}")
-        if dev.kernels is not None and y.dtype == bias.dtype:
-            dev.kernels.bias_add(y, bias)
-        else:
-            y += bias
+        y = dev.run(BIAS_ADD, y, bias.astype(y.dtype, copy=False))
     return y
 
 
@@ -34,7 +41,12 @@ def linear_backward(x, weight, dy, device=None):
     """Return ``(dx, dweight, dbias)``."""
     dev = device_of(x, device)
     x, weight, dy = dev.asarray(x), dev.asarray(weight), dev.asarray(dy)
+    require_ndim(x, 2, "x")
+    require_ndim(weight, 2, "weight")
     require_ndim(dy, 2, "dy")
+    if x.shape[1] != weight.shape[0]:
+        raise ValueError(f"x has {x.shape[1]} features (shape {tuple(x.shape)}) but weight expects "
+                         f"{weight.shape[0]} (shape {tuple(weight.shape)})")
     if dy.shape != (x.shape[0], weight.shape[1]):
         raise ValueError(f"dy must have shape {(x.shape[0], weight.shape[1])}, got {tuple(dy.shape)}")
     return dev.matmul(dy, weight.T), dev.matmul(x.T, dy), dy.sum(axis=0)

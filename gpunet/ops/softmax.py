@@ -12,11 +12,12 @@ anyway, for teaching and for the tests that check the product against it.
 """
 from __future__ import annotations
 
-import contextlib
-
-from ..backend import device_of
-from .checks import normalize_axis, require_floating, require_ndim, require_nonempty, require_same_shape
+from ..devices import Op, device_of
+from .checks import (normalize_axis, promoted, require_floating, require_ndim, require_nonempty,
+                     require_same_shape)
 from .rows import from_rows, row_max, row_sum, to_rows
+
+__all__ = ["softmax", "softmax_backward", "softmax_jacobian", "log_softmax", "log_softmax_backward"]
 
 
 def _prepare(x, device, name="x"):
@@ -27,93 +28,66 @@ def _prepare(x, device, name="x"):
     return dev, x
 
 
-def widened(x):
-    """float16 is computed in float32 (as the kernels accumulate it) and rounded once at the end."""
-    return x.astype("float32") if x.dtype.itemsize < 4 else x
+# The NumPy forms, over a block of contiguous rows (in float32 or wider), writing the last argument.
+def _softmax_rows(xp, x, y):
+    xp.subtract(x, row_max(xp, x), out=y)
+    xp.exp(y, out=y)
+    y /= row_sum(xp, y)
 
 
-# Row ops the CPU device may run compiled (gpunet.cpu_kernels): kernel name -> (op, options).
-_COMPILED = {"softmax_forward": ("softmax", {"log": False}), "log_softmax_forward": ("softmax", {"log": True}),
-             "softmax_backward": ("softmax_backward", {"log": False}),
-             "log_softmax_backward": ("softmax_backward", {"log": True})}
+def _log_softmax_rows(xp, x, y):
+    xp.subtract(x, row_max(xp, x), out=y)
+    y -= xp.log(row_sum(xp, xp.exp(y)))
 
 
-def _rowwise(dev, kernel_name, block_fn, axis, *arrays):
-    """Run a row op on ``arrays`` viewed as contiguous (rows, C) along ``axis``: the device's kernel where it
-    has kernels, else over row blocks its compiled block function where it has one, or ``block_fn(*inputs, out)``
-    (the NumPy path)."""
+def _softmax_backward_rows(xp, y, dy, dx):
+    xp.multiply(dy, y, out=dx)
+    xp.subtract(dy, row_sum(xp, dx), out=dx)
+    dx *= y
+
+
+def _log_softmax_backward_rows(xp, logy, dy, dx):
+    xp.exp(logy, out=dx)
+    dx *= row_sum(xp, dy)
+    xp.subtract(dy, dx, out=dx)
+
+
+SOFTMAX = Op("softmax_forward", "rows", "softmax", _softmax_rows, compiled=True)
+LOG_SOFTMAX = Op("log_softmax_forward", "rows", "softmax", _log_softmax_rows, compiled=True)
+SOFTMAX_BACKWARD = Op("softmax_backward", "rows", "softmax", _softmax_backward_rows, compiled=True, cached_arrays=2)
+LOG_SOFTMAX_BACKWARD = Op("log_softmax_backward", "rows", "softmax", _log_softmax_backward_rows, compiled=True,
+                          cached_arrays=2)
+
+
+def _rowwise(dev, op, axis, *arrays):
+    """Run row op ``op`` on ``arrays`` viewed as contiguous (rows, C) along ``axis``, the layout every form reads."""
     xp = dev.xp
     rows, layout = [], None
     for a in arrays:
         r, layout = to_rows(xp, a, axis)
         rows.append(r)
-    if dev.kernels is not None:
-        out = getattr(dev.kernels, kernel_name)(*rows)
-    else:
-        dtype = rows[0].dtype
-        rows = [widened(r) for r in rows]
-        out = xp.empty_like(rows[0])
-        op, options = _COMPILED.get(kernel_name, (None, {}))
-        compiled = dev.compiled_block(op, rows[0].dtype, **options) if op else None
-        if compiled is not None:
-            compiled(*rows, out)
-        else:
-            dev.map_rows(quietly(xp, block_fn(xp)), rows, [out])
-        with _quiet(xp):  # float16: values past its range become inf, as the kernels' conversion does
-            out = out.astype(dtype, copy=False)
-    return from_rows(xp, out, layout)
-
-
-def _softmax_block(xp):
-    def run(x, y):
-        xp.subtract(x, row_max(xp, x), out=y)
-        xp.exp(y, out=y)
-        y /= row_sum(xp, y)
-    return run
-
-
-def _log_softmax_block(xp):
-    def run(x, y):
-        xp.subtract(x, row_max(xp, x), out=y)
-        y -= xp.log(row_sum(xp, xp.exp(y)))
-    return run
-
-
-def _softmax_backward_block(xp):
-    def run(y, dy, dx):
-        xp.multiply(dy, y, out=dx)
-        xp.subtract(dy, row_sum(xp, dx), out=dx)
-        dx *= y
-    return run
-
-
-def _log_softmax_backward_block(xp):
-    def run(logy, dy, dx):
-        xp.exp(logy, out=dx)
-        dx *= row_sum(xp, dy)
-        xp.subtract(dy, dx, out=dx)
-    return run
+    return from_rows(xp, dev.run(op, *rows), layout)
 
 
 def softmax(x, axis: int = -1, device=None):
     """Numerically stable softmax along ``axis``."""
     dev, x = _prepare(x, device)
-    return _rowwise(dev, "softmax_forward", _softmax_block, normalize_axis(axis, x.ndim), x)
+    return _rowwise(dev, SOFTMAX, normalize_axis(axis, x.ndim), x)
 
 
 def _prepare_pair(y, dy, device, name):
-    """The forward output and the incoming gradient of a backward: same device, same shape, floating."""
+    """The forward output and the incoming gradient of a backward: same device, same shape, floating, one dtype."""
     dev, y = _prepare(y, device, name)
     dy = dev.asarray(dy)
     require_floating(dy, "dy")
     require_same_shape(y, dy, (name, "dy"))
-    return dev, y, dy
+    return (dev, *promoted(dev.xp, y, dy))
 
 
 def softmax_backward(y, dy, axis: int = -1, device=None):
     """``dx = y * (dy - sum(dy * y, axis))``: the softmax Jacobian applied to ``dy``, never built."""
     dev, y, dy = _prepare_pair(y, dy, device, "y")
-    return _rowwise(dev, "softmax_backward", _softmax_backward_block, normalize_axis(axis, y.ndim), y, dy)
+    return _rowwise(dev, SOFTMAX_BACKWARD, normalize_axis(axis, y.ndim), y, dy)
 
 
 def softmax_jacobian(y, device=None):
@@ -129,27 +103,10 @@ def softmax_jacobian(y, device=None):
 def log_softmax(x, axis: int = -1, device=None):
     """``x - m - log(sum(exp(x - m)))``: finite for any finite logits, however large."""
     dev, x = _prepare(x, device)
-    return _rowwise(dev, "log_softmax_forward", _log_softmax_block, normalize_axis(axis, x.ndim), x)
+    return _rowwise(dev, LOG_SOFTMAX, normalize_axis(axis, x.ndim), x)
 
 
 def log_softmax_backward(logy, dy, axis: int = -1, device=None):
     """``dx = dy - exp(logy) * sum(dy, axis)``: the log-softmax Jacobian ``I - 1 y^T`` applied to ``dy``."""
     dev, logy, dy = _prepare_pair(logy, dy, device, "logy")
-    return _rowwise(dev, "log_softmax_backward", _log_softmax_backward_block, normalize_axis(axis, logy.ndim),
-                    logy, dy)
-
-
-def quietly(xp, fn):
-    """``fn`` under ``_quiet`` in whichever thread runs it (NumPy's error state is per thread)."""
-    def run(*args):
-        with _quiet(xp):
-            fn(*args)
-    return run
-
-
-def _quiet(xp):
-    """Silence NumPy's floating-point warnings for the documented -inf/NaN cases; CuPy never warns."""
-    errstate = getattr(xp, "errstate", None)
-    if errstate is None:
-        return contextlib.nullcontext()
-    return errstate(invalid="ignore", over="ignore", divide="ignore")
+    return _rowwise(dev, LOG_SOFTMAX_BACKWARD, normalize_axis(axis, logy.ndim), logy, dy)

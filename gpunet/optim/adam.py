@@ -7,10 +7,33 @@ from __future__ import annotations
 
 import math
 
+from ..devices import Op
 from .optimizer import Optimizer
 
 
+def _adam_update(xp, w, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, inv_bias2):
+    """The NumPy form, in place; ``step_size = lr / (1 - beta1^t)``, ``inv_bias2 = 1 / sqrt(1 - beta2^t)``."""
+    g = grad
+    if weight_decay:
+        if decoupled:
+            w *= 1 - lr * weight_decay
+        else:
+            g = g + weight_decay * w
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * (g * g)
+    denom = xp.sqrt(v)
+    denom *= inv_bias2
+    denom += eps
+    w -= step_size * (m / denom)
+
+
+ADAM_UPDATE = Op("adam_update", "update", "optimizers", _adam_update, compiled=True)
+
+
 class Adam(Optimizer):
+    update_op = ADAM_UPDATE
     decoupled = False
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
@@ -20,41 +43,17 @@ class Adam(Optimizer):
             raise ValueError(f"Adam betas must lie in [0, 1), got {betas}")
         self.beta1, self.beta2, self.eps, self.weight_decay = float(b1), float(b2), float(eps), float(weight_decay)
 
-    compiled_op = "adam_update"
-
     def _bias_corrections(self):
         """(lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t)) at this step."""
         t = self.step_count
         return self.lr / (1 - self.beta1 ** t), 1.0 / math.sqrt(1 - self.beta2 ** t)
 
-    def update_all(self, compiled):
-        n = range(len(self.params))
-        compiled([p.data for p in self.params], [p.grad for p in self.params], [self.buffer(i, "m") for i in n],
-                 [self.buffer(i, "v") for i in n], self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                 self.decoupled, *self._bias_corrections())
+    def state_lists(self, indices):
+        return [[self.buffer(i, "m") for i in indices], [self.buffer(i, "v") for i in indices]]
 
-    def update(self, index, param):
-        m, v = self.buffer(index, "m"), self.buffer(index, "v")
-        step_size, inv_bias2 = self._bias_corrections()
-        kernels = param.device.kernels
-        if kernels is not None:
-            kernels.adam_update(param.data, param.grad, m, v, self.lr, self.beta1, self.beta2, self.eps,
-                                self.weight_decay, self.decoupled, step_size, inv_bias2)
-            return
-        g = param.grad
-        if self.weight_decay:
-            if self.decoupled:
-                param.data *= 1 - self.lr * self.weight_decay
-            else:
-                g = g + self.weight_decay * param.data
-        m *= self.beta1
-        m += (1 - self.beta1) * g
-        v *= self.beta2
-        v += (1 - self.beta2) * (g * g)
-        denom = param.device.xp.sqrt(v)
-        denom *= inv_bias2
-        denom += self.eps
-        param.data -= step_size * (m / denom)
+    def hyperparameters(self):
+        return (self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, int(self.decoupled),
+                *self._bias_corrections())
 
 
 class AdamW(Adam):

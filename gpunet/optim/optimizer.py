@@ -20,32 +20,28 @@ class Optimizer:
             slot[name] = self.params[index].device.xp.zeros_like(self.params[index].data)
         return slot[name]
 
+    # Each subclass declares its update once (an Op of kind "update", gpunet.devices.op) and what it passes.
+    update_op = None
+
+    def state_lists(self, indices) -> list:
+        """The state buffers the update takes, one list per buffer name (or None), for the parameters ``indices``."""
+        raise NotImplementedError
+
+    def hyperparameters(self) -> tuple:
+        """The update's scalar arguments at this step, in the kernels' order."""
+        raise NotImplementedError
+
     def step(self) -> None:
+        """One update of every parameter: one ``device.run`` per (device, dtype) group of parameters (the CPU then
+        updates every tensor of a group in one compiled call)."""
         self.step_count += 1
-        compiled = self._compiled_update()
-        if compiled is not None:
-            self.update_all(compiled)
-            return
+        hyper = self.hyperparameters()
+        groups: dict = {}
         for i, param in enumerate(self.params):
-            self.update(i, param)
-
-    # The CPU updates every tensor in one compiled call (``gpunet.cpu_kernels``) where it can: all parameters on
-    # one device, of one dtype. Subclasses name the op and implement update_all.
-    compiled_op: str | None = None
-
-    def _compiled_update(self):
-        if self.compiled_op is None:
-            return None
-        device, dtype = self.params[0].device, self.params[0].data.dtype
-        if any(p.device != device or p.data.dtype != dtype for p in self.params):
-            return None
-        return device.compiled_block(self.compiled_op, dtype)
-
-    def update_all(self, compiled) -> None:
-        raise NotImplementedError
-
-    def update(self, index: int, param) -> None:
-        raise NotImplementedError
+            groups.setdefault((param.device, param.data.dtype), []).append(i)
+        for (device, _), indices in groups.items():
+            device.run(self.update_op, [self.params[i].data for i in indices],
+                       [self.params[i].grad for i in indices], *self.state_lists(indices), hyper=hyper)
 
     def zero_grad(self) -> None:
         for param in self.params:

@@ -5,10 +5,28 @@
 """
 from __future__ import annotations
 
+from ..devices import Op
 from .optimizer import Optimizer
 
 
+def _sgd_update(xp, w, grad, velocity, lr, momentum, nesterov, weight_decay):
+    """The NumPy form, in place; ``velocity`` is None without momentum."""
+    g = grad
+    if weight_decay:
+        g = g + weight_decay * w
+    if velocity is not None:
+        velocity *= momentum
+        velocity += g
+        g = g + momentum * velocity if nesterov else velocity
+    w -= lr * g
+
+
+SGD_UPDATE = Op("sgd_update", "update", "optimizers", _sgd_update, compiled=True)
+
+
 class SGD(Optimizer):
+    update_op = SGD_UPDATE
+
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(params, lr)
@@ -16,25 +34,8 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = float(momentum), nesterov, float(weight_decay)
 
-    compiled_op = "sgd_update"
+    def state_lists(self, indices):
+        return [[self.buffer(i, "velocity") for i in indices] if self.momentum else None]
 
-    def update_all(self, compiled):
-        velocities = [self.buffer(i, "velocity") for i in range(len(self.params))] if self.momentum else None
-        compiled([p.data for p in self.params], [p.grad for p in self.params], velocities, self.lr, self.momentum,
-                 self.nesterov, self.weight_decay)
-
-    def update(self, index, param):
-        kernels = param.device.kernels
-        velocity = self.buffer(index, "velocity") if self.momentum else None
-        if kernels is not None:
-            kernels.sgd_update(param.data, param.grad, velocity, self.lr, self.momentum, self.nesterov,
-                               self.weight_decay)
-            return
-        g = param.grad
-        if self.weight_decay:
-            g = g + self.weight_decay * param.data
-        if velocity is not None:
-            velocity *= self.momentum
-            velocity += g
-            g = g + self.momentum * velocity if self.nesterov else velocity
-        param.data -= self.lr * g
+    def hyperparameters(self):
+        return (self.lr, self.momentum, int(self.nesterov), self.weight_decay)

@@ -1,13 +1,20 @@
-"""Launching kernels in the simulator: argument checks, marshalling through ctypes, errors back to Python."""
+"""The simulator device: NumPy arrays, but every op runs its CUDA kernel from ``kernels/`` on the CPU.
+
+It exists to prove the kernels without a GPU: the same ``.cu`` files and the same launch plans
+(``gpunet.cuda.plans``), executed one CPU thread per CUDA thread (``gpunet/cuda/cuda_sim.h``, built by
+``gpunet.cuda.sim_build``). Arguments are checked against each kernel's signature before every launch.
+"""
 from __future__ import annotations
 
 import ctypes
 import os
 
-from ..backend.host import host_xp as np
-from ..kernel_runner import KernelRunner
-from ..kernel_source import check_arguments, dtype_config, read_source, signatures_of
-from .build import build_module
+import numpy as np
+
+from ..cuda.launcher import KernelLauncher
+from ..cuda.sim_build import build_module
+from ..cuda.source import check_arguments, dtype_config, read_source, signatures_of
+from .host import HostDevice
 
 _CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "uint32": ctypes.c_uint32, "uint64": ctypes.c_uint64,
            "float32": ctypes.c_float, "float64": ctypes.c_double}
@@ -57,11 +64,11 @@ def _dim3(d):
     return (d + (1, 1, 1))[:3]
 
 
-class SimKernelRunner(KernelRunner):
+class SimLauncher(KernelLauncher):
     max_grid = 4  # small on purpose: exercises every grid-stride loop, and each block costs thread switches
 
-    def __init__(self, device):
-        super().__init__(device)
+    def __init__(self):
+        super().__init__(np)
         self.sanitize = os.environ.get("GPUNET_SIM_SANITIZE") or None
         self._modules: dict = {}
 
@@ -74,3 +81,13 @@ class SimKernelRunner(KernelRunner):
 
     def launch(self, module: str, plan, dtype, args) -> None:
         self.module(module, dtype).launch(plan.kernel, plan.grid, plan.block, plan.shared_bytes, args)
+
+
+class SimDevice(HostDevice):
+    name = "sim"
+
+    def __init__(self):
+        self.launcher = SimLauncher()
+
+    def run(self, op, *args, **params):
+        return self.launcher.run(op, *args, **params)

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .kernel_source import DtypeConfig, kernel_dir, read_source
+from .source import DtypeConfig, kernel_dir, read_source
 
 ARCHITECTURES = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
 VOLTA = "sm_70"

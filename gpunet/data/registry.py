@@ -1,24 +1,26 @@
 """Dataset names the CLI accepts -> ``(x_train, y_train, x_test, y_test, n_classes)``."""
 from __future__ import annotations
 
-from . import data
+from .cifar10 import load_cifar10
+from .mnist import load_fashion_mnist, load_mnist
+from .toy import spiral, two_moons
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "spiral", "moons")
 
 
 def load_dataset(name: str, root=None, seed: int = 0):
     if name == "mnist":
-        return (*data.load_mnist(root), 10)
+        return (*load_mnist(root), 10)
     if name == "fashion-mnist":
-        return (*data.load_fashion_mnist(root), 10)
+        return (*load_fashion_mnist(root), 10)
     if name == "cifar10":
         if root is None:
             raise ValueError("cifar10 needs --data-root pointing at the 'cifar-10-batches-py' folder")
-        return (*data.load_cifar10(root), 10)
+        return (*load_cifar10(root), 10)
     if name == "spiral":
-        x, y = data.spiral(seed=seed)
+        x, y = spiral(seed=seed)
         return x, y, x, y, 3
     if name == "moons":
-        x, y = data.two_moons(seed=seed)
+        x, y = two_moons(seed=seed)
         return x, y, x, y, 2
     raise ValueError(f"unknown dataset {name!r}: expected one of {DATASETS}")

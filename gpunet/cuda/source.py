@@ -11,9 +11,9 @@ import functools
 import re
 from pathlib import Path
 
-from .backend.host import host_xp as np
+import numpy as np
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def kernel_dir() -> Path:
@@ -24,7 +24,9 @@ def kernel_dir() -> Path:
     raise FileNotFoundError("gpunet's CUDA sources (kernels/*.cu) are missing from this installation")
 
 
-MODULES = ("softmax", "cross_entropy", "elementwise", "optimizers")
+def modules() -> tuple[str, ...]:
+    """Every kernel module: the ``.cu`` files of ``kernels/`` (a new file is a new module, nothing to register)."""
+    return tuple(sorted(p.stem for p in kernel_dir().glob("*.cu")))
 
 
 @dataclasses.dataclass(frozen=True)

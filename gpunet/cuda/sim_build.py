@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 from .. import native
-from ..kernel_source import DtypeConfig, kernel_dir, read_source, signatures_of, source_digest_parts
-from ..nvrtc import cuda_include_dirs
+from .source import DtypeConfig, kernel_dir, read_source, signatures_of, source_digest_parts
+from .nvrtc import cuda_include_dirs
 
 SIM_DIR = Path(__file__).resolve().parent
 HEADER = SIM_DIR / "cuda_sim.h"

@@ -1,4 +1,9 @@
-"""Device selection: the one place that asks whether a GPU is there.
+"""Devices: the one place that knows which device is present and how an op runs on it.
+
+``base`` (the Device interface), ``host`` (what NumPy-array devices share), ``cpu`` (compiled CPU kernels or NumPy
+forms), ``sim`` (the CUDA kernels on the CPU simulator), ``cuda`` (the CUDA kernels through CuPy); ``op`` is what
+every op declares once.
+
 
 ``device("cpu" | "sim" | "cuda" | "cuda:N" | "auto")``. The default device is ``$GPUNET_DEVICE``, else "auto",
 and ``set_default_device`` changes it. "auto" takes the GPU when CuPy imports, sees a device and can allocate on
@@ -10,11 +15,14 @@ import logging
 import os
 import re
 
+from .base import Device, is_cupy_array
 from .cpu import CpuDevice
 from .cuda import CudaDevice, CudaUnavailable, probe_cuda
-from .device import Device, _is_cupy_array
+from .op import Op
+from .sim import SimDevice
 
-__all__ = ["Device", "CudaUnavailable", "device", "get_default_device", "set_default_device", "device_of"]
+__all__ = ["Device", "Op", "CudaUnavailable", "device", "get_default_device", "set_default_device", "device_of",
+           "probe_cuda"]
 
 log = logging.getLogger("gpunet")
 
@@ -40,8 +48,6 @@ def device(spec: "str | Device" = "auto") -> Device:
         if kind == "cpu":
             _DEVICES[key] = CpuDevice()
         elif kind == "sim":
-            from .sim import SimDevice
-
             _DEVICES[key] = SimDevice()
         else:
             _DEVICES[key] = CudaDevice(index)
@@ -77,7 +83,7 @@ def device_of(array, device_spec=None) -> Device:
     """The device an op runs on: ``device_spec`` if given, the GPU a CuPy array lives on, else the default."""
     if device_spec is not None:
         return device(device_spec)
-    if _is_cupy_array(array):
+    if is_cupy_array(array):
         return device(f"cuda:{array.device.id}")
     return get_default_device()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from .launch import ELEMENTWISE_BLOCK, ROW_BLOCK, WARP_BLOCK
+from .plans import ELEMENTWISE_BLOCK, ROW_BLOCK, WARP_BLOCK
 
 # Per-SM limits: registers, warps, blocks, shared memory (bytes).
 SM_LIMITS = {

@@ -1,0 +1,110 @@
+"""Running an op's CUDA kernel, written once for the GPU and the simulator.
+
+A subclass supplies ``launch(module, plan, dtype, args)`` (CuPy's RawModule, or the CPU simulator) and the grid
+cap; the rest (shapes, outputs, launch plans, the label flag) is here, so both run the same code. Each op kind
+(``gpunet.devices.op``) has one method.
+"""
+from __future__ import annotations
+
+import functools
+
+from ..errors import check_label_range, label_out_of_range
+from .plans import elementwise_plan, row_plan
+from .source import dtype_config
+
+NO_ERROR = 2**64 - 1
+
+
+class KernelLauncher:
+    max_grid = 65535
+
+    def __init__(self, xp):
+        self.xp = xp
+        self._error_scratch = None  # the error word of unchecked cross-entropy calls, allocated once
+
+    def launch(self, module: str, plan, dtype, args) -> None:
+        raise NotImplementedError
+
+    def run(self, op, *args, **params):
+        return getattr(self, op.kind)(op, *args, **params)
+
+    def elementwise(self, op, *inputs):
+        xp = self.xp
+        inputs = [xp.ascontiguousarray(a) for a in inputs]
+        out = xp.empty_like(inputs[0])
+        if out.size:
+            self.launch(op.module, elementwise_plan(op.name, out.size, self.max_grid), out.dtype,
+                        [*inputs, out, out.size])
+        return out
+
+    def rows(self, op, *inputs):
+        xp = self.xp
+        inputs = [xp.ascontiguousarray(a) for a in inputs]
+        rows, cols = inputs[0].shape
+        out = xp.empty_like(inputs[0])
+        acc = dtype_config(out.dtype).acc_numpy_dtype.itemsize
+        plan = row_plan(op.name, rows, cols, acc, self.max_grid, op.cached_arrays)
+        self.launch(op.module, plan, out.dtype, [*inputs, out, rows, cols, *plan.extra_args])
+        return out
+
+    def bias_add(self, op, y, bias):
+        """``y += bias`` in place over a contiguous (rows, cols) ``y``."""
+        rows, cols = y.shape
+        self.launch(op.module, elementwise_plan(op.name, y.size, self.max_grid), y.dtype,
+                    [y, self.xp.ascontiguousarray(bias), rows, cols])
+        return y
+
+    def update(self, op, params, grads, *state_lists, hyper=()):
+        for i, (w, grad) in enumerate(zip(params, grads)):
+            states = [None if lst is None else lst[i] for lst in state_lists]
+            self.launch(op.module, elementwise_plan(op.name, w.size, self.max_grid), w.dtype,
+                        [w, grad, *states, w.size, *hyper])
+
+    def cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True):
+        """Per-row losses and the probabilities (or, given a 1-element ``grad_scale``, the gradient).
+
+        ``check=False``: the kernel still flags a label out of range (its row's loss is NaN), but nobody reads
+        the flag back, which saves a host sync per call.
+        """
+        xp = self.xp
+        logits = xp.ascontiguousarray(logits)
+        labels64 = xp.ascontiguousarray(labels.astype(xp.int64, copy=False))
+        rows, cols = logits.shape
+        loss = xp.empty(rows, dtype=logits.dtype)
+        out = xp.empty_like(logits)
+        if grad_scale is not None:
+            grad_scale = xp.ascontiguousarray(grad_scale.astype(logits.dtype, copy=False))
+        error_row = xp.full(1, NO_ERROR, dtype=xp.uint64) if check else self._unread_error_word()
+        acc = dtype_config(logits.dtype).acc_numpy_dtype.itemsize
+        plan = row_plan(op.name, rows, cols, acc, self.max_grid, has_smem_variant=False)
+        self.launch(op.module, plan, logits.dtype,
+                    [logits, labels64, loss, out, grad_scale, error_row, rows, cols, int(ignore_index),
+                     *plan.extra_args])
+        if check:
+            bad_row = int(error_row[0])
+            if bad_row != NO_ERROR:
+                raise label_out_of_range(bad_row, int(labels[bad_row]), cols, ignore_index)
+        return loss, out
+
+    def cross_entropy_reduced(self, op, logits, labels, ignore_index: int, mean: bool, check: bool = True):
+        """The reduced loss and its gradient, composed from the per-row kernel (``op.numpy`` is the composition)."""
+        return op.numpy(self.xp, functools.partial(self.cross_entropy, op.base), logits, labels, ignore_index, mean,
+                        check)
+
+    def _unread_error_word(self):
+        if self._error_scratch is None:
+            self._error_scratch = self.xp.full(1, NO_ERROR, dtype=self.xp.uint64)
+        return self._error_scratch
+
+    def cross_entropy_backward(self, op, probs, labels, row_scale, ignore_index: int):
+        xp = self.xp
+        probs = xp.ascontiguousarray(probs)
+        rows, cols = probs.shape
+        check_label_range(xp, labels, cols, ignore_index)
+        grad = xp.empty_like(probs)
+        labels64 = xp.ascontiguousarray(labels.astype(xp.int64, copy=False))
+        plan = elementwise_plan(op.name, rows * cols, self.max_grid)
+        self.launch(op.module, plan, probs.dtype,
+                    [probs, labels64, xp.ascontiguousarray(row_scale.astype(probs.dtype, copy=False)), grad, rows,
+                     cols, int(ignore_index)])
+        return grad

@@ -1,0 +1,55 @@
+"""The Device: one object that answers "which array module, and how does an op run here" for everything above it."""
+from __future__ import annotations
+
+import numpy
+
+
+def is_cupy_array(a) -> bool:
+    return type(a).__module__.startswith("cupy")
+
+
+class Device:
+    """A place where arrays live and ops run.
+
+    ``xp`` is the array module (numpy or cupy). ``run(op, ...)`` runs an :class:`~gpunet.devices.op.Op` in this
+    device's best form: its CUDA kernel on ``cuda`` and ``sim``, its compiled or NumPy form on ``cpu``.
+    """
+
+    name: str = "?"
+    xp = numpy
+
+    def run(self, op, *args, **params):
+        """Run ``op`` here (the kinds and their arguments: ``gpunet.devices.op``)."""
+        raise NotImplementedError
+
+    def asarray(self, a, dtype=None):
+        """``a`` as an array of this device (copied across devices where needed)."""
+        raise NotImplementedError
+
+    def to_numpy(self, a):
+        """``a`` as a host NumPy array."""
+        raise NotImplementedError
+
+    def owns(self, a) -> bool:
+        """True when ``a`` is an array of this device's kind (no copy needed)."""
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait until every launched kernel has finished (a no-op on host devices)."""
+
+    def matmul(self, a, b, out=None):
+        """The matrix product ``a @ b`` of two 2-D arrays (into ``out`` when given), on this device's BLAS."""
+        return self.xp.matmul(a, b, out=out)
+
+    def seed_rng(self, seed: int):
+        """A random generator of this device's array module, seeded."""
+        return self.xp.random.default_rng(seed)
+
+    def __repr__(self) -> str:
+        return f"gpunet.device({self.name!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Device) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)

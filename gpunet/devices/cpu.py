@@ -1,0 +1,168 @@
+"""The CPU device: NumPy arrays; each op runs its compiled CPU kernel where there is one, else its NumPy form.
+
+The compiled kernels (``gpunet.cpu_kernels``) are built on first use and give the NumPy form's results within
+rounding; where they cannot be built the CPU logs why once and runs the NumPy forms. NumPy forms of row ops run
+over cache-sized row blocks spread over the cores (NumPy releases the GIL inside its loops).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy
+
+from .. import cpu_kernels
+from ..errors import check_label_range, label_out_of_range
+from .host import HostDevice, host_pool, host_threads
+
+
+def widened(x):
+    """float16 is computed in float32 (as the kernels accumulate it) and rounded once at the end."""
+    return x.astype("float32") if x.dtype.itemsize < 4 else x
+
+
+def quiet():
+    """NumPy's floating-point warnings silenced for the documented -inf/NaN cases (CuPy never warns)."""
+    return numpy.errstate(invalid="ignore", over="ignore", divide="ignore")
+
+
+def quietly(fn):
+    """``fn`` under :func:`quiet` in whichever thread runs it (NumPy's error state is per thread)."""
+    def run(*args):
+        with quiet():
+            return fn(*args)
+    return run
+
+
+class CpuDevice(HostDevice):
+    name = "cpu"
+    block_bytes = 1 << 20  # about half of a core's L2: a block's inputs and outputs stay in cache
+
+    def run(self, op, *args, **params):
+        return getattr(self, "_" + op.kind)(op, *args, **params)
+
+    # ---- the compiled kernels ---------------------------------------------------------------------------------
+    def compiled(self, name: str, dtype):
+        """The checked compiled entry point ``name`` for ``dtype`` (``cpu_kernels.binding``), or None."""
+        return _compiled(name, numpy.dtype(dtype), os.environ.get("GPUNET_CPU_KERNELS"),
+                         os.environ.get("GPUNET_CPU_ISA"))
+
+    def _compiled_for(self, op, arrays):
+        """``op``'s compiled kernel for ``arrays`` (C-contiguous, of one dtype), or None."""
+        if not op.compiled:
+            return None
+        dtype = arrays[0].dtype
+        if any(a.dtype != dtype or not a.flags.c_contiguous for a in arrays):
+            return None
+        return self.compiled(op.name, dtype)
+
+    def map_rows(self, fn, inputs, outputs) -> None:
+        """``fn(*inputs, *outputs)`` over row blocks of about ``block_bytes`` on a thread per core, so each op's
+        passes over a block hit the cache instead of memory. The calling thread runs the first block itself."""
+        rows = inputs[0].shape[0]
+        row_bytes = max(1, inputs[0].nbytes // max(rows, 1))
+        block = max(1, self.block_bytes // row_bytes)
+        if rows <= block:
+            fn(*inputs, *outputs)
+            return
+
+        def run(start):
+            fn(*(a[start:start + block] for a in inputs), *(a[start:start + block] for a in outputs))
+        pending = [host_pool().submit(run, start) for start in range(block, rows, block)]
+        run(0)
+        for part in pending:
+            part.result()
+
+    # ---- the op kinds (gpunet.devices.op) ----------------------------------------------------------------------
+    def _elementwise(self, op, *inputs):
+        fn = self._compiled_for(op, inputs)
+        if fn is None:
+            with quiet():
+                return op.numpy(numpy, *inputs)
+        out = numpy.empty_like(inputs[0])
+        fn(*inputs, out, out.size, host_threads())
+        return out
+
+    def _rows(self, op, *inputs):
+        dtype = inputs[0].dtype
+        wide = [widened(a) for a in inputs]
+        out = numpy.empty_like(wide[0])
+        fn = self._compiled_for(op, wide)
+        if fn is not None:
+            fn(*wide, out, out.shape[0], out.shape[1], host_threads())
+        else:
+            self.map_rows(quietly(functools.partial(op.numpy, numpy)), wide, [out])
+        with quiet():  # float16: values past its range become inf, as the kernels' conversion does
+            return out.astype(dtype, copy=False)
+
+    def _bias_add(self, op, y, bias):
+        return op.numpy(numpy, y, bias)
+
+    def _update(self, op, params, grads, *state_lists, hyper=()):
+        arrays = [*params, *grads, *(a for lst in state_lists if lst is not None for a in lst)]
+        fn = self._compiled_for(op, arrays)
+        if fn is not None:
+            sizes = numpy.fromiter((w.size for w in params), dtype=numpy.int64, count=len(params))
+            fn(list(params), list(grads), *state_lists, sizes, len(params), *hyper, host_threads())
+            return
+        for i, (w, grad) in enumerate(zip(params, grads)):
+            op.numpy(numpy, w, grad, *(None if lst is None else lst[i] for lst in state_lists), *hyper)
+
+    def _cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True):
+        """Per-row losses and the probabilities, or the gradient scaled by ``grad_scale`` (the kernel devices'
+        contract; labels are always checked here, which costs no device sync)."""
+        check_label_range(numpy, labels, logits.shape[1], ignore_index)
+        wide = numpy.ascontiguousarray(widened(logits))
+        out = numpy.empty_like(wide)
+        loss = numpy.empty(wide.shape[0], dtype=wide.dtype)
+        row_scale = None
+        if grad_scale is not None:
+            row_scale = numpy.where(labels != ignore_index, grad_scale.astype(wide.dtype), 0).astype(wide.dtype)
+            fn = self._compiled_for(op, [wide])
+            if fn is not None:
+                labels64 = numpy.ascontiguousarray(labels, dtype=numpy.int64)
+                fn(wide, labels64, row_scale, loss, out, *wide.shape, int(ignore_index), host_threads())
+                return loss.astype(logits.dtype, copy=False), out.astype(logits.dtype, copy=False)
+        form = quietly(functools.partial(op.numpy, numpy, ignore_index=ignore_index))
+        if row_scale is None:
+            self.map_rows(lambda x, lab, lo, o: form(x, lab, None, lo, o), [wide, labels], [loss, out])
+        else:
+            self.map_rows(form, [wide, labels, row_scale], [loss, out])
+        return loss.astype(logits.dtype, copy=False), out.astype(logits.dtype, copy=False)
+
+    def _cross_entropy_reduced(self, op, logits, labels, ignore_index: int, mean: bool, check: bool = True):
+        """The loss reduced ("mean" or "sum") and its gradient; one compiled call that also checks the labels (a
+        small batch's loss otherwise costs a dozen NumPy calls, more than the arithmetic)."""
+        fn = self._compiled_for(op, [logits])
+        if fn is None:
+            return op.numpy(numpy, functools.partial(self._cross_entropy, op.base), logits, labels, ignore_index,
+                            mean, check)
+        grad = numpy.empty(logits.shape, dtype=logits.dtype)
+        loss = numpy.zeros(1, dtype=numpy.float64)
+        bad_row = fn(numpy.ascontiguousarray(logits), numpy.ascontiguousarray(labels, dtype=numpy.int64), grad,
+                     *logits.shape, int(ignore_index), int(mean), host_threads(), loss)
+        if bad_row >= 0:  # the label as given, not as converted (a uint64 past 2^63 would read negative)
+            raise label_out_of_range(bad_row, int(labels[bad_row]), logits.shape[1], ignore_index)
+        return logits.dtype.type(loss[0]), grad
+
+    def _cross_entropy_backward(self, op, probs, labels, row_scale, ignore_index: int):
+        check_label_range(numpy, labels, probs.shape[1], ignore_index)
+        wide = numpy.ascontiguousarray(widened(probs))
+        grad = numpy.empty_like(wide)
+        form = functools.partial(op.numpy, numpy, ignore_index=ignore_index)
+        self.map_rows(quietly(form), [wide, labels, row_scale.astype(wide.dtype, copy=False)], [grad])
+        return grad.astype(probs.dtype, copy=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(name, dtype, switch, isa):
+    """Looked up once per entry point, dtype and setting: ops ask at every call, and the lookup (environment,
+    instruction set, library, symbol) costs more than a small op."""
+    binding = cpu_kernels.binding()
+    return None if binding is None else binding.function(name, dtype)
+
+
+def reset_compiled_cache() -> None:
+    """Forget every looked-up entry point (tests that rebuild or switch off the library)."""
+    _compiled.cache_clear()
+    cpu_kernels._reset_for_tests()

@@ -1,0 +1,132 @@
+"""The CUDA device: CuPy arrays; every op runs its kernel from ``kernels/`` through ``cupy.RawModule``, compiled
+once per (module, dtype) and cached. ``probe_cuda`` is the one place that asks whether a GPU is usable."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..cuda.launcher import KernelLauncher
+from ..cuda.nvrtc import compile_options
+from ..cuda.source import check_arguments, dtype_config, element_dtype, read_source, signatures
+from .base import Device, is_cupy_array
+
+
+class UnsupportedDtype(TypeError, ValueError):
+    """An array of a dtype the GPU cannot hold (long double, objects, strings). Both a TypeError and a ValueError:
+    the CPU path reports unsupported dtypes as ValueError, the kernel launcher as TypeError."""
+
+
+# dtype kinds and chars CuPy has no device type for: objects, strings, void, and long double (float128).
+_HOST_ONLY_KINDS, _HOST_ONLY_CHARS = "OSUV", "gG"
+
+
+class CudaUnavailable(RuntimeError):
+    """A CUDA device was asked for and cannot be used; the message says why."""
+
+
+def probe_cuda(index: int = 0):
+    """Return ``(cupy, None)`` when device ``index`` is usable, else ``(None, reason)``.
+
+    CuPy imports without a GPU; ``is_available()`` may then say False, and otherwise the first allocation raises
+    ``CUDARuntimeError`` (a RuntimeError). Anything else, a kernel compile error for one, is not caught.
+    """
+    try:
+        import cupy
+    except ImportError as exc:
+        return None, f"CuPy is not installed ({exc}); install gpunet[cuda12] or gpunet[cuda13]"
+    try:
+        if not cupy.cuda.is_available():
+            return None, "CuPy is installed but no CUDA driver or device is available"
+        count = cupy.cuda.runtime.getDeviceCount()
+        if index >= count:
+            return None, f"cuda:{index} asked for, but only {count} CUDA device(s) exist"
+        with cupy.cuda.Device(index):
+            cupy.zeros(1, dtype=cupy.float32).sum().item()
+    except RuntimeError as exc:
+        return None, f"CuPy cannot use the GPU: {type(exc).__name__}: {exc}"
+    return cupy, None
+
+
+_NULL = np.uint64(0)
+
+
+class CudaLauncher(KernelLauncher):
+    """Kernels as ``cupy.RawModule`` functions, with every argument checked against the kernel's signature."""
+
+    def __init__(self, cupy, index: int):
+        super().__init__(cupy)
+        self.gpu = cupy.cuda.Device(index)
+        self._modules: dict = {}
+        self._kernels: dict = {}  # (module, kernel, dtype) -> (function, params, config, dtypes, scalar types)
+        self._is_array = lambda a: isinstance(a, cupy.ndarray)
+        props = cupy.cuda.runtime.getDeviceProperties(index)
+        self.max_grid = int(props["multiProcessorCount"]) * 32
+        self.arch = f"sm_{props['major']}{props['minor']}"
+
+    def module(self, module: str, dtype):
+        config = dtype_config(dtype)
+        key = (module, config.name)
+        if key not in self._modules:
+            # The NVRTC tests' options, minus the architecture (CuPy picks the device's own) and the ptxas flags
+            # (CuPy may compile to PTX, where ptxas options do not apply).
+            options = tuple(o for o in compile_options(config, self.arch)
+                            if not o.startswith(("--gpu-architecture", "--ptxas-options")))
+            with self.gpu:
+                self._modules[key] = (self.xp.RawModule(code=read_source(module), options=options), config)
+        return self._modules[key]
+
+    def kernel(self, module: str, kernel: str, dtype):
+        """The compiled function and what its arguments need, looked up once per (module, kernel, dtype): a
+        training step launches a dozen kernels, and each launch's host time counts on a fast GPU."""
+        key = (module, kernel, dtype)
+        entry = self._kernels.get(key)
+        if entry is None:
+            raw, config = self.module(module, dtype)
+            params = signatures(module)[kernel]
+            wants = tuple(element_dtype(p.base, config) for p in params)
+            scalar_types = tuple(None if p.pointer else want.type for p, want in zip(params, wants))
+            entry = self._kernels[key] = (raw.get_function(kernel), params, config, wants, scalar_types)
+        return entry
+
+    def launch(self, module: str, plan, dtype, args) -> None:
+        function, params, config, wants, scalar_types = self.kernel(module, plan.kernel, dtype)
+        bound = check_arguments(plan.kernel, params, args, config, self._is_array, wants)
+        # Scalars go by value with the kernel's exact C type; a missing pointer is a 64-bit null.
+        converted = tuple((_NULL if value is None else value) if scalar is None else scalar(value)
+                          for (_, value, _), scalar in zip(bound, scalar_types))
+        with self.gpu:
+            function((plan.grid,), (plan.block,), converted, shared_mem=plan.shared_bytes)
+
+
+class CudaDevice(Device):
+    def __init__(self, index: int = 0):
+        cupy, reason = probe_cuda(index)
+        if cupy is None:
+            raise CudaUnavailable(f"device 'cuda:{index}' is not usable: {reason}")
+        self.index = index
+        self.name = f"cuda:{index}"
+        self.xp = cupy
+        self.launcher = CudaLauncher(cupy, index)
+        self._gpu = self.launcher.gpu
+
+    def run(self, op, *args, **params):
+        with self._gpu:
+            return self.launcher.run(op, *args, **params)
+
+    def asarray(self, a, dtype=None):
+        wanted = np.dtype(dtype) if dtype is not None else getattr(a, "dtype", None)
+        if wanted is not None and not is_cupy_array(a) and (
+                wanted.kind in _HOST_ONLY_KINDS or wanted.char in _HOST_ONLY_CHARS):
+            raise UnsupportedDtype(f"{self.name} cannot hold an array of dtype {wanted}, which gpunet does not "
+                                   "support on a GPU: use float16, float32 or float64")
+        with self._gpu:
+            return self.xp.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a):
+        return self.xp.asnumpy(a)
+
+    def owns(self, a) -> bool:
+        return is_cupy_array(a) and a.device.id == self.index
+
+    def synchronize(self) -> None:
+        with self._gpu:
+            self.xp.cuda.get_current_stream().synchronize()

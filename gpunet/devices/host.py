@@ -1,0 +1,46 @@
+"""Host memory: what the CPU and the simulator share (NumPy arrays, the host BLAS, a thread per core)."""
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+
+import numpy
+
+from .base import Device, is_cupy_array
+from .blas_threads import BlasThreads
+
+
+@functools.cache
+def host_threads() -> int:
+    """Threads host work is split over: one per core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@functools.cache
+def host_pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=host_threads(), thread_name_prefix="gpunet-host")
+
+
+class HostDevice(Device):
+    """Arrays are NumPy arrays in host memory."""
+
+    _blas_threads = BlasThreads()  # one per process: the BLAS's thread count is process-wide
+
+    def matmul(self, a, b, out=None):
+        return self._blas_threads.matmul(numpy.matmul, a, b, out=out)
+
+    def asarray(self, a, dtype=None):
+        if type(a) is numpy.ndarray and dtype is None:  # the common case, first: ops call this on every input
+            return a
+        if is_cupy_array(a):
+            a = a.get()
+        return numpy.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a):
+        if is_cupy_array(a):
+            return a.get()
+        return numpy.asarray(a)
+
+    def owns(self, a) -> bool:
+        return isinstance(a, numpy.ndarray)
