@@ -43,6 +43,38 @@ extern "C" __global__ void sigmoid_backward(const scalar_t* __restrict__ y, cons
     }
 }
 
+// GELU, tanh form (PyTorch's approximate="tanh"): y = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3),
+// evaluated as y = x s with s = (1 + tanh(u))/2 = 1 / (1 + exp(-2u)): where tanh(u) nears -1 the sum 1 + tanh(u)
+// would cancel (a float32 error of 1e-5 relative at x = -3), the exp form does not. NaN and inf come out as in
+// PyTorch (gelu(-inf) and every slope at +-inf are NaN).
+#define GPUNET_GELU_BETA 0.7978845608028654
+#define GPUNET_GELU_KAPPA 0.044715
+
+__device__ __forceinline__ acc_t gelu_u(acc_t v) {
+    return acc_t(GPUNET_GELU_BETA) * (v + acc_t(GPUNET_GELU_KAPPA) * v * v * v);
+}
+
+extern "C" __global__ void gelu_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, long long n) {
+    GRID_STRIDE(i, n) {
+        const acc_t v = load(x, i);
+        store(y, i, v * (acc_t(1) / (acc_t(1) + gp_exp(acc_t(-2) * gelu_u(v)))));
+    }
+}
+
+// GELU is not invertible, so its backward takes the input x, not y: with r = 1 - s = 1 / (1 + exp(2u)),
+// dy/dx = s + 2 x s r u'(x), u'(x) = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+extern "C" __global__ void gelu_backward(const scalar_t* __restrict__ x, const scalar_t* __restrict__ dy,
+                                         scalar_t* __restrict__ dx, long long n) {
+    GRID_STRIDE(i, n) {
+        const acc_t v = load(x, i);
+        const acc_t u = gelu_u(v);
+        const acc_t s = acc_t(1) / (acc_t(1) + gp_exp(acc_t(-2) * u));
+        const acc_t r = acc_t(1) / (acc_t(1) + gp_exp(acc_t(2) * u));
+        const acc_t du = acc_t(GPUNET_GELU_BETA) * (acc_t(1) + acc_t(3 * GPUNET_GELU_KAPPA) * v * v);
+        store(dx, i, load(dy, i) * (s + acc_t(2) * v * s * r * du));
+    }
+}
+
 // y[r, c] += bias[c], in place over a contiguous (rows, cols) array.
 extern "C" __global__ void bias_add(scalar_t* __restrict__ y, const scalar_t* __restrict__ bias, long long rows,
                                     int cols) {

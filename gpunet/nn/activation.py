@@ -1,29 +1,32 @@
-"""Activation layers. Each caches its forward output, which is all its backward needs (see ``gpunet.ops``)."""
+"""Activation layers. Each caches its forward output, which is all its backward needs (see ``gpunet.ops``), but
+GELU, which caches its input."""
 from __future__ import annotations
 
 from .. import ops
 from .module import Module
 
-__all__ = ["ReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "ACTIVATIONS"]
+__all__ = ["ReLU", "Tanh", "Sigmoid", "GELU", "Softmax", "LogSoftmax", "ACTIVATIONS"]
 
 
 class _Pointwise(Module):
     init = "xavier"  # the weight initialiser of the Linear layer before it in an mlp (gpunet.nn.init)
+    saves_input = False  # the backward takes the forward's input instead of its output
     _forward = staticmethod(lambda x, device: x)
     _backward = staticmethod(lambda y, dy, device: dy)
 
     def __init__(self, device=None):
         super().__init__(device)
-        self._y = None
+        self._saved = None
 
     def forward(self, x):
-        self._y = type(self)._forward(x, device=self.device)
-        return self._y
+        y = type(self)._forward(x, device=self.device)
+        self._saved = self.device.asarray(x) if self.saves_input else y
+        return y
 
     def backward(self, dy):
-        if self._y is None:
+        if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        return type(self)._backward(self._y, dy, device=self.device)
+        return type(self)._backward(self._saved, dy, device=self.device)
 
 
 class ReLU(_Pointwise):
@@ -42,6 +45,14 @@ class Sigmoid(_Pointwise):
     _backward = staticmethod(ops.sigmoid_backward)
 
 
+class GELU(_Pointwise):
+    """GELU, tanh form (PyTorch's ``approximate="tanh"``)."""
+    init = "he"
+    saves_input = True  # GELU is not invertible: its slope needs x
+    _forward = staticmethod(ops.gelu)
+    _backward = staticmethod(ops.gelu_backward)
+
+
 class Softmax(_Pointwise):
     """Softmax over the last axis; backward is the Jacobian-vector product ``y * (dy - sum(dy * y))``."""
     _forward = staticmethod(ops.softmax)
@@ -54,4 +65,4 @@ class LogSoftmax(_Pointwise):
 
 
 # The hidden activations of ``mlp`` and ``gpunet train --activation``, by name.
-ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid, "gelu": GELU}

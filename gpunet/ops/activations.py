@@ -4,7 +4,8 @@
 - tanh:    y = tanh(x),            dy/dx = 1 - y^2
 - sigmoid: y = 1 / (1 + exp(-x)),  dy/dx = y (1 - y)
 
-Keeping ``y`` rather than ``x`` lets a layer cache one array and lets ReLU run in place. Each op is declared once
+Keeping ``y`` rather than ``x`` lets a layer cache one array and lets ReLU run in place. GELU is the exception:
+it is not invertible, so its backward takes the input ``x``. Each op is declared once
 (``Op``: its CUDA kernel in ``kernels/elementwise.cu``, its compiled CPU kernel where there is one, its NumPy
 form below) and runs on any device through ``device.run``.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from ..devices import Op, device_of
 from .checks import promoted, require_floating, require_same_shape
 
-__all__ = ["relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward"]
+__all__ = ["relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "gelu", "gelu_backward"]
 
 
 def _forward(op: Op, x, device):
@@ -23,12 +24,12 @@ def _forward(op: Op, x, device):
     return dev.run(op, x)
 
 
-def _backward(op: Op, y, dy, device):
+def _backward(op: Op, y, dy, device, name="y"):
     dev = device_of(y, device)
     y, dy = dev.asarray(y), dev.asarray(dy)
-    require_floating(y, "y")
+    require_floating(y, name)
     require_floating(dy, "dy")
-    require_same_shape(y, dy)
+    require_same_shape(y, dy, (name, "dy"))
     return dev.run(op, *promoted(dev.xp, y, dy))
 
 
@@ -69,3 +70,52 @@ def sigmoid(x, device=None):
 
 def sigmoid_backward(y, dy, device=None):
     return _backward(SIGMOID_BACKWARD, y, dy, device)
+
+
+# GELU, tanh form (PyTorch's approximate="tanh"): y = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+# Since (1 + tanh(u))/2 = s = 1 / (1 + exp(-2u)), every form computes y = x s, which does not cancel where tanh(u)
+# nears -1 (1 + tanh(u) does: a float32 error of 1e-5 relative at x = -3). The slope is
+# s + 2 x s r u'(x), r = 1 - s = 1 / (1 + exp(2u)), u'(x) = sqrt(2/pi) (1 + 3 * 0.044715 x^2). NaN and inf come out
+# as in PyTorch: gelu(-inf) is NaN, and so is the slope at +-inf.
+GELU_BETA, GELU_KAPPA = 0.7978845608028654, 0.044715
+
+
+def _in_float32_or_wider(form):
+    """float16 computed in float32 (as the kernels accumulate it), rounded once at the end."""
+    def run(xp, x, *rest):
+        narrow = x.dtype.itemsize < 4
+        wide = [a.astype(xp.float32) if narrow else a for a in (x, *rest)]
+        out = form(xp, *wide)
+        return out.astype(x.dtype) if narrow else out
+    return run
+
+
+def _gelu_u(x):
+    return GELU_BETA * (x + GELU_KAPPA * x * x * x)
+
+
+@_in_float32_or_wider
+def _gelu(xp, x):
+    return x * (1 / (1 + xp.exp(-2 * _gelu_u(x))))
+
+
+@_in_float32_or_wider
+def _gelu_backward(xp, x, dy):
+    u = _gelu_u(x)
+    s, r = 1 / (1 + xp.exp(-2 * u)), 1 / (1 + xp.exp(2 * u))
+    du = GELU_BETA * (1 + (3 * GELU_KAPPA) * x * x)
+    return dy * (s + 2 * x * s * r * du)
+
+
+GELU = Op("gelu_forward", "elementwise", "elementwise", _gelu, compiled=True)
+GELU_BACKWARD = Op("gelu_backward", "elementwise", "elementwise", _gelu_backward, compiled=True)
+
+
+def gelu(x, device=None):
+    """GELU in its tanh form, PyTorch's ``gelu(x, approximate="tanh")``."""
+    return _forward(GELU, x, device)
+
+
+def gelu_backward(x, dy, device=None):
+    """``dy`` times GELU's slope at the *input* ``x``."""
+    return _backward(GELU_BACKWARD, x, dy, device, name="x")
