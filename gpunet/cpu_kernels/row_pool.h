@@ -1,14 +1,13 @@
 // row_pool.h: the threads rows.cpp and updates.cpp split a call's rows over.
 //
-// Why not Python's thread pool: handing a part to a worker and its result back under the GIL cost 0.1 ms a
-// call (measured: a two-row op took 100 us through it, 7 us in one thread), as long as the whole backward of
-// 16384 x 100 float32 rows on two cores.
+// Why not Python's thread pool: handing parts to workers and collecting them under the GIL costs more than a
+// whole small row op; here the split happens inside one ctypes call, which has released the GIL.
 //
 // Parts are claimed, not assigned: the caller claims parts itself until none is left, and waits only for parts
 // a worker has claimed. In training, OpenBLAS's threads spin on every core for a while after each matrix
-// product; a worker that the scheduler does not run then simply claims nothing, where with assigned parts the
-// caller waited for it (measured: the small tanh MLP's epoch 2x slower). Idle workers sleep on a condition
-// variable after SPIN_US, so the pool takes little from the BLAS products between row ops.
+// product; a worker that the scheduler does not run then simply claims nothing instead of holding up the
+// caller. Idle workers sleep on a condition variable after SPIN_US, so the pool takes little from the BLAS
+// products between row ops. (The numbers behind these choices: docs/measurements/, the CPU notes.)
 #pragma once
 #include <unistd.h>
 
@@ -22,8 +21,7 @@
 
 namespace row_pool {
 
-constexpr int64_t MIN_PART_ELEMENTS = 1 << 17;  // fewer, and waking a thread costs more than it saves (in training
-                                                // measured: a 78400-float SGD update gained nothing from 2)
+constexpr int64_t MIN_PART_ELEMENTS = 1 << 17;  // fewer, and waking a thread costs more than it saves
 constexpr int64_t PARTS_PER_THREAD = 4;          // claimed as they come: a slow thread holds up less
 constexpr int SPIN_US = 5;
 

@@ -1,8 +1,8 @@
 // vector_f32.h: float32 row primitives in explicit AVX-512 (16 lanes) or AVX2 (8 lanes) vectors, for rows.cpp.
 //
-// Why not leave it to the compiler, as the double path does: measured on a Zen 4 core, the auto-vectorised
-// loops spent more time on each row's scalar tail and on libmvec's call than on the work (C = 100: 1.1 ns an
-// element on one core, PyTorch 0.9). Here a row's tail is one masked load and store, exp is inlined (Cephes'
+// Why not leave it to the compiler, as the double path does: the auto-vectorised loops spent more time on each
+// row's scalar tail and on libmvec's call than on the work, and lost to PyTorch at C = 100 (the numbers:
+// docs/measurements/, the CPU notes). Here a row's tail is one masked load and store, exp is inlined (Cephes'
 // polynomial, 1-2 ulp), and sums stay in float over chunks of SUM_CHUNK elements (SUM_CHUNK / W a lane, as
 // PyTorch's float sums) before going into a double, so a row of 10^5 sums about as accurately as one of 10^3.
 #pragma once

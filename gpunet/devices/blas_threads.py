@@ -2,18 +2,16 @@
 
 Why: OpenBLAS hands half of every product to its other threads, which then spin for milliseconds waiting for
 the next. On a small product (the 784-100-10 network's 64 x 784 x 100) the hand-off gains little, and the
-spinning thread then competes with everything else a training step runs on the host. Measured on 2 cores, 22
-processes each way, alternating: the small network's epoch ran at 73 000-208 000 samples/s with both BLAS
-threads (8 of 22 under 100 000, every op in them slower, the batch gather included) and at 119 000-175 000 with
-this policy. It is a trade: the medians were 160 000 and 146 500, since alone a small product is faster on two
-threads. A product of at least ``SMALL_PRODUCT`` multiply-adds (the 784-512-512-10 network's, 0.7-2 ms each)
-keeps every thread.
+spinning thread competes with everything else a training step runs on the host, which made that network's epoch
+erratic and at times half as fast. It is a trade: alone, a small product is faster on two threads, so the
+policy raises the floor and costs a little of the median (the runs:
+docs/measurements/cpu-amd-epyc-2core-2026-11-22-notes.md). Products of at least ``SMALL_PRODUCT`` multiply-adds
+keep every thread.
 
-The threads are lowered through threadpoolctl on whatever BLAS NumPy uses (OpenBLAS, MKL, BLIS) for the one
-product and put back right after (three ctypes calls, about 3 us; a large product costs nothing), so a limit the
-user set stays theirs. Without threadpoolctl, or with a BLAS it cannot control, products run as the BLAS
-decides. A small product's sums on one thread may differ in their last bits from the same product on two
-(OpenBLAS orders them differently); the choice depends only on the shape, so a run still repeats bit for bit.
+The count is lowered through threadpoolctl on whatever BLAS NumPy uses (OpenBLAS, MKL, BLIS) for the one
+product and put back right after, so a limit the user set stays theirs. Without threadpoolctl, or with a BLAS
+it cannot control, products run as the BLAS decides. A small product's sums on one thread may differ in their
+last bits from the same product on two; the choice depends only on the shape, so a run still repeats bit for bit.
 """
 from __future__ import annotations
 
