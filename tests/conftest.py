@@ -1,28 +1,12 @@
-"""Shared fixtures: the devices every op is tested on, and per-dtype tolerances."""
+"""Shared fixtures, for every test folder. Device lists, the `gpu` marker and tolerances: tests/helpers.py."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import gpunet
-from gpunet.devices import probe_cuda
 
-_cupy, _NO_GPU_REASON = probe_cuda(0)
-HAS_GPU = _cupy is not None
-
-gpu = pytest.mark.skipif(not HAS_GPU, reason=f"no usable CUDA device: {_NO_GPU_REASON}")
-
-
-def _sim_param():
-    return pytest.param("sim", id="sim")
-
-
-# cpu always; sim (the CUDA kernels run on the CPU simulator) always; cuda where a GPU is present.
-ALL_DEVICES = ["cpu", _sim_param(), pytest.param("cuda", marks=[pytest.mark.gpu, gpu], id="cuda")]
-KERNEL_DEVICES = [_sim_param(), pytest.param("cuda", marks=[pytest.mark.gpu, gpu], id="cuda")]
-
-# Forward/backward parity tolerances per dtype: (rtol, atol).
-TOLERANCES = {np.float64: (1e-12, 1e-12), np.float32: (2e-5, 1e-6), np.float16: (2e-3, 1e-3)}
+from tests.helpers import ALL_DEVICES
 
 
 @pytest.fixture(params=ALL_DEVICES)

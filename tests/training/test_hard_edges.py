@@ -1,4 +1,5 @@
-"""Hard edges: divergence, out of memory, crashes (kill -9) during a save and mid-epoch, plots, CLI errors."""
+"""Hard edges of training: divergence, out of memory, crashes (kill -9) during a save and mid-epoch, plots, CLI
+errors. (The ops' input edges, NaN and empty batches, are in tests/ops/test_input_edges.py.)"""
 import os
 import signal
 import subprocess
@@ -9,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import gpunet
-from gpunet import nn, ops
+from gpunet import nn
 from gpunet.checkpoint import load_checkpoint
 from gpunet.cli import main
 from gpunet.training import DivergenceError, OutOfMemory, TrainConfig, fit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUIET = dict(log=lambda *_: None)
 
 
@@ -154,31 +154,3 @@ def test_cli_errors_for_checkpoints_that_do_not_fit(tmp_path, capsys):
     (tmp_path / "checkpoint.npz").write_bytes(b"not a zip file at all")
     assert main(["eval", str(tmp_path / "checkpoint.npz"), "--device", "cpu"]) == 2
     assert "corrupt or truncated" in capsys.readouterr().err
-
-
-def test_nan_propagates_the_same_on_every_device(dev):
-    """Documented choice: NaN and inf in logits propagate (to their row), they do not raise."""
-    x = np.array([[1.0, np.nan, 2.0], [0.0, 1.0, 2.0], [np.inf, 0.0, 1.0]])
-    for op in (ops.softmax, ops.log_softmax):
-        y = dev.to_numpy(op(dev.asarray(x), device=dev))
-        assert np.all(np.isnan(y[0])) and np.all(np.isfinite(y[1])) and np.all(np.isnan(y[2]))
-    loss, _ = ops.softmax_cross_entropy(dev.asarray(x), dev.asarray(np.array([0, 1, 2])), reduction="none",
-                                        device=dev)
-    loss = dev.to_numpy(loss)
-    assert np.isnan(loss[0]) and np.isfinite(loss[1]) and np.isnan(loss[2])
-
-
-def test_read_only_and_non_contiguous_inputs_work(dev):
-    x = np.random.default_rng(0).standard_normal((4, 6))
-    x.flags.writeable = False
-    want = ops.softmax(np.ascontiguousarray(x), device="cpu")
-    np.testing.assert_allclose(dev.to_numpy(ops.softmax(dev.asarray(x), device=dev)), want, rtol=1e-12)
-    np.testing.assert_allclose(dev.to_numpy(ops.softmax(dev.asarray(x)[:, ::2], device=dev)),
-                               ops.softmax(x[:, ::2], device="cpu"), rtol=1e-12)
-
-
-def test_empty_batch_is_an_error(dev):
-    with pytest.raises(ValueError, match="empty"):
-        ops.softmax_cross_entropy(dev.asarray(np.zeros((0, 3))), dev.asarray(np.zeros(0, dtype=np.int64)))
-    with pytest.raises(ValueError, match="empty"):
-        gpunet.data.Batches(np.zeros((0, 2)), np.zeros(0), 4)

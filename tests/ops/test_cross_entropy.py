@@ -4,7 +4,7 @@ import pytest
 
 from gpunet import ops
 from gpunet.gradcheck import numerical_gradient, relative_error
-from reference import cross_entropy_rows_ref, softmax_ref
+from tests.ops.reference import cross_entropy_rows_ref, softmax_ref
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

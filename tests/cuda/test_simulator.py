@@ -152,7 +152,7 @@ def test_address_sanitizer_catches_an_out_of_bounds_read(tmp_path):
         print("clean run")
     """))
     env = dict(os.environ, LD_PRELOAD=_runtime("asan"), ASAN_OPTIONS="detect_leaks=0",
-               PYTHONPATH=str(Path(__file__).parents[1]))
+               PYTHONPATH=str(Path(__file__).parents[2]))
     ok = subprocess.run([sys.executable, str(script), "0"], env=env, capture_output=True, text=True, timeout=600)
     assert ok.returncode == 0 and "clean run" in ok.stdout, ok.stderr[-3000:]
     bad = subprocess.run([sys.executable, str(script), "1"], env=env, capture_output=True, text=True, timeout=600)

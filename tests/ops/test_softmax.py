@@ -5,7 +5,7 @@ import pytest
 import gpunet
 from gpunet import ops
 from gpunet.gradcheck import check_backward
-from reference import log_softmax_ref, softmax_ref
+from tests.ops.reference import log_softmax_ref, softmax_ref
 
 GRAD_TOL = 1e-6
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import gpunet
-from conftest import KERNEL_DEVICES
 from gpunet import ops
 from gpunet.ops.cross_entropy import SOFTMAX_CROSS_ENTROPY
 from gpunet.ops.softmax import SOFTMAX
+
+from tests.helpers import KERNEL_DEVICES
 
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-14), np.float32: dict(rtol=3e-5, atol=2e-6)}
 # C = 1..1024: warp variant (sub-warp groups up to 32, then 2..32 values per lane); 1025..6144 (float32: 12288):

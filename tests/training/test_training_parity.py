@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 
 import gpunet
-from conftest import KERNEL_DEVICES
 from gpunet import nn, optim
 from gpunet.data import Batches, spiral
+
+from tests.helpers import KERNEL_DEVICES
 
 
 def train(device, dtype, optimizer, epochs, activation):

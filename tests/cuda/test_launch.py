@@ -2,7 +2,7 @@
 import pytest
 
 from gpunet.cuda.plans import SHARED_MEMORY_LIMIT, elementwise_plan, row_plan
-from test_parity import WIDTHS
+from tests.ops.test_parity import WIDTHS
 
 
 @pytest.mark.parametrize("cols,width,per_lane", [(1, 1, 1), (2, 2, 1), (10, 16, 1), (31, 32, 1), (32, 32, 1),

@@ -10,10 +10,9 @@ import pytest
 
 import gpunet
 from gpunet import cpu_kernels, ops
-
-from conftest import TOLERANCES
-
 from gpunet.devices.cpu import CpuDevice, reset_compiled_cache
+
+from tests.helpers import TOLERANCES
 
 _BUILT = cpu_kernels.binding() is not None
 if not _BUILT and os.environ.get("CI"):  # in CI a broken build fails the suite; elsewhere these tests skip
@@ -465,7 +464,7 @@ def test_a_system_that_refuses_threads_gets_the_rows_done_in_the_caller(tmp_path
         print("rows done")
     """))
     env = dict(os.environ, LD_PRELOAD=str(shim), GPUNET_CACHE=str(native.cache_dir("cpu").parent),
-               PYTHONPATH=str(Path(__file__).parents[1]))
+               PYTHONPATH=str(Path(__file__).parents[2]))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0 and "rows done" in done.stdout, done.stderr[-3000:]
 

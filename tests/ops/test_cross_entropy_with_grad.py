@@ -8,7 +8,7 @@ from gpunet import nn, ops
 from gpunet.gradcheck import numerical_gradient, relative_error
 from gpunet.training import require_labels_in_range
 
-from conftest import TOLERANCES
+from tests.helpers import TOLERANCES
 
 LABELS = np.array([0, 3, 1, -100, 2, 3, 3])
 
