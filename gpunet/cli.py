@@ -4,9 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .data.registry import DATASETS
+from .checkpoint import load_checkpoint
+from .data.registry import DATASETS, load_dataset
+from .devices import device
 from .nn.activation import ACTIVATIONS
-from .training import OPTIMIZERS, TrainConfig
+from .plots import plot_confusion
+from .training import OPTIMIZERS, DivergenceError, TrainConfig, accuracy, build_model, confusion_matrix, fit
 
 
 def _hidden(text: str) -> tuple:
@@ -70,8 +73,6 @@ def main(argv=None) -> int:
 
 
 def _train(args) -> int:
-    from .training import DivergenceError, fit
-
     config = TrainConfig(
         dataset=args.dataset, data_root=args.data_root, device=args.device, hidden=args.hidden,
         activation=args.activation, dropout=args.dropout, optimizer=args.optimizer, lr=args.lr,
@@ -90,11 +91,6 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from .devices import device
-    from .checkpoint import load_checkpoint
-    from .data.registry import load_dataset
-    from .training import TrainConfig, accuracy, build_model, confusion_matrix
-
     try:
         model_state, _, meta = load_checkpoint(args.checkpoint)
         trained = meta["config"]
@@ -107,8 +103,6 @@ def _eval(args) -> int:
         acc = accuracy(model, x_test, y_test)
         print(f"{dataset} test accuracy {100 * acc:.2f}% ({len(y_test)} samples) on {model.device.name}")
         if args.confusion:
-            from .plots import plot_confusion
-
             matrix = confusion_matrix(model, x_test, y_test, n_classes)
             print(f"confusion matrix written to {plot_confusion(matrix.tolist(), args.confusion)}")
     except (ValueError, RuntimeError, KeyError) as exc:

@@ -18,6 +18,7 @@ from .devices import device as as_device
 from .checkpoint import atomic_write, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .data import Batches
 from .data.registry import load_dataset
+from .plots import plot_curves
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -148,8 +149,6 @@ def fit(config: TrainConfig, log=print) -> dict:
                    "test_accuracy": record["test_accuracy"], "checkpoint": str(checkpoint_path)}
         atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2).encode()))
         if config.plot:
-            from .plots import plot_curves
-
             plot_curves(history, config.plot)
     final = history[-1]["test_accuracy"] if history else float("nan")
     log(f"final test accuracy {100 * final:.2f}%  (checkpoint {checkpoint_path}, metrics {out / 'metrics.json'})")

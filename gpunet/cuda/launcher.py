@@ -20,10 +20,23 @@ class KernelLauncher:
 
     def __init__(self, xp):
         self.xp = xp
+        self._modules: dict = {}
         self._error_scratch = None  # the error word of unchecked cross-entropy calls, allocated once
 
     def launch(self, module: str, plan, dtype, args) -> None:
         raise NotImplementedError
+
+    def load_module(self, module: str, config):
+        """``kernels/<module>.cu`` compiled for ``config`` (a DtypeConfig), ready to launch."""
+        raise NotImplementedError
+
+    def module(self, module: str, dtype):
+        """The loaded module for ``dtype``, compiled once per (module, dtype)."""
+        config = dtype_config(dtype)
+        key = (module, config.name)
+        if key not in self._modules:
+            self._modules[key] = self.load_module(module, config)
+        return self._modules[key]
 
     def run(self, op, *args, **params):
         return getattr(self, op.kind)(op, *args, **params)

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..cuda.launcher import KernelLauncher
 from ..cuda.nvrtc import compile_options
-from ..cuda.source import check_arguments, dtype_config, element_dtype, read_source, signatures
+from ..cuda.source import check_arguments, element_dtype, read_source, signatures
 from .base import Device, is_cupy_array
 
 
@@ -55,24 +55,19 @@ class CudaLauncher(KernelLauncher):
     def __init__(self, cupy, index: int):
         super().__init__(cupy)
         self.gpu = cupy.cuda.Device(index)
-        self._modules: dict = {}
         self._kernels: dict = {}  # (module, kernel, dtype) -> (function, params, config, dtypes, scalar types)
         self._is_array = lambda a: isinstance(a, cupy.ndarray)
         props = cupy.cuda.runtime.getDeviceProperties(index)
         self.max_grid = int(props["multiProcessorCount"]) * 32
         self.arch = f"sm_{props['major']}{props['minor']}"
 
-    def module(self, module: str, dtype):
-        config = dtype_config(dtype)
-        key = (module, config.name)
-        if key not in self._modules:
-            # The NVRTC tests' options, minus the architecture (CuPy picks the device's own) and the ptxas flags
-            # (CuPy may compile to PTX, where ptxas options do not apply).
-            options = tuple(o for o in compile_options(config, self.arch)
-                            if not o.startswith(("--gpu-architecture", "--ptxas-options")))
-            with self.gpu:
-                self._modules[key] = (self.xp.RawModule(code=read_source(module), options=options), config)
-        return self._modules[key]
+    def load_module(self, module: str, config):
+        # The NVRTC tests' options, minus the architecture (CuPy picks the device's own) and the ptxas flags (CuPy
+        # may compile to PTX, where ptxas options do not apply).
+        options = tuple(o for o in compile_options(config, self.arch)
+                        if not o.startswith(("--gpu-architecture", "--ptxas-options")))
+        with self.gpu:
+            return self.xp.RawModule(code=read_source(module), options=options), config
 
     def kernel(self, module: str, kernel: str, dtype):
         """The compiled function and what its arguments need, looked up once per (module, kernel, dtype): a

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..cuda.launcher import KernelLauncher
 from ..cuda.sim_build import build_module
-from ..cuda.source import check_arguments, dtype_config, read_source, signatures_of
+from ..cuda.source import check_arguments, read_source, signatures_of
 from .host import HostDevice
 
 _CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "uint32": ctypes.c_uint32, "uint64": ctypes.c_uint64,
@@ -70,14 +70,9 @@ class SimLauncher(KernelLauncher):
     def __init__(self):
         super().__init__(np)
         self.sanitize = os.environ.get("GPUNET_SIM_SANITIZE") or None
-        self._modules: dict = {}
 
-    def module(self, module: str, dtype) -> SimModule:
-        config = dtype_config(dtype)
-        key = (module, config.name)
-        if key not in self._modules:
-            self._modules[key] = SimModule(module, config, self.sanitize)
-        return self._modules[key]
+    def load_module(self, module: str, config) -> SimModule:
+        return SimModule(module, config, self.sanitize)
 
     def launch(self, module: str, plan, dtype, args) -> None:
         self.module(module, dtype).launch(plan.kernel, plan.grid, plan.block, plan.shared_bytes, args)

@@ -11,26 +11,20 @@ form below) and runs on any device through ``device.run``.
 """
 from __future__ import annotations
 
-from ..devices import Op, device_of
-from .checks import promoted, require_floating, require_same_shape
+from ..devices import Op
+from .checks import on_device, pair_on_device
 
 __all__ = ["relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "gelu", "gelu_backward"]
 
 
 def _forward(op: Op, x, device):
-    dev = device_of(x, device)
-    x = dev.asarray(x)
-    require_floating(x, "x")
+    dev, x = on_device(x, device)
     return dev.run(op, x)
 
 
 def _backward(op: Op, y, dy, device, name="y"):
-    dev = device_of(y, device)
-    y, dy = dev.asarray(y), dev.asarray(dy)
-    require_floating(y, name)
-    require_floating(dy, "dy")
-    require_same_shape(y, dy, (name, "dy"))
-    return dev.run(op, *promoted(dev.xp, y, dy))
+    dev, y, dy = pair_on_device(y, dy, device, name)
+    return dev.run(op, y, dy)
 
 
 def _sigmoid(xp, x):

@@ -1,6 +1,8 @@
 """Argument checks shared by every op: each error names the offending value, dtype and shape."""
 from __future__ import annotations
 
+from ..devices import device_of
+
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -65,3 +67,22 @@ def promoted(xp, *arrays):
         return arrays
     common = xp.result_type(*arrays)
     return tuple(a.astype(common, copy=False) for a in arrays)
+
+
+def on_device(x, device, name: str = "x", nonempty: bool = False):
+    """``(dev, x)``: the op's device (``device``, else the one ``x`` lives on) and ``x`` as its floating array."""
+    dev = device_of(x, device)
+    x = dev.asarray(x)
+    require_floating(x, name)
+    if nonempty:
+        require_nonempty(x, name)
+    return dev, x
+
+
+def pair_on_device(y, dy, device, name: str = "y", nonempty: bool = False):
+    """``(dev, y, dy)`` for a backward: one device, one shape, floating, promoted to one dtype."""
+    dev, y = on_device(y, device, name, nonempty)
+    dy = dev.asarray(dy)
+    require_floating(dy, "dy")
+    require_same_shape(y, dy, (name, "dy"))
+    return (dev, *promoted(dev.xp, y, dy))

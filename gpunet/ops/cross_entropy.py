@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy
 
 from ..devices import Op, device_of
-from .checks import require_floating, require_labels, require_ndim, require_nonempty, require_reduction
+from .checks import on_device, require_labels, require_ndim, require_reduction
 from .rows import quiet, row_max, row_sum
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_with_grad", "softmax_cross_entropy_backward",
@@ -73,11 +73,9 @@ SOFTMAX_CROSS_ENTROPY_BACKWARD = Op("softmax_cross_entropy_backward", "cross_ent
 def _prepare(scores, labels, name, reduction, device):
     """Both arrays on the op's device, checked: (N, C) floating scores, (N,) integer labels, a known reduction.
     The label range is checked where the loss runs (a GPU's kernels flag it without a sync of their own)."""
-    dev = device_of(scores, device)
-    scores, labels = dev.asarray(scores), dev.asarray(labels)
-    require_floating(scores, name)
+    dev, scores = on_device(scores, device, name, nonempty=True)
+    labels = dev.asarray(labels)
     require_ndim(scores, 2, name)
-    require_nonempty(scores, name)
     require_reduction(reduction)
     require_labels(labels, scores.shape[0])
     return dev, scores, labels
@@ -118,13 +116,8 @@ def scale_grad(grad, dloss, reduction: str = "mean"):
     a scalar ``dloss`` for "mean" and "sum", a scalar or one value per row for "none"."""
     if isinstance(dloss, (int, float)) and dloss == 1:
         return grad
-    xp = device_of(grad).xp
-    dloss = xp.asarray(dloss, dtype=grad.dtype)
-    per_row = reduction == "none" and dloss.ndim == 1
-    if dloss.ndim != 0 and not (per_row and dloss.shape[0] == grad.shape[0]):
-        want = f"a scalar or shape ({grad.shape[0]},)" if reduction == "none" else "a scalar"
-        raise ValueError(f"dloss for reduction={reduction!r} must be {want}, got shape {tuple(dloss.shape)}")
-    return grad * (dloss[:, None] if per_row else dloss)
+    dloss = _checked_dloss(device_of(grad).xp, dloss, reduction, grad.shape[0], grad.dtype)
+    return grad * (dloss[:, None] if dloss.ndim else dloss)
 
 
 def softmax_cross_entropy_backward(probs, labels, dloss=1.0, ignore_index: int = -100, reduction: str = "mean",
@@ -138,18 +131,19 @@ def softmax_cross_entropy_backward(probs, labels, dloss=1.0, ignore_index: int =
     return dev.run(SOFTMAX_CROSS_ENTROPY_BACKWARD, probs, labels, scale, ignore_index)
 
 
+def _checked_dloss(xp, dloss, reduction, n_rows, dtype):
+    """``dloss`` as an array: a scalar, or for reduction "none" also one value per row."""
+    dloss = xp.asarray(dloss, dtype=dtype)
+    if dloss.ndim == 0 or (reduction == "none" and tuple(dloss.shape) == (n_rows,)):
+        return dloss
+    want = f"a scalar or shape ({n_rows},)" if reduction == "none" else "a scalar"
+    raise ValueError(f"dloss for reduction={reduction!r} must be {want}, got shape {tuple(dloss.shape)}")
+
+
 def _row_scale(xp, dloss, valid, reduction, dtype):
     """The factor each row's ``p - onehot`` is multiplied by; zero for ignored rows."""
     valid_f = valid.astype(dtype)
-    if reduction == "none":
-        dloss = xp.asarray(dloss, dtype=dtype)
-        if dloss.ndim not in (0, 1) or (dloss.ndim == 1 and dloss.shape[0] != valid.shape[0]):
-            raise ValueError(f"dloss for reduction='none' must be a scalar or have shape ({valid.shape[0]},), "
-                             f"got shape {tuple(dloss.shape)}")
-        return valid_f * dloss
-    dloss = xp.asarray(dloss, dtype=dtype)
-    if dloss.ndim != 0:
-        raise ValueError(f"dloss for reduction={reduction!r} must be a scalar, got shape {tuple(dloss.shape)}")
+    dloss = _checked_dloss(xp, dloss, reduction, valid.shape[0], dtype)
     if reduction == "mean":
         n_valid = xp.maximum(valid_f.sum(), 1)
         return valid_f * (dloss / n_valid)

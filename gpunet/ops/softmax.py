@@ -12,20 +12,11 @@ anyway, for teaching and for the tests that check the product against it.
 """
 from __future__ import annotations
 
-from ..devices import Op, device_of
-from .checks import (normalize_axis, promoted, require_floating, require_ndim, require_nonempty,
-                     require_same_shape)
+from ..devices import Op
+from .checks import normalize_axis, on_device, pair_on_device, require_ndim
 from .rows import from_rows, row_max, row_sum, to_rows
 
 __all__ = ["softmax", "softmax_backward", "softmax_jacobian", "log_softmax", "log_softmax_backward"]
-
-
-def _prepare(x, device, name="x"):
-    dev = device_of(x, device)
-    x = dev.asarray(x)
-    require_floating(x, name)
-    require_nonempty(x, name)
-    return dev, x
 
 
 # The NumPy forms, over a block of contiguous rows (in float32 or wider), writing the last argument.
@@ -71,28 +62,19 @@ def _rowwise(dev, op, axis, *arrays):
 
 def softmax(x, axis: int = -1, device=None):
     """Numerically stable softmax along ``axis``."""
-    dev, x = _prepare(x, device)
+    dev, x = on_device(x, device, nonempty=True)
     return _rowwise(dev, SOFTMAX, normalize_axis(axis, x.ndim), x)
-
-
-def _prepare_pair(y, dy, device, name):
-    """The forward output and the incoming gradient of a backward: same device, same shape, floating, one dtype."""
-    dev, y = _prepare(y, device, name)
-    dy = dev.asarray(dy)
-    require_floating(dy, "dy")
-    require_same_shape(y, dy, (name, "dy"))
-    return (dev, *promoted(dev.xp, y, dy))
 
 
 def softmax_backward(y, dy, axis: int = -1, device=None):
     """``dx = y * (dy - sum(dy * y, axis))``: the softmax Jacobian applied to ``dy``, never built."""
-    dev, y, dy = _prepare_pair(y, dy, device, "y")
+    dev, y, dy = pair_on_device(y, dy, device, "y", nonempty=True)
     return _rowwise(dev, SOFTMAX_BACKWARD, normalize_axis(axis, y.ndim), y, dy)
 
 
 def softmax_jacobian(y, device=None):
     """The explicit Jacobian ``diag(y) - y y^T``: (C, C) for a vector ``y``, (N, C, C) for a batch (N, C)."""
-    dev, y = _prepare(y, device, "y")
+    dev, y = on_device(y, device, "y", nonempty=True)
     require_ndim(y, (1, 2), "y")
     xp = dev.xp
     outer = y[..., :, None] * y[..., None, :]
@@ -102,11 +84,11 @@ def softmax_jacobian(y, device=None):
 
 def log_softmax(x, axis: int = -1, device=None):
     """``x - m - log(sum(exp(x - m)))``: finite for any finite logits, however large."""
-    dev, x = _prepare(x, device)
+    dev, x = on_device(x, device, nonempty=True)
     return _rowwise(dev, LOG_SOFTMAX, normalize_axis(axis, x.ndim), x)
 
 
 def log_softmax_backward(logy, dy, axis: int = -1, device=None):
     """``dx = dy - exp(logy) * sum(dy, axis)``: the log-softmax Jacobian ``I - 1 y^T`` applied to ``dy``."""
-    dev, logy, dy = _prepare_pair(logy, dy, device, "logy")
+    dev, logy, dy = pair_on_device(logy, dy, device, "logy", nonempty=True)
     return _rowwise(dev, LOG_SOFTMAX_BACKWARD, normalize_axis(axis, logy.ndim), logy, dy)
