@@ -2,7 +2,7 @@
 branch (warp with sub-warp groups, shared-memory block, uncached block) and the edges of each.
 
 Reference: the "cpu" device (NumPy). Compared: "sim" (the CUDA source on the CPU simulator) always, "cuda" where
-a GPU is present. Tolerances per dtype: float64 agrees to rounding; float32 to summation-order differences.
+a GPU is present. Tolerances per dtype: TOLERANCES["cross_device"] in tests/helpers.py.
 """
 import numpy as np
 import pytest
@@ -12,9 +12,9 @@ from gpunet import ops
 from gpunet.ops.cross_entropy import SOFTMAX_CROSS_ENTROPY
 from gpunet.ops.softmax import SOFTMAX
 
-from tests.helpers import KERNEL_DEVICES
+from tests.helpers import KERNEL_DEVICES, TOLERANCES
 
-TOL = {np.float64: dict(rtol=1e-12, atol=1e-14), np.float32: dict(rtol=3e-5, atol=2e-6)}
+TOL = {dtype: tol._asdict() for dtype, tol in TOLERANCES["cross_device"].items()}  # rtol=, atol=
 # C = 1..1024: warp variant (sub-warp groups up to 32, then 2..32 values per lane); 1025..6144 (float32: 12288):
 # shared memory; 20000 float32 = 80 KB > 48 KB of shared memory: the uncached variant.
 WIDTHS = [1, 2, 10, 31, 32, 33, 1000, 1024, 1025, 5000, 20000]
@@ -145,7 +145,7 @@ def test_float16_accumulates_in_float32(kdev, cols):
         pytest.skip("float16 in the simulator needs a CUDA toolkit's cuda_fp16.h (with crt/) on this machine")
     x = logits(3, cols, np.float16, scale=2.0)
     dy = logits(3, cols, np.float16, seed=3, scale=1.0)
-    tol = dict(rtol=2e-3, atol=1e-3)  # both sides accumulate in float32 and round once to float16
+    tol = TOL[np.float16]  # both sides accumulate in float32 and round once to float16
     for forward, backward in ((ops.softmax, ops.softmax_backward), (ops.log_softmax, ops.log_softmax_backward)):
         y_ref = forward(x, device="cpu")
         y = forward(kdev.asarray(x), device=kdev)
