@@ -22,14 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import gpunet  # noqa: E402
-from gpunet import nn, ops, optim  # noqa: E402
-from gpunet.devices import probe_cuda  # noqa: E402
-from gpunet.data import Batches, load_mnist  # noqa: E402
+import gpunet
+from gpunet import nn, ops, optim
+from gpunet.devices import probe_cuda
+from gpunet.data import Batches, load_mnist
 
 ROW_SHAPES = [(65536, 10), (16384, 100), (4096, 1000), (1024, 10000), (256, 100000)]
 QUICK_SHAPES = [(16384, 10), (4096, 100), (1024, 1000), (256, 10000)]

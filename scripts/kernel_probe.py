@@ -5,14 +5,11 @@
 """
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import gpunet  # noqa: E402
-from gpunet import ops  # noqa: E402
+import gpunet
+from gpunet import ops
 
 ELEMENTS = 2**26  # as scripts/bench.py on a GPU: 256 MB of float32, past the L2 cache
 

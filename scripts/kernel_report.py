@@ -3,14 +3,11 @@
 launch rule's block size allows.   python scripts/kernel_report.py [--arch sm_90] [--dtype float32]"""
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gpunet.cuda.resources import block_size, occupancy, parse_ptxas_log  # noqa: E402
-from gpunet.cuda.source import DTYPES, modules  # noqa: E402
-from gpunet.cuda.plans import SHARED_MEMORY_LIMIT  # noqa: E402
-from gpunet.cuda.nvrtc import ARCHITECTURES, VOLTA, Nvrtc, compile_module  # noqa: E402
+from gpunet.cuda.resources import block_size, occupancy, parse_ptxas_log
+from gpunet.cuda.source import DTYPES, modules
+from gpunet.cuda.plans import SHARED_MEMORY_LIMIT
+from gpunet.cuda.nvrtc import ARCHITECTURES, VOLTA, Nvrtc, compile_module
 
 
 def main() -> int:

@@ -8,15 +8,12 @@ relative difference from the CPU (NumPy) result, for a person to read.
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import gpunet  # noqa: E402
-from gpunet import ops  # noqa: E402
-from gpunet.devices import probe_cuda  # noqa: E402
+import gpunet
+from gpunet import ops
+from gpunet.devices import probe_cuda
 
 SHAPES = [(1, 1), (3, 10), (5, 33), (3, 1000), (2, 1025), (2, 5000), (1, 20000)]
 

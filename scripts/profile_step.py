@@ -11,14 +11,11 @@ import cProfile
 import pstats
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import gpunet  # noqa: E402
-from gpunet import nn, optim  # noqa: E402
+import gpunet
+from gpunet import nn, optim
 
 
 def main() -> int:
