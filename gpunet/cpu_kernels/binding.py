@@ -155,8 +155,10 @@ class Function:
             return None
         count_name, sizes_name = param.length
         count = _length(count_name, scalars)
-        if not isinstance(value, (list, tuple)) or len(value) != count:
-            raise ValueError(f"{self.name}: {param.name} takes a list of {count} arrays")
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{self.name}: {param.name} takes a list of {count} arrays, got {type(value).__name__}")
+        if len(value) != count:
+            raise ValueError(f"{self.name}: {param.name} takes a list of {count} arrays, got {len(value)}")
         cached = self._lists.get(param.name)
         if cached is not None and len(cached[0]) == count and all(ref() is a for ref, a in zip(cached[0], value)):
             sizes = cached[2]

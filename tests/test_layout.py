@@ -1,0 +1,100 @@
+"""The layering the architecture promises (docs/architecture.md): no module imports a module above it, and no
+module imports another gpunet module inside a function (the way an import cycle is usually dodged)."""
+import ast
+from pathlib import Path
+
+import gpunet
+
+PACKAGE = Path(gpunet.__file__).parent
+
+# Lowest first. A module may import modules of a lower layer, and of its own layer only within its own package.
+LAYERS = [
+    {"gpunet.errors", "gpunet.seeding", "gpunet.native"},
+    {"gpunet.cuda", "gpunet.cpu_kernels"},
+    {"gpunet.devices"},
+    {"gpunet.ops"},
+    {"gpunet.nn", "gpunet.optim", "gpunet.gradcheck"},
+    {"gpunet.data", "gpunet.checkpoint", "gpunet.plots"},
+    {"gpunet.training"},
+    {"gpunet.cli"},
+    {"gpunet.__main__", "gpunet"},
+]
+
+
+def unit(module: str) -> str:
+    """The layer member a module belongs to: its package below gpunet, or the module itself."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else module
+
+
+def rank(module: str) -> int:
+    return next(i for i, layer in enumerate(LAYERS) if unit(module) in layer)
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path):
+    """``(imported gpunet module, line, at module level)`` for every import in ``path``."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text())
+    top_level = {id(node) for node in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            targets = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        else:
+            continue
+        for target in targets:
+            if target == "gpunet" or target.startswith("gpunet."):
+                yield target, node.lineno, id(node) in top_level
+
+
+def test_no_module_imports_one_above_it_or_inside_a_function():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        for target, line, top in imports(path):
+            where = f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
+            if not top:
+                wrong.append(f"{where} inside a function or block")
+            elif rank(target) > rank(name) or (rank(target) == rank(name) and unit(target) != unit(name)
+                                               and unit(name) != "gpunet"):
+                wrong.append(f"{where}, a layer above or beside it")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_check_sees_a_violation(tmp_path, monkeypatch):
+    """Mutation test: an ops module importing training, and a function-local import, are both reported."""
+    fake = PACKAGE / "ops" / "_layout_probe.py"
+    fake.write_text("from ..training import fit\n\ndef f():\n    from .. import cli\n")
+    try:
+        try:
+            test_no_module_imports_one_above_it_or_inside_a_function()
+        except AssertionError as error:
+            message = str(error)
+        else:
+            message = ""
+    finally:
+        fake.unlink()
+    assert "_layout_probe.py:1 imports gpunet.training, a layer above" in message
+    assert "_layout_probe.py:4 imports gpunet.cli inside a function" in message
+
+
+def test_ops_nn_and_optim_never_ask_which_device_they_are_on():
+    """The device split lives in gpunet/devices alone: no launcher, kernel or compiled-kernel test above it."""
+    for folder in ("ops", "nn", "optim"):
+        for path in (PACKAGE / folder).glob("*.py"):
+            text = path.read_text()
+            for word in (".launcher", ".kernels", "compiled(", "cpu_kernels", 'name == "cpu"', "isinstance(dev"):
+                assert word not in text, f"{path.name} mentions {word!r}"
