@@ -78,51 +78,53 @@ def signatures_of_files(paths: tuple) -> dict[str, Signature]:
     return found
 
 
-def _length(expression: str, scalars: dict) -> int:
-    """The value of ``rows*cols``-style products of integer parameters and numbers."""
-    total = 1
-    for factor in expression.split("*"):
-        factor = factor.strip()
-        total *= int(factor) if factor.isdigit() else scalars[factor]
-    return total
-
-
 class Function:
-    """One compiled entry point for one dtype, callable with NumPy arrays, lists of them, and Python numbers."""
+    """One compiled entry point for one dtype, callable with NumPy arrays, lists of them, and Python numbers.
+
+    Everything about the checks that does not depend on the arguments (element dtypes, integer ranges, which
+    parameters a length multiplies) is worked out here once: a training step makes a dozen of these calls.
+    """
 
     def __init__(self, lib, signature: Signature, dtype):
         self.signature, self.dtype = signature, numpy.dtype(dtype)
         self.name = f"{signature.name}_{SUFFIXES[self.dtype.name]}"
         self._fn = getattr(lib, self.name)
+        params = signature.params
         self._fn.argtypes = [ctypes.c_void_p if p.kind in ("buffer", "list") else _SCALARS[p.element][0]
-                             for p in signature.params]
+                             for p in params]
         self._fn.restype = ctypes.c_int64 if signature.returns == "int64_t" else None
+        position = {p.name: i for i, p in enumerate(params)}
+        self._ints = []
+        for i, p in enumerate(params):
+            if p.kind == "int":
+                info = numpy.iinfo(_SCALARS[p.element][1])
+                self._ints.append((i, p, int(info.min), int(info.max)))
+        self._lengths = {p.name: tuple(_factors(d, position) for d in p.length) for p in params
+                         if p.kind in ("buffer", "list")}
+        self._sizes_index = {p.name: position[p.length[1]] for p in params if p.kind == "list"}
+        self._elements = {p.name: self.dtype if p.element == "T" else _ELEMENTS[p.element] for p in params
+                          if p.kind in ("buffer", "list")}
         self._lists: dict[str, tuple] = {}  # the last pointer array built for each list parameter
-
-    def _element(self, param: Param):
-        return self.dtype if param.element == "T" else _ELEMENTS[param.element]
 
     def __call__(self, *args):
         params = self.signature.params
         if len(args) != len(params):
             raise TypeError(f"{self.name} takes {len(params)} arguments ({', '.join(p.name for p in params)}), "
                             f"got {len(args)}")
-        scalars = {}
-        for param, value in zip(params, args):
-            if param.kind == "int":
-                if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, numpy.integer)):
-                    raise TypeError(f"{self.name}: {param.name} takes an integer, got {type(value).__name__}")
-                info = numpy.iinfo(_SCALARS[param.element][1])
-                if not info.min <= int(value) <= info.max:
-                    raise OverflowError(f"{self.name}: {param.name} = {value} does not fit {param.element}")
-                scalars[param.name] = int(value)
+        for i, param, low, high in self._ints:
+            value = args[i]
+            if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, numpy.integer)):
+                raise TypeError(f"{self.name}: {param.name} takes an integer, got {type(value).__name__}")
+            if not low <= value <= high:
+                raise OverflowError(f"{self.name}: {param.name} = {value} does not fit {param.element}")
         converted = []
         for param, value in zip(params, args):
-            if param.kind == "buffer":
-                converted.append(self._buffer(param, value, _length(param.length[0], scalars)))
-            elif param.kind == "list":
-                converted.append(self._list(param, value, scalars, args))
-            elif param.kind == "float":
+            kind = param.kind
+            if kind == "buffer":
+                converted.append(self._buffer(param, value, _product(self._lengths[param.name][0], args)))
+            elif kind == "list":
+                converted.append(self._list(param, value, args))
+            elif kind == "float":
                 if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, float, numpy.number)):
                     raise TypeError(f"{self.name}: {param.name} takes a number, got {type(value).__name__}")
                 converted.append(float(value))
@@ -133,45 +135,62 @@ class Function:
     def _buffer(self, param: Param, value, length: int, where: str = ""):
         if value is None and param.nullable:
             return None
-        name = f"{self.name}: {param.name}{where}"
         if not isinstance(value, numpy.ndarray):
-            raise TypeError(f"{name} takes a NumPy array, got {type(value).__name__}")
-        want = self._element(param)
-        if value.dtype != want:
-            raise TypeError(f"{name} takes {want} data, got {value.dtype}")
-        if not value.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous (the kernels ignore strides)")
-        if param.writable and not value.flags.writeable:
-            raise ValueError(f"{name} is written to, but the array is read-only")
+            raise TypeError(f"{self.name}: {param.name}{where} takes a NumPy array, got {type(value).__name__}")
+        if value.dtype != self._elements[param.name]:
+            raise TypeError(f"{self.name}: {param.name}{where} takes {self._elements[param.name]} data, "
+                            f"got {value.dtype}")
+        flags = value.flags
+        if not flags.c_contiguous:
+            raise ValueError(f"{self.name}: {param.name}{where} must be C-contiguous (the kernels ignore strides)")
+        if param.writable and not flags.writeable:
+            raise ValueError(f"{self.name}: {param.name}{where} is written to, but the array is read-only")
         if value.size != length:
-            raise ValueError(f"{name} must hold {length} elements, got {value.size} (shape {value.shape})")
+            raise ValueError(f"{self.name}: {param.name}{where} must hold {length} elements, got {value.size} "
+                             f"(shape {value.shape})")
         return value.ctypes.data
 
-    def _list(self, param: Param, value, scalars: dict, args):
+    def _list(self, param: Param, value, args):
         """A ctypes array of the buffers' data pointers. An optimizer passes the same arrays at every step: while
-        every one is the same live object as at the last call (weak references), its pointer array is reused
-        (a few microseconds instead of tens)."""
+        every one is the same live object as at the last call (weak references) and the declared sizes are the
+        same, its pointer array is reused (a few microseconds instead of tens)."""
         if value is None and param.nullable:
             return None
-        count_name, sizes_name = param.length
-        count = _length(count_name, scalars)
+        count = _product(self._lengths[param.name][0], args)
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"{self.name}: {param.name} takes a list of {count} arrays, got {type(value).__name__}")
         if len(value) != count:
             raise ValueError(f"{self.name}: {param.name} takes a list of {count} arrays, got {len(value)}")
+        sizes = args[self._sizes_index[param.name]]
+        sizes = tuple(sizes.tolist()) if isinstance(sizes, numpy.ndarray) else tuple(sizes)
         cached = self._lists.get(param.name)
-        if cached is not None and len(cached[0]) == count and all(ref() is a for ref, a in zip(cached[0], value)):
-            sizes = cached[2]
-        else:
-            cached = None
-        sizes_index = next(i for i, p in enumerate(self.signature.params) if p.name == sizes_name)
-        wanted_sizes = args[sizes_index]
-        if cached is None or not numpy.array_equal(sizes, wanted_sizes):
-            pointers = [self._buffer(param, a, int(n), f"[{k}]") for k, (a, n) in enumerate(zip(value, wanted_sizes))]
-            cached = (tuple(weakref.ref(a) for a in value), (ctypes.c_void_p * max(count, 1))(*pointers),
-                      numpy.array(wanted_sizes, copy=True))
+        if (cached is None or cached[2] != sizes or len(cached[0]) != count
+                or not all(ref() is a for ref, a in zip(cached[0], value))):
+            pointers = [self._buffer(param, a, int(n), f"[{k}]") for k, (a, n) in enumerate(zip(value, sizes))]
+            cached = (tuple(weakref.ref(a) for a in value), (ctypes.c_void_p * max(count, 1))(*pointers), sizes)
             self._lists[param.name] = cached
         return ctypes.addressof(cached[1])
+
+
+def _factors(expression: str, position: dict) -> tuple:
+    """``rows*cols`` as the factors of a product: numbers, or the positions of integer parameters."""
+    factors = []
+    for factor in expression.split("*"):
+        factor = factor.strip()
+        if factor.isdigit():
+            factors.append(int(factor))
+        elif factor in position:
+            factors.append(("arg", position[factor]))
+        else:
+            raise ValueError(f"length {expression!r} names {factor!r}, which is no parameter")
+    return tuple(factors)
+
+
+def _product(factors: tuple, args) -> int:
+    total = 1
+    for factor in factors:
+        total *= int(args[factor[1]]) if isinstance(factor, tuple) else factor
+    return total
 
 
 class Binding:
