@@ -11,12 +11,13 @@ from gpunet import nn, ops
 from gpunet.cli import main
 from gpunet.devices import Op
 from gpunet.gradcheck import check_backward
+from tests.helpers import tolerance
 
 BETA, KAPPA = np.sqrt(2 / np.pi), 0.044715
 
-# Relative error allowed per value: a few units in the last place of each dtype (float16 is computed in float32
-# and rounded once, so half an ulp of float16 and a little).
-RTOL = {np.float64: 1e-13, np.float32: 3e-6, np.float16: 1e-3}
+
+def rtol(dtype) -> float:
+    return tolerance("per_value", dtype).rtol
 
 
 def _u(x):
@@ -53,14 +54,14 @@ def slope_scale(x):
     return np.abs(first) + np.abs(second)
 
 
-def tolerance(x, dtype):
+def tolerance_per_value(x, dtype):
     """Per value: a few ulps, times the condition of s = 1 / (1 + exp(-2u)) in its argument, 2|u| (1 - s): the
     argument is rounded first (and the forms may fuse the multiply-adds in u differently), which matters where
     exp(-2u) is large (x < 0) and not where it vanishes (x > 0)."""
     u = _u(x)
     with np.errstate(over="ignore"):
         one_minus_s = 1 / (1 + np.exp(2 * u))
-    return RTOL[dtype] * (1 + 2 * np.abs(u) * one_minus_s)
+    return rtol(dtype) * (1 + 2 * np.abs(u) * one_minus_s)
 
 
 def values(dtype):
@@ -79,11 +80,11 @@ def test_forward_and_slope_match_the_reference_per_value(dev, dtype):
     assert y.dtype == dx.dtype == dtype and y.shape == x.shape
     want_y = gelu_ref(x).astype(dtype).astype(np.float64)  # the reference rounded to the dtype
     want_dx = gelu_slope_ref(x).astype(dtype).astype(np.float64)
-    rtol = tolerance(x, dtype)
+    bound = tolerance_per_value(x, dtype)
     tiny = np.finfo(dtype).tiny  # under it a dtype has no relative precision left
     for got, want, scale in ((y, want_y, np.abs(want_y)), (dx, want_dx, slope_scale(x))):
         got = got.astype(np.float64)
-        bad = np.abs(got - want) > rtol * scale + tiny
+        bad = np.abs(got - want) > bound * scale + tiny
         assert not bad.any(), f"x = {x[bad][:5]}: got {got[bad][:5]}, want {want[bad][:5]}"
     assert y[x == 0].tolist() == [0.0] * int((x == 0).sum())
 
@@ -130,10 +131,11 @@ def test_non_contiguous_and_mixed_dtype_inputs(dev, rng, dtype):
     got = dev.to_numpy(ops.gelu_backward(dev.asarray(x), dev.asarray(dy)))
     want_dtype = np.result_type(dtype, np.float64)
     assert got.dtype == want_dtype
-    assert np.all(np.abs(got - dy * gelu_slope_ref(x)) <= tolerance(x, np.float64) * np.abs(dy) * slope_scale(x))
+    bound = tolerance_per_value(x, np.float64) * np.abs(dy) * slope_scale(x)
+    assert np.all(np.abs(got - dy * gelu_slope_ref(x)) <= bound)
     y = dev.to_numpy(ops.gelu(dev.asarray(x)))
     np.testing.assert_allclose(y.astype(np.float64), gelu_ref(x).astype(dtype).astype(np.float64),
-                               rtol=tolerance(x, dtype).max(), atol=np.finfo(dtype).tiny)
+                               rtol=tolerance_per_value(x, dtype).max(), atol=np.finfo(dtype).tiny)
 
 
 def test_the_compiled_cpu_kernel_is_called_and_agrees_with_the_numpy_form(monkeypatch, rng):
@@ -151,9 +153,9 @@ def test_the_compiled_cpu_kernel_is_called_and_agrees_with_the_numpy_form(monkey
     assert called == ["gelu_forward", "gelu_backward"]
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")
     numpy_form = ops.gelu(x, device="cpu"), ops.gelu_backward(x, dy, device="cpu")
-    rtol, tiny = tolerance(x, np.float32), np.finfo(np.float32).tiny
+    bound, tiny = tolerance_per_value(x, np.float32), np.finfo(np.float32).tiny
     for a, b, scale in zip(compiled, numpy_form, (np.abs(gelu_ref(x)), np.abs(dy) * slope_scale(x))):
-        assert np.all(np.abs(a - b) <= rtol * scale + tiny)
+        assert np.all(np.abs(a - b) <= bound * scale + tiny)
 
 
 def test_layer_caches_its_input_and_backpropagates(dev, rng):

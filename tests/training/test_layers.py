@@ -80,7 +80,7 @@ def test_linear_rejects_wrong_input_shape():
     with pytest.raises(ValueError, match=r"\(N, 4\)"):
         nn.Linear(4, 2).forward(np.zeros((3, 5), dtype=np.float32))
     with pytest.raises(ValueError, match="unknown activation"):
-        nn.mlp([2, 3], activation="gelu")
+        nn.mlp([2, 3], activation="swish")
 
 
 def test_layers_reject_bad_input_on_every_device(dev):
