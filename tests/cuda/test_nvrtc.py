@@ -37,3 +37,17 @@ def test_compile_errors_are_reported():
     ok, log, _ = nvrtc.compile('extern "C" __global__ void k(float* x) { x[0] = INFINITY; }', "bad.cu",
                                ["--gpu-architecture=sm_80"])
     assert not ok and "INFINITY" in log  # NVRTC has no <math.h> macros: kernels must not use them
+
+
+def test_float16_headers_come_from_the_test_extra_not_a_cuda_toolkit():
+    """cuda_fp16.h with its crt/ headers, which the float16 kernels need in NVRTC and in the simulator, is found
+    first in the pip wheels of the test extra (nvidia-cuda-runtime, nvidia-cuda-crt), so the suite needs no CUDA
+    toolkit on the machine."""
+    import os
+
+    from gpunet.cuda.nvrtc import cuda_include_dirs
+
+    for host_compilable in (False, True):
+        folders = cuda_include_dirs(host_compilable=host_compilable)
+        assert folders, "no cuda_fp16.h: install the test extra (pip install -e '.[test]')"
+        assert folders[0].endswith(os.path.join("nvidia", "cu13", "include")), folders
