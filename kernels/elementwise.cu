@@ -2,16 +2,18 @@
 // One thread per element with a grid-stride loop and 64-bit indices.
 #include "common.cuh"
 
+// ReLU as PyTorch: NaN stays NaN; the backward passes dy where y > 0 or y is NaN, and gives exactly 0 where
+// y <= 0 (an inf or NaN dy there included).
 extern "C" __global__ void relu_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, long long n) {
     GRID_STRIDE(i, n) {
         const acc_t v = load(x, i);
-        store(y, i, v > acc_t(0) ? v : acc_t(0));
+        store(y, i, v > acc_t(0) || v != v ? v : acc_t(0));
     }
 }
 
 extern "C" __global__ void relu_backward(const scalar_t* __restrict__ y, const scalar_t* __restrict__ dy,
                                          scalar_t* __restrict__ dx, long long n) {
-    GRID_STRIDE(i, n) store(dx, i, load(y, i) > acc_t(0) ? load(dy, i) : acc_t(0));
+    GRID_STRIDE(i, n) store(dx, i, load(y, i) <= acc_t(0) ? acc_t(0) : load(dy, i));
 }
 
 extern "C" __global__ void tanh_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, long long n) {

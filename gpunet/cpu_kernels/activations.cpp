@@ -1,6 +1,6 @@
 // activations.cpp: ReLU and GELU forward and backward for the CPU path, one threaded pass each, where the NumPy
-// forms take one to several single-threaded passes and temporaries. ReLU gives the bits of np.maximum(x, 0) and
-// dy * (y > 0), NaN included; GELU the arithmetic of kernels/elementwise.cu.
+// forms take one to several single-threaded passes and temporaries. ReLU gives the bits of its NumPy form, NaN
+// included (gpunet.ops.activations); GELU the arithmetic of kernels/elementwise.cu.
 #include <stdint.h>
 
 #include <cmath>
@@ -18,7 +18,7 @@ static void relu(const T* __restrict__ x, T* __restrict__ y, int64_t n) {
 template <class T>
 static void relu_backward(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx, int64_t n) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : dy[i] * T(0);  // inf or NaN in dy: NaN, as NumPy
+    for (int64_t i = 0; i < n; ++i) dx[i] = y[i] <= T(0) ? T(0) : dy[i];  // y NaN passes dy, as PyTorch
 }
 
 // GELU, tanh form, the arithmetic of kernels/elementwise.cu (y = x s, s = 1 / (1 + exp(-2u))), in T.

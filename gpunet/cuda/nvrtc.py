@@ -111,17 +111,25 @@ def compile_options(config: DtypeConfig, arch: str, verbose: bool = False) -> li
 
 
 def cuda_include_dirs(host_compilable: bool = False) -> list[str]:
-    """A folder holding CUDA's ``cuda_fp16.h``: any for NVRTC (it has the rest built in); for the simulator's
-    host compiler one that also has ``crt/host_defines.h`` (a CUDA toolkit's include folder)."""
+    """The folders holding CUDA's ``cuda_fp16.h`` and what it includes. NVRTC needs only the header (it has the
+    rest built in); the simulator's host compiler also needs ``crt/host_defines.h`` and CCCL's ``nv/target``
+    (a CUDA 13 toolkit keeps those under ``include/cccl``). The pip wheels ``nvidia-cuda-runtime``,
+    ``nvidia-cuda-crt`` and ``nvidia-cuda-cccl`` install all three under ``nvidia/cu13/include``; a toolkit
+    (``$CUDA_HOME``, ``/usr/local/cuda``) is the fallback."""
     candidates = [os.path.join(root, sub) for root in sys.path if root
                   for sub in ("nvidia/cu13/include", "nvidia/cuda_runtime/include", "nvidia/cuda_nvrtc/include")]
     candidates += ["/usr/local/cuda/include"]
     if os.environ.get("CUDA_HOME"):
         candidates.insert(0, os.path.join(os.environ["CUDA_HOME"], "include"))
     for folder in candidates:
-        if os.path.isfile(os.path.join(folder, "cuda_fp16.h")) and (
-                not host_compilable or os.path.isfile(os.path.join(folder, "crt", "host_defines.h"))):
-            return [folder]
+        if not os.path.isfile(os.path.join(folder, "cuda_fp16.h")):
+            continue
+        found = [folder] + [os.path.join(folder, "cccl")] * os.path.isdir(os.path.join(folder, "cccl"))
+        if not host_compilable:
+            return found
+        if os.path.isfile(os.path.join(folder, "crt", "host_defines.h")) and any(
+                os.path.isfile(os.path.join(d, "nv", "target")) for d in found):
+            return found
     return []
 
 

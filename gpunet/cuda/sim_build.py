@@ -61,8 +61,9 @@ def _include_flags(config: DtypeConfig) -> list[str]:
     if config.defines:
         dirs = cuda_include_dirs(host_compilable=True)
         if not dirs:
-            raise SimBuildError(f"{config.name} in the simulator needs CUDA's cuda_fp16.h with its crt/ headers "
-                                "(a CUDA toolkit's include folder; set CUDA_HOME)")
+            raise SimBuildError(f"{config.name} in the simulator needs CUDA's cuda_fp16.h with crt/ and nv/target: "
+                                "pip install nvidia-cuda-runtime nvidia-cuda-crt nvidia-cuda-cccl (the test extra), "
+                                "or set CUDA_HOME to a CUDA toolkit")
         flags += [f"-I{d}" for d in dirs]
     return flags
 
@@ -72,13 +73,13 @@ def build_module(module: str, config: DtypeConfig, sanitize: str | None = None, 
     if sanitize not in SANITIZERS:
         raise ValueError(f"unknown sanitizer {sanitize!r}: expected 'address' or 'thread'")
     cxx = compiler()
+    flags = _include_flags(config) + config.compile_defines()
     digest = native.digest_of(HEADER.read_bytes(), *source_digest_parts(), module, source or "",
-                              " ".join(config.compile_defines() + CXXFLAGS + SANITIZERS[sanitize]), cxx)
+                              " ".join(flags + CXXFLAGS + SANITIZERS[sanitize]), cxx)
     target = cache_dir() / f"{module}-{config.name}-{sanitize or 'plain'}-{digest}.so"
     if target.exists():
         return target
     unit = '#include "cuda_sim.h"\n' + (source if source is not None else f'#include "{module}.cu"\n')
-    flags = _include_flags(config) + config.compile_defines()
     pre = subprocess.run([cxx, "-E", "-std=c++20", *flags, "-x", "c++", "-"], input=unit, capture_output=True,
                          text=True)
     if pre.returncode != 0:

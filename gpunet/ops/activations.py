@@ -34,8 +34,11 @@ def _sigmoid(xp, x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
+# ReLU as PyTorch: relu(NaN) is NaN (xp.maximum propagates it); the backward passes dy where y > 0 or y is NaN and
+# gives exactly 0 where y <= 0, even for an inf or NaN dy (a select, not dy * [y > 0], which would make 0 * inf).
 RELU = Op("relu_forward", "elementwise", "elementwise", lambda xp, x: xp.maximum(x, 0), compiled=True)
-RELU_BACKWARD = Op("relu_backward", "elementwise", "elementwise", lambda xp, y, dy: dy * (y > 0), compiled=True)
+RELU_BACKWARD = Op("relu_backward", "elementwise", "elementwise",
+                   lambda xp, y, dy: xp.where(y <= 0, xp.zeros((), dy.dtype), dy), compiled=True)
 TANH = Op("tanh_forward", "elementwise", "elementwise", lambda xp, x: xp.tanh(x))
 TANH_BACKWARD = Op("tanh_backward", "elementwise", "elementwise", lambda xp, y, dy: dy * (1 - y * y))
 SIGMOID = Op("sigmoid_forward", "elementwise", "elementwise", _sigmoid)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from ..devices import device_of
+from ..errors import label_out_of_range
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -56,6 +59,27 @@ def require_labels(labels, n_rows: int):
         raise ValueError(f"labels must be an integer array, got dtype {labels.dtype} with shape {tuple(labels.shape)}")
     if labels.ndim != 1 or labels.shape[0] != n_rows:
         raise ValueError(f"labels must have shape ({n_rows},) to match logits with {n_rows} rows, got {tuple(labels.shape)}")
+
+
+def require_int64(value, name: str):
+    """An integer (not a bool) that fits int64, as every kernel takes it."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
+    if not INT64_MIN <= int(value) <= INT64_MAX:
+        raise ValueError(f"{name} = {int(value)} does not fit int64: labels are compared as int64 on every device")
+
+
+def labels_as_int64(xp, labels, n_classes: int, ignore_index: int):
+    """Labels of any integer kind as int64, the one type every form reads. An unsigned label past int64's range
+    can be no class and no ignore_index: it is out of range, named as given (converted, it would wrap to a
+    negative number, and could even meet ignore_index)."""
+    if labels.dtype.kind == "u" and labels.dtype.itemsize == 8 and bool((labels > INT64_MAX).any()):
+        bad = labels >= n_classes  # unsigned: no label is negative; the first bad row, as the devices name it
+        if ignore_index >= 0:
+            bad &= labels != ignore_index
+        row = int(xp.argmax(bad))
+        raise label_out_of_range(row, int(labels[row]), n_classes, ignore_index)
+    return labels.astype(xp.int64, copy=False)
 
 
 def promoted(xp, *arrays):

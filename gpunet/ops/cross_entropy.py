@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy
 
 from ..devices import Op, device_of
-from .checks import on_device, require_labels, require_ndim, require_reduction
+from .checks import labels_as_int64, on_device, require_int64, require_labels, require_ndim, require_reduction
 from .rows import quiet, row_max, row_sum
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_with_grad", "softmax_cross_entropy_backward",
@@ -70,15 +70,17 @@ SOFTMAX_CROSS_ENTROPY_BACKWARD = Op("softmax_cross_entropy_backward", "cross_ent
                                     _cross_entropy_backward_rows)
 
 
-def _prepare(scores, labels, name, reduction, device):
-    """Both arrays on the op's device, checked: (N, C) floating scores, (N,) integer labels, a known reduction.
-    The label range is checked where the loss runs (a GPU's kernels flag it without a sync of their own)."""
+def _prepare(scores, labels, name, reduction, device, ignore_index):
+    """Both arrays on the op's device, checked: (N, C) floating scores, (N,) integer labels as int64, a known
+    reduction, an ``ignore_index`` that fits int64. The label range is checked where the loss runs (a GPU's
+    kernels flag it without a sync of their own)."""
     dev, scores = on_device(scores, device, name, nonempty=True)
     labels = dev.asarray(labels)
     require_ndim(scores, 2, name)
     require_reduction(reduction)
     require_labels(labels, scores.shape[0])
-    return dev, scores, labels
+    require_int64(ignore_index, "ignore_index")
+    return dev, scores, labels_as_int64(dev.xp, labels, scores.shape[1], ignore_index)
 
 
 def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: str = "mean", device=None):
@@ -87,7 +89,7 @@ def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: s
     ``reduction``: "mean" over the rows whose label is not ``ignore_index`` (NaN if there are none, as in
     PyTorch), "sum", or "none" (an (N,) array with 0 for ignored rows). The loss is a device array.
     """
-    dev, logits, labels = _prepare(logits, labels, "logits", reduction, device)
+    dev, logits, labels = _prepare(logits, labels, "logits", reduction, device, ignore_index)
     loss_rows, probs = dev.run(SOFTMAX_CROSS_ENTROPY, logits, labels, ignore_index)
     return _reduce(dev.xp, loss_rows, labels, ignore_index, reduction), probs
 
@@ -103,7 +105,7 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
     callers that checked their labels once up front (``gpunet.training.fit`` does); a bad label then gives a NaN
     loss for its row rather than an error. On the CPU labels are always checked (it costs no sync there).
     """
-    dev, logits, labels = _prepare(logits, labels, "logits", reduction, device)
+    dev, logits, labels = _prepare(logits, labels, "logits", reduction, device, ignore_index)
     if reduction != "none":
         return dev.run(SOFTMAX_CROSS_ENTROPY_REDUCED, logits, labels, ignore_index, reduction == "mean",
                        check=check_labels)
@@ -126,7 +128,7 @@ def softmax_cross_entropy_backward(probs, labels, dloss=1.0, ignore_index: int =
 
     Rows whose label is ``ignore_index`` get a zero gradient.
     """
-    dev, probs, labels = _prepare(probs, labels, "probs", reduction, device)
+    dev, probs, labels = _prepare(probs, labels, "probs", reduction, device, ignore_index)
     scale = _row_scale(dev.xp, dloss, labels != ignore_index, reduction, _wide_dtype(probs))
     return dev.run(SOFTMAX_CROSS_ENTROPY_BACKWARD, probs, labels, scale, ignore_index)
 

@@ -40,9 +40,9 @@ def test_compile_errors_are_reported():
 
 
 def test_float16_headers_come_from_the_test_extra_not_a_cuda_toolkit():
-    """cuda_fp16.h with its crt/ headers, which the float16 kernels need in NVRTC and in the simulator, is found
-    first in the pip wheels of the test extra (nvidia-cuda-runtime, nvidia-cuda-crt), so the suite needs no CUDA
-    toolkit on the machine."""
+    """cuda_fp16.h with crt/ and nv/target, which the float16 kernels need in NVRTC and in the simulator, is found
+    first in the pip wheels of the test extra (nvidia-cuda-runtime, nvidia-cuda-crt, nvidia-cuda-cccl), so the
+    suite needs no CUDA toolkit on the machine."""
     import os
 
     from gpunet.cuda.nvrtc import cuda_include_dirs
