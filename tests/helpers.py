@@ -54,3 +54,52 @@ TOLERANCES = {
 def tolerance(purpose: str, dtype) -> Tol:
     """``TOLERANCES[purpose]`` for a dtype given as a type, a numpy.dtype or a name."""
     return TOLERANCES[purpose][np.dtype(dtype).type]
+
+
+def assert_per_value(got, want, dtype, scale=None, purpose: str = "cross_device"):
+    """Value by value: the same NaN and inf pattern, and ``|got - want| <= rtol * scale`` for every finite
+    value, where ``scale`` is ``|want|`` unless given (for a value computed as a sum whose terms cancel, the size
+    of those terms). The only absolute slack is the dtype's smallest normal number: a form that flushed small
+    outputs to zero fails, where an ``atol`` of the dtype's resolution would let it pass."""
+    got = np.asarray(got).astype(np.float64)
+    want = np.asarray(want).astype(np.float64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg="NaN pattern")
+    infinite = np.isinf(want)
+    np.testing.assert_array_equal(got[infinite], want[infinite], err_msg="inf pattern")
+    scale = np.abs(want) if scale is None else np.broadcast_to(np.asarray(scale, np.float64), want.shape)
+    bound = tolerance(purpose, dtype).rtol * scale + np.finfo(dtype).tiny
+    with np.errstate(invalid="ignore"):
+        bad = np.isfinite(want) & ~(np.abs(got - want) <= bound)
+    if bad.any():
+        where = np.argwhere(bad)[:5]
+        rows = ", ".join(f"{tuple(i)}: got {got[tuple(i)]:.9g}, want {want[tuple(i)]:.9g} (bound {bound[tuple(i)]:.3g})"
+                         for i in where)
+        raise AssertionError(f"{int(bad.sum())} of {bad.size} values differ more than {purpose} allows: {rows}")
+
+
+# The size of what each row op's output is computed from, per value, for ``assert_per_value``: a value's rounding
+# error is relative to these, not to the value itself where terms cancel. All in float64, NaN and inf ignored.
+def _finite(a):
+    a = np.asarray(a, np.float64)
+    return np.where(np.isfinite(a), a, 0.0)
+
+
+def log_softmax_scale(x):
+    """x - m - log s: the terms, and 1 for log s itself (a sum's relative rounding error becomes an absolute
+    error of log s, which matters where log p is near 0)."""
+    x = _finite(x)
+    m = x.max(axis=-1, keepdims=True)
+    return np.abs(x - m) + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)) + 1.0
+
+
+def softmax_backward_scale(y, dy):
+    """y (dy - sum(dy y)): |y| times |dy| and the row's sum of |dy y|."""
+    y, dy = _finite(y), _finite(dy)
+    return np.abs(y) * (np.abs(dy) + np.abs(dy * y).sum(axis=-1, keepdims=True))
+
+
+def log_softmax_backward_scale(logy, dy):
+    """dy - exp(logy) sum(dy): |dy| and exp(logy) times the row's sum of |dy|."""
+    logy, dy = np.asarray(logy, np.float64), _finite(dy)
+    return np.abs(dy) + np.exp(np.where(np.isfinite(logy), logy, -np.inf)) * np.abs(dy).sum(axis=-1, keepdims=True)

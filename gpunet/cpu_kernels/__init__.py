@@ -64,22 +64,25 @@ def chosen_isa() -> str:
     return wanted
 
 
-def compile_flags(isa: str) -> list[str]:
+def compile_flags(isa: str, folder: Path = SOURCE.parent) -> list[str]:
     """float32 rows use vector_f32.h's explicit vectors under "avx512" (16 lanes) and "avx2" (8 lanes)."""
     return ["-std=c++20", "-O3", "-fPIC", "-shared", "-pthread", "-fopenmp-simd", "-fno-math-errno", "-w",
-            f"-I{SOURCE.parent}", *ISA_FLAGS[isa][0]]
+            f"-I{folder}", *ISA_FLAGS[isa][0]]
 
 
-def _load(isa: str) -> Binding:
+def build(isa: str, folder: Path = SOURCE.parent) -> Binding:
+    """``folder``'s library.cpp (and what it includes) compiled for ``isa`` and bound, cached by content.
+    Another folder than this package's is for tests that build the kernels with a planted bug."""
     if platform.system() != "Linux":
         raise native.BuildError("the CPU kernels use glibc's libmvec, on Linux only")
     cxx = native.compiler("gpunet's CPU kernels")
-    flags = compile_flags(isa)
-    digest = native.digest_of(*(p.name + p.read_text() for p in PARTS), " ".join(flags), cxx)
+    parts = sorted(p for p in Path(folder).iterdir() if p.suffix in (".cpp", ".h"))
+    flags = compile_flags(isa, folder)
+    digest = native.digest_of(*(p.name + p.read_text() for p in parts), " ".join(flags), cxx)
     target = native.cache_dir("cpu") / f"kernels-{isa}-{digest}.so"
-    lib = ctypes.CDLL(str(native.build_shared(target, SOURCE.read_text(), flags, cxx, "the CPU kernels",
-                                              libs=("-lmvec",))))
-    return Binding(lib, signatures())
+    source = (Path(folder) / SOURCE.name).read_text()
+    lib = ctypes.CDLL(str(native.build_shared(target, source, flags, cxx, "the CPU kernels", libs=("-lmvec",))))
+    return Binding(lib, signatures_of_files(tuple(str(p) for p in parts if p.suffix == ".cpp")))
 
 
 def binding() -> Binding | None:
@@ -89,7 +92,7 @@ def binding() -> Binding | None:
     isa = chosen_isa()
     if isa not in _state:
         try:
-            _state[isa] = _load(isa)
+            _state[isa] = build(isa)
         except (native.BuildError, OSError) as exc:
             _log.warning("gpunet: compiled CPU kernels unavailable, the CPU runs every op's NumPy form (%s)",
                          str(exc).splitlines()[0])
