@@ -123,7 +123,9 @@ def test_bad_input(dev):
 
 @pytest.mark.parametrize("cols", [3, 10, 40])
 def test_host_row_blocks_on_threads_match_one_block(monkeypatch, rng, cols):
-    """The CPU path splits rows into cache-sized blocks on a thread per core; tiny blocks must change nothing."""
+    """The CPU's NumPy forms split rows into cache-sized blocks on a thread per core; tiny blocks must change
+    nothing. (With the compiled kernels on, the softmax family would not go through the blocks at all.)"""
+    monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")
     cpu = gpunet.device("cpu")
     x = rng.standard_normal((37, cols)) * 3
     dy = rng.standard_normal((37, cols))
@@ -136,7 +138,12 @@ def test_host_row_blocks_on_threads_match_one_block(monkeypatch, rng, cols):
         return [y, logy, ops.softmax_backward(y, dy, device=cpu), ops.log_softmax_backward(logy, dy, device=cpu),
                 loss, p, ops.softmax_cross_entropy_backward(p, labels, device=cpu)]
     whole = everything()
+    blocks = []
+    real_map_rows = type(cpu).map_rows
+    monkeypatch.setattr(type(cpu), "map_rows", lambda self, fn, inputs, outputs: blocks.append(len(inputs[0])) or
+                        real_map_rows(self, fn, inputs, outputs))
     monkeypatch.setattr(type(cpu), "block_bytes", 3 * cols * 8)  # 3 rows a block: 13 blocks
     for a, b in zip(everything(), whole):
         np.testing.assert_array_equal(a, b)
+    assert len(blocks) == 6  # six calls (the loss and the probabilities come from one), each over row blocks
     np.testing.assert_allclose(whole[0], softmax_ref(x), rtol=1e-12)
