@@ -41,12 +41,12 @@ TOLERANCES = {
     # (tests/ops/test_parity.py): float64 agrees to rounding, float32 to summation order; float16 accumulates in
     # float32 on both sides and rounds once.
     "cross_device": {np.float64: Tol(1e-12, 1e-14), np.float32: Tol(3e-5, 2e-6), np.float16: Tol(2e-3, 1e-3)},
-    # Whole training runs, a kernel device against the cpu after 24 steps (tests/training/test_training_parity.py):
-    # the losses within rtol, the weights within rtol and an atol of a hundredth of it.
     # One op against an independent float64 reference, value by value (tests/ops/test_gelu.py): a few units in the
     # last place of each dtype (float16 computed in float32 and rounded once), scaled by each value's condition in
     # the test; no absolute floor, so a kernel that flushed small outputs to zero would fail.
     "per_value": {np.float64: Tol(1e-13, 0.0), np.float32: Tol(3e-6, 0.0), np.float16: Tol(1e-3, 0.0)},
+    # Whole training runs, a kernel device against the cpu after 24 steps (tests/training/test_training_parity.py):
+    # the losses within rtol, the weights within rtol and an atol of a hundredth of it.
     "training_run": {np.float64: Tol(1e-9, 1e-9 * 1e-2), np.float32: Tol(2e-3, 2e-3 * 1e-2)},
 }
 

@@ -85,8 +85,9 @@ def build(isa: str, folder: Path = SOURCE.parent) -> Binding:
     return Binding(lib, signatures_of_files(tuple(str(p) for p in parts if p.suffix == ".cpp")))
 
 
-def binding() -> Binding | None:
-    """The compiled kernels, or None: switched off, or they could not be built (said once in the log)."""
+def library() -> Binding | None:
+    """The compiled kernels behind their checked binding, or None: switched off, or they could not be built
+    (said once in the log)."""
     if os.environ.get("GPUNET_CPU_KERNELS", "1") == "0":
         return None
     isa = chosen_isa()

@@ -13,6 +13,7 @@ import ctypes
 import dataclasses
 import functools
 import re
+import threading
 import weakref
 from pathlib import Path
 
@@ -104,7 +105,7 @@ class Function:
         self._sizes_index = {p.name: position[p.length[1]] for p in params if p.kind == "list"}
         self._elements = {p.name: self.dtype if p.element == "T" else _ELEMENTS[p.element] for p in params
                           if p.kind in ("buffer", "list")}
-        self._lists: dict[str, tuple] = {}  # the last pointer array built for each list parameter
+        self._local = threading.local()  # per thread: the last pointer array built for each list parameter
 
     def __call__(self, *args):
         params = self.signature.params
@@ -151,9 +152,10 @@ class Function:
         return value.ctypes.data
 
     def _list(self, param: Param, value, args):
-        """A ctypes array of the buffers' data pointers. An optimizer passes the same arrays at every step: while
-        every one is the same live object as at the last call (weak references) and the declared sizes are the
-        same, its pointer array is reused (a few microseconds instead of tens)."""
+        """A ctypes array of the buffers' data pointers (the array object itself, so that the call holds it). An
+        optimizer passes the same arrays at every step: while every one is the same live object as at this
+        thread's last call (weak references) and the declared sizes are the same, its pointer array is reused (a
+        few microseconds instead of tens); only writability is looked at again."""
         if value is None and param.nullable:
             return None
         count = _product(self._lengths[param.name][0], args)
@@ -163,13 +165,18 @@ class Function:
             raise ValueError(f"{self.name}: {param.name} takes a list of {count} arrays, got {len(value)}")
         sizes = args[self._sizes_index[param.name]]
         sizes = tuple(sizes.tolist()) if isinstance(sizes, numpy.ndarray) else tuple(sizes)
-        cached = self._lists.get(param.name)
+        lists = self._local.__dict__.setdefault("lists", {})
+        cached = lists.get(param.name)
         if (cached is None or cached[2] != sizes or len(cached[0]) != count
                 or not all(ref() is a for ref, a in zip(cached[0], value))):
             pointers = [self._buffer(param, a, int(n), f"[{k}]") for k, (a, n) in enumerate(zip(value, sizes))]
             cached = (tuple(weakref.ref(a) for a in value), (ctypes.c_void_p * max(count, 1))(*pointers), sizes)
-            self._lists[param.name] = cached
-        return ctypes.addressof(cached[1])
+            lists[param.name] = cached
+        elif param.writable:
+            for k, a in enumerate(value):
+                if not a.flags.writeable:
+                    raise ValueError(f"{self.name}: {param.name}[{k}] is written to, but the array is read-only")
+        return cached[1]
 
 
 def _factors(expression: str, position: dict) -> tuple:
@@ -201,7 +208,8 @@ class Binding:
         self._functions: dict = {}
 
     def function(self, name: str, dtype) -> Function | None:
-        """The checked entry point ``name`` for ``dtype``, or None where there is none (float16; no such kernel)."""
+        """The checked entry point ``name`` for ``dtype``, or None where there is none (float16, a byte-swapped
+        dtype, no such kernel)."""
         key = (name, dtype)
         try:
             return self._functions[key]
@@ -209,10 +217,7 @@ class Binding:
             pass
         dtype = numpy.dtype(dtype)
         found = None
-        if name in self._signatures and dtype.name in SUFFIXES:
+        if name in self._signatures and dtype.name in SUFFIXES and dtype.isnative:  # not a byte-swapped one
             found = Function(self._lib, self._signatures[name], dtype)
         self._functions[key] = found
         return found
-
-    def names(self) -> list[str]:
-        return sorted(self._signatures)

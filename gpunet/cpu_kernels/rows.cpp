@@ -225,13 +225,18 @@ extern "C" {
             softmax_backward_rows(logy + r0 * cols, dy + r0 * cols, dx + r0 * cols, r1 - r0, cols, 1);              \
         });                                                                                                         \
     }                                                                                                               \
-    void softmax_cross_entropy_##SUFFIX(const T* x /*[rows*cols]*/, const int64_t* labels /*[rows]*/,              \
-                                        const T* row_scale /*[rows]*/, T* loss /*[rows]*/, T* grad /*[rows*cols]*/, \
-                                        int64_t rows, int64_t cols, int64_t ignore_index, int threads) {            \
+    int64_t softmax_cross_entropy_##SUFFIX(const T* x /*[rows*cols]*/, const int64_t* labels /*[rows]*/,           \
+                                           const T* row_scale /*[rows]*/, T* loss /*[rows]*/,                       \
+                                           T* grad /*[rows*cols]*/, int64_t rows, int64_t cols,                     \
+                                           int64_t ignore_index, int threads) {                                     \
+        int64_t counted = 0;                                                                                        \
+        const int64_t bad = check_labels(labels, rows, cols, ignore_index, &counted);                               \
+        if (bad >= 0) return bad;  /* a label past the row is never read: nothing is written */                     \
         over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
             cross_entropy_rows(x + r0 * cols, labels + r0, row_scale + r0, loss + r0, grad + r0 * cols, r1 - r0,     \
                                cols, ignore_index);                                                                 \
         });                                                                                                         \
+        return -1;                                                                                                  \
     }                                                                                                               \
     int64_t softmax_cross_entropy_reduced_##SUFFIX(const T* x /*[rows*cols]*/, const int64_t* labels /*[rows]*/,   \
                                                    T* grad /*[rows*cols]*/, int64_t rows, int64_t cols,             \

@@ -43,12 +43,13 @@ class KernelLauncher:
 
     def elementwise(self, op, *inputs):
         xp = self.xp
+        shape = inputs[0].shape  # ascontiguousarray makes a 0-d array 1-d; the output keeps the input's shape
         inputs = [xp.ascontiguousarray(a) for a in inputs]
         out = xp.empty_like(inputs[0])
         if out.size:
             self.launch(op.module, elementwise_plan(op.name, out.size, self.max_grid), out.dtype,
                         [*inputs, out, out.size])
-        return out
+        return out.reshape(shape)
 
     def rows(self, op, *inputs):
         xp = self.xp

@@ -13,17 +13,8 @@ import numpy
 
 from .. import cpu_kernels
 from ..errors import check_label_range, label_out_of_range
+from ..numerics import quiet, widened
 from .host import HostDevice, host_pool, host_threads
-
-
-def widened(x):
-    """float16 is computed in float32 (as the kernels accumulate it) and rounded once at the end."""
-    return x.astype("float32") if x.dtype.itemsize < 4 else x
-
-
-def quiet():
-    """NumPy's floating-point warnings silenced for the documented -inf/NaN cases (CuPy never warns)."""
-    return numpy.errstate(invalid="ignore", over="ignore", divide="ignore")
 
 
 def quietly(fn):
@@ -111,7 +102,6 @@ class CpuDevice(HostDevice):
     def _cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True):
         """Per-row losses and the probabilities, or the gradient scaled by ``grad_scale`` (the kernel devices'
         contract; labels are always checked here, which costs no device sync)."""
-        check_label_range(numpy, labels, logits.shape[1], ignore_index)
         wide = numpy.ascontiguousarray(widened(logits))
         out = numpy.empty_like(wide)
         loss = numpy.empty(wide.shape[0], dtype=wide.dtype)
@@ -119,10 +109,13 @@ class CpuDevice(HostDevice):
         if grad_scale is not None:
             row_scale = numpy.where(labels != ignore_index, grad_scale.astype(wide.dtype), 0).astype(wide.dtype)
             fn = self._compiled_for(op, [wide])
-            if fn is not None:
+            if fn is not None:  # it checks the labels itself, before it reads a row
                 labels64 = numpy.ascontiguousarray(labels, dtype=numpy.int64)
-                fn(wide, labels64, row_scale, loss, out, *wide.shape, int(ignore_index), host_threads())
+                bad_row = fn(wide, labels64, row_scale, loss, out, *wide.shape, int(ignore_index), host_threads())
+                if bad_row >= 0:
+                    raise label_out_of_range(bad_row, int(labels[bad_row]), logits.shape[1], ignore_index)
                 return loss.astype(logits.dtype, copy=False), out.astype(logits.dtype, copy=False)
+        check_label_range(numpy, labels, logits.shape[1], ignore_index)
         form = quietly(functools.partial(op.numpy, numpy, ignore_index=ignore_index))
         if row_scale is None:
             self.map_rows(lambda x, lab, lo, o: form(x, lab, None, lo, o), [wide, labels], [loss, out])
@@ -139,7 +132,7 @@ class CpuDevice(HostDevice):
                             mean, check)
         grad = numpy.empty(logits.shape, dtype=logits.dtype)
         loss = numpy.zeros(1, dtype=numpy.float64)
-        bad_row = fn(numpy.ascontiguousarray(logits), numpy.ascontiguousarray(labels, dtype=numpy.int64), grad,
+        bad_row = fn(logits, numpy.ascontiguousarray(labels, dtype=numpy.int64), grad,
                      *logits.shape, int(ignore_index), int(mean), host_threads(), loss)
         if bad_row >= 0:  # the label as given, not as converted (a uint64 past 2^63 would read negative)
             raise label_out_of_range(bad_row, int(labels[bad_row]), logits.shape[1], ignore_index)
@@ -158,7 +151,7 @@ class CpuDevice(HostDevice):
 def _compiled(name, dtype, switch, isa):
     """Looked up once per entry point, dtype and setting: ops ask at every call, and the lookup (environment,
     instruction set, library, symbol) costs more than a small op."""
-    binding = cpu_kernels.binding()
+    binding = cpu_kernels.library()
     return None if binding is None else binding.function(name, dtype)
 
 

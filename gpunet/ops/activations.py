@@ -12,6 +12,7 @@ form below) and runs on any device through ``device.run``.
 from __future__ import annotations
 
 from ..devices import Op
+from ..numerics import widened
 from .checks import on_device, pair_on_device
 
 __all__ = ["relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "gelu", "gelu_backward"]
@@ -80,10 +81,7 @@ GELU_BETA, GELU_KAPPA = 0.7978845608028654, 0.044715
 def _in_float32_or_wider(form):
     """float16 computed in float32 (as the kernels accumulate it), rounded once at the end."""
     def run(xp, x, *rest):
-        narrow = x.dtype.itemsize < 4
-        wide = [a.astype(xp.float32) if narrow else a for a in (x, *rest)]
-        out = form(xp, *wide)
-        return out.astype(x.dtype) if narrow else out
+        return form(xp, *(widened(a) for a in (x, *rest))).astype(x.dtype, copy=False)
     return run
 
 

@@ -93,10 +93,16 @@ def promoted(xp, *arrays):
     return tuple(a.astype(common, copy=False) for a in arrays)
 
 
+def native(x):
+    """``x`` in the machine's byte order (a byte-swapped array, say from a big-endian file, converted once), the
+    only order the kernels read."""
+    return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+
+
 def on_device(x, device, name: str = "x", nonempty: bool = False):
     """``(dev, x)``: the op's device (``device``, else the one ``x`` lives on) and ``x`` as its floating array."""
     dev = device_of(x, device)
-    x = dev.asarray(x)
+    x = native(dev.asarray(x))
     require_floating(x, name)
     if nonempty:
         require_nonempty(x, name)
@@ -106,7 +112,7 @@ def on_device(x, device, name: str = "x", nonempty: bool = False):
 def pair_on_device(y, dy, device, name: str = "y", nonempty: bool = False):
     """``(dev, y, dy)`` for a backward: one device, one shape, floating, promoted to one dtype."""
     dev, y = on_device(y, device, name, nonempty)
-    dy = dev.asarray(dy)
+    dy = native(dev.asarray(dy))
     require_floating(dy, "dy")
     require_same_shape(y, dy, (name, "dy"))
     return (dev, *promoted(dev.xp, y, dy))

@@ -8,19 +8,13 @@ the loss finite for logits like 1e4, where ``log(softmax(x))`` would give ``log(
 """
 from __future__ import annotations
 
-import numpy
-
 from ..devices import Op, device_of
 from .checks import labels_as_int64, on_device, require_int64, require_labels, require_ndim, require_reduction
-from .rows import quiet, row_max, row_sum
+from ..numerics import quiet, wide_dtype
+from .rows import row_max, row_sum
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_with_grad", "softmax_cross_entropy_backward",
            "scale_grad"]
-
-
-def _wide_dtype(x):
-    """float16 is computed in float32 (as the kernels accumulate it)."""
-    return x.dtype if x.dtype.itemsize >= 4 else numpy.dtype("float32")
 
 
 # ---- the NumPy forms, over a block of rows (float32 or wider) --------------------------------------------------
@@ -53,7 +47,7 @@ def _reduced_from_rows(xp, cross_entropy_rows, logits, labels, ignore_index, mea
     as it is written. ``1 / n_valid`` is inf when every row is ignored, harmless since ignored rows never use it
     (their gradient is 0 by rule), and it makes the mean loss ``0 * inf = NaN``, as PyTorch's."""
     valid = labels != ignore_index
-    dtype = _wide_dtype(logits)
+    dtype = wide_dtype(logits.dtype)
     with quiet(xp):
         scale = xp.reciprocal(valid.sum(), dtype=dtype) if mean else xp.ones((), dtype=dtype)
     loss_rows, grad = cross_entropy_rows(logits, labels, ignore_index, grad_scale=scale.reshape(1), check=check)
@@ -110,7 +104,7 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
         return dev.run(SOFTMAX_CROSS_ENTROPY_REDUCED, logits, labels, ignore_index, reduction == "mean",
                        check=check_labels)
     return dev.run(SOFTMAX_CROSS_ENTROPY, logits, labels, ignore_index,
-                   grad_scale=dev.xp.ones(1, dtype=_wide_dtype(logits)), check=check_labels)
+                   grad_scale=dev.xp.ones(1, dtype=wide_dtype(logits.dtype)), check=check_labels)
 
 
 def scale_grad(grad, dloss, reduction: str = "mean"):
@@ -129,7 +123,7 @@ def softmax_cross_entropy_backward(probs, labels, dloss=1.0, ignore_index: int =
     Rows whose label is ``ignore_index`` get a zero gradient.
     """
     dev, probs, labels = _prepare(probs, labels, "probs", reduction, device, ignore_index)
-    scale = _row_scale(dev.xp, dloss, labels != ignore_index, reduction, _wide_dtype(probs))
+    scale = _row_scale(dev.xp, dloss, labels != ignore_index, reduction, wide_dtype(probs.dtype))
     return dev.run(SOFTMAX_CROSS_ENTROPY_BACKWARD, probs, labels, scale, ignore_index)
 
 

@@ -5,8 +5,8 @@ Matrix products stay with the BLAS of the device (OpenBLAS/MKL through NumPy, cu
 """
 from __future__ import annotations
 
-from ..devices import Op, device_of
-from .checks import require_floating, require_ndim
+from ..devices import Op
+from .checks import native, on_device, require_ndim
 
 __all__ = ["linear", "linear_backward"]
 
@@ -20,9 +20,8 @@ BIAS_ADD = Op("bias_add", "bias_add", "elementwise", _bias_add)
 
 
 def linear(x, weight, bias=None, device=None):
-    dev = device_of(x, device)
-    x, weight = dev.asarray(x), dev.asarray(weight)
-    require_floating(x, "x")
+    dev, x = on_device(x, device)
+    weight = native(dev.asarray(weight))
     require_ndim(x, 2, "x")
     require_ndim(weight, 2, "weight")
     if x.shape[1] != weight.shape[0]:
@@ -30,7 +29,7 @@ def linear(x, weight, bias=None, device=None):
                          f"{weight.shape[0]} (shape {tuple(weight.shape)})")
     y = dev.matmul(x, weight)
     if bias is not None:
-        bias = dev.asarray(bias)
+        bias = native(dev.asarray(bias))
         if tuple(bias.shape) != (weight.shape[1],):
             raise ValueError(f"bias must have shape ({weight.shape[1]},), got {tuple(bias.shape)}")
         y = dev.run(BIAS_ADD, y, bias.astype(y.dtype, copy=False))
@@ -39,8 +38,8 @@ def linear(x, weight, bias=None, device=None):
 
 def linear_backward(x, weight, dy, device=None):
     """Return ``(dx, dweight, dbias)``."""
-    dev = device_of(x, device)
-    x, weight, dy = dev.asarray(x), dev.asarray(weight), dev.asarray(dy)
+    dev, x = on_device(x, device)
+    weight, dy = native(dev.asarray(weight)), native(dev.asarray(dy))
     require_ndim(x, 2, "x")
     require_ndim(weight, 2, "weight")
     require_ndim(dy, 2, "dy")

@@ -2,7 +2,6 @@
 strides), and the row reductions the NumPy forms use."""
 from __future__ import annotations
 
-import contextlib
 
 
 def to_rows(xp, x, axis: int):
@@ -40,9 +39,3 @@ def _row_reduce(x, method: str, ufunc):
     for j in range(1, x.shape[1]):
         ufunc(out, x[:, j], out=out)
     return out[:, None]
-
-
-def quiet(xp):
-    """Silence NumPy's floating-point warnings for the documented -inf/NaN cases; CuPy never warns."""
-    errstate = getattr(xp, "errstate", None)
-    return contextlib.nullcontext() if errstate is None else errstate(invalid="ignore", over="ignore", divide="ignore")

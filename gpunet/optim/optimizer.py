@@ -39,9 +39,11 @@ class Optimizer:
         groups: dict = {}
         for i, param in enumerate(self.params):
             groups.setdefault((param.device, param.data.dtype), []).append(i)
-        for (device, _), indices in groups.items():
-            device.run(self.update_op, [self.params[i].data for i in indices],
-                       [self.params[i].grad for i in indices], *self.state_lists(indices), hyper=hyper)
+        for (device, dtype), indices in groups.items():
+            # A gradient of another dtype (a user's own) is used in the parameter's, on every device alike.
+            grads = [self.params[i].grad.astype(dtype, copy=False) for i in indices]
+            device.run(self.update_op, [self.params[i].data for i in indices], grads, *self.state_lists(indices),
+                       hyper=hyper)
 
     def zero_grad(self) -> None:
         for param in self.params:

@@ -9,7 +9,7 @@ import gpunet
 from gpunet import cpu_kernels, ops
 from gpunet.cpu_kernels.binding import parse_signatures
 
-BUILT = cpu_kernels.binding() is not None
+BUILT = cpu_kernels.library() is not None
 if not BUILT and os.environ.get("CI"):
     raise RuntimeError("the compiled CPU kernels failed to build (the log line above says why)")
 needs_library = pytest.mark.skipif(not BUILT, reason="the compiled CPU kernels cannot be built here")
@@ -39,7 +39,7 @@ def test_a_buffer_without_a_length_is_refused_at_parse_time():
 @needs_library
 class TestCallChecks:
     def softmax(self, dtype=np.float32):
-        return cpu_kernels.binding().function("softmax_forward", dtype)
+        return cpu_kernels.library().function("softmax_forward", dtype)
 
     def test_a_correct_call_runs(self):
         x, y = np.zeros((2, 3), np.float32), np.empty((2, 3), np.float32)
@@ -67,7 +67,7 @@ class TestCallChecks:
             self.softmax()(np.zeros((2, 3), np.float32), y, 2, 3, 1)
 
     def test_integers_are_range_checked_and_bools_refused(self):
-        ce = cpu_kernels.binding().function("softmax_cross_entropy", np.float32)
+        ce = cpu_kernels.library().function("softmax_cross_entropy", np.float32)
         x, grad = np.zeros((2, 3), np.float32), np.empty((2, 3), np.float32)
         labels, scale, loss = np.zeros(2, np.int64), np.ones(2, np.float32), np.empty(2, np.float32)
         with pytest.raises(OverflowError, match="ignore_index = 1180591620717411303424 does not fit int64_t"):
@@ -80,7 +80,7 @@ class TestCallChecks:
             ce(x, labels.astype(np.int32), scale, loss, grad, 2, 3, -100, 1)
 
     def test_buffer_lists_are_checked_element_by_element(self):
-        sgd = cpu_kernels.binding().function("sgd_update", np.float32)
+        sgd = cpu_kernels.library().function("sgd_update", np.float32)
         w, g = [np.ones(4, np.float32), np.ones(3, np.float32)], [np.ones(4, np.float32), np.ones(3, np.float32)]
         sizes = np.array([4, 3])
         sgd(w, g, None, sizes, 2, 0.5, 0.0, 0, 0.0, 1)  # no momentum: a null velocity list
@@ -95,7 +95,7 @@ class TestCallChecks:
     def test_a_cached_list_is_checked_again_when_the_sizes_change(self):
         """The pointer array of a list is reused while its arrays are the same objects, but not past a change
         of the declared sizes."""
-        sgd = cpu_kernels.binding().function("sgd_update", np.float32)
+        sgd = cpu_kernels.library().function("sgd_update", np.float32)
         w, g = [np.ones(4, np.float32)], [np.ones(4, np.float32)]
         sgd(w, g, None, np.array([4]), 1, 0.5, 0.0, 0, 0.0, 1)
         with pytest.raises(ValueError, match=r"w\[0\] must hold 5 elements, got 4"):
@@ -116,3 +116,63 @@ def test_mixed_dtypes_in_a_backward_give_the_numpy_answer_not_foreign_memory(sha
     if shape[0] < 10:  # the simulator runs one CUDA thread per std::thread: small shapes only
         np.testing.assert_allclose(ops.softmax_backward(y, dy, device=gpunet.device("sim")), want, rtol=1e-12,
                                    atol=1e-15)
+
+
+@needs_library
+def test_optimizers_on_several_threads_at_once_neither_crash_nor_mix_their_tensors():
+    """Each thread's pointer arrays are its own (a shared cache let one thread free another's mid-call)."""
+    import concurrent.futures
+
+    def train(seed):
+        layer = gpunet.nn.Linear(64, 32, device="cpu", rng=seed)
+        opt = gpunet.optim.SGD(layer.parameters(), lr=0.01, momentum=0.9)
+        for step in range(300):
+            layer.weight.grad[...] = np.sin(step + seed)
+            layer.bias.grad[...] = np.cos(step + seed)
+            opt.step()
+        return [p.data.copy() for p in layer.parameters()]
+    alone = [train(seed) for seed in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(train, range(4)))
+    for a, b in zip(alone, together):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+
+@needs_library
+def test_a_parameter_made_read_only_after_a_step_is_refused():
+    layer = gpunet.nn.Linear(4, 3, device="cpu")
+    opt = gpunet.optim.SGD(layer.parameters(), lr=0.1)
+    opt.step()  # the pointer arrays are cached now
+    layer.weight.data.flags.writeable = False
+    with pytest.raises(ValueError, match=r"w\[0\] is written to, but the array is read-only"):
+        opt.step()
+
+
+@needs_library
+def test_a_label_past_the_row_is_reported_by_the_kernel_not_read():
+    ce = cpu_kernels.library().function("softmax_cross_entropy", np.float32)
+    x, grad = np.zeros((3, 4), np.float32), np.full((3, 4), 7.0, np.float32)
+    loss = np.full(3, 7.0, np.float32)
+    for bad in (4, 1 << 40, -5):
+        labels = np.array([0, bad, 1], np.int64)
+        assert ce(x, labels, np.ones(3, np.float32), loss, grad, 3, 4, -100, 1) == 1
+        assert np.all(grad == 7.0) and np.all(loss == 7.0)  # nothing written
+
+
+@pytest.mark.parametrize("device", ["cpu", "sim"])
+def test_byte_swapped_arrays_give_the_native_answer(device):
+    """A big-endian float32 array (from a file, say) was read as little-endian by the compiled CPU kernels:
+    silent garbage on cpu, a TypeError on sim. Ops now convert it once to the machine's order."""
+    x = np.array([[1.0, -2.0, 3.0, 0.5], [0.0, 1.0, -1.0, 2.0]], np.float32)
+    swapped = x.astype(">f4")
+    labels = np.array([2, 0])
+    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    for op in (ops.relu, ops.gelu, ops.softmax, ops.log_softmax, ops.tanh):
+        np.testing.assert_array_equal(op(swapped, device=device), op(x, device=device))
+    np.testing.assert_array_equal(ops.softmax_backward(swapped, swapped, device=device),
+                                  ops.softmax_backward(x, x, device=device))
+    for a, b in zip(ops.softmax_cross_entropy_with_grad(swapped, labels, reduction="none", device=device),
+                    ops.softmax_cross_entropy_with_grad(x, labels, reduction="none", device=device)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ops.linear(swapped, w.astype(">f4"), device=device), ops.linear(x, w, device=device))

@@ -17,7 +17,7 @@ from tests.helpers import (TOLERANCES, assert_per_value, log_softmax_backward_sc
 
 TOL = TOLERANCES["numpy_form"]
 
-_BUILT = cpu_kernels.binding() is not None
+_BUILT = cpu_kernels.library() is not None
 if not _BUILT and os.environ.get("CI"):  # in CI a broken build fails the suite; elsewhere these tests skip
     raise RuntimeError("the compiled CPU kernels failed to build (the log line above says why)")
 pytestmark = pytest.mark.skipif(not _BUILT, reason="the compiled CPU kernels cannot be built here (NumPy is used)")
@@ -42,7 +42,7 @@ def spy_compiled(monkeypatch):
 
 
 def entry(name, dtype):
-    return cpu_kernels.binding().function(name, dtype)
+    return cpu_kernels.library().function(name, dtype)
 
 
 @pytest.fixture(autouse=True, params=cpu_kernels.supported_isas())
@@ -59,7 +59,7 @@ def numpy_form(monkeypatch):
     def run(fn):
         with monkeypatch.context() as m:
             m.setenv("GPUNET_CPU_KERNELS", "0")
-            assert cpu_kernels.binding() is None
+            assert cpu_kernels.library() is None
             return fn()
     return run
 
@@ -192,7 +192,7 @@ def test_no_compiler_falls_back_to_numpy_with_one_log_line(monkeypatch, caplog, 
     try:
         calls = spy_compiled(monkeypatch)
         with caplog.at_level(logging.WARNING, logger="gpunet"):
-            assert cpu_kernels.binding() is None
+            assert cpu_kernels.library() is None
             y = ops.softmax(np.array([[1.0, 2.0, 3.0]]), device=gpunet.device("cpu"))
         assert "compiled CPU kernels unavailable" in caplog.text and "no-such-compiler" in caplog.text
         np.testing.assert_allclose(y.sum(), 1.0)
@@ -461,7 +461,7 @@ def test_a_system_that_refuses_threads_gets_the_rows_done_in_the_caller(tmp_path
         ctypes.c_int.in_dll(ctypes.CDLL(None), "gpunet_refuse_threads").value = 1
         x = np.random.default_rng(0).standard_normal((3000, 301)).astype(np.float32)
         one, many = np.empty_like(x), np.empty_like(x)
-        softmax = cpu_kernels.binding().function("softmax_forward", x.dtype)
+        softmax = cpu_kernels.library().function("softmax_forward", x.dtype)
         softmax(x, one, 3000, 301, 1)
         softmax(x, many, 3000, 301, 4)
         assert np.array_equal(one, many)

@@ -142,7 +142,7 @@ def test_the_compiled_cpu_kernel_is_called_and_agrees_with_the_numpy_form(monkey
     from gpunet import cpu_kernels
     from gpunet.devices.cpu import CpuDevice
 
-    if cpu_kernels.binding() is None:
+    if cpu_kernels.library() is None:
         pytest.skip("no compiled CPU kernels on this machine")
     x = (rng.standard_normal(100_000) * 4).astype(np.float32)  # split over threads
     dy = rng.standard_normal(100_000).astype(np.float32)

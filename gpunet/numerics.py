@@ -1,0 +1,25 @@
+"""Numerical conventions every form shares: narrow floats are computed in float32, and the documented NaN and inf
+cases raise no floating-point warnings."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy
+
+
+def wide_dtype(dtype) -> numpy.dtype:
+    """The dtype a computation on ``dtype`` runs in: float16 in float32 (as the kernels accumulate it), rounded
+    once at the end; float32 and float64 as they are."""
+    dtype = numpy.dtype(dtype)
+    return dtype if dtype.itemsize >= 4 else numpy.dtype("float32")
+
+
+def widened(x):
+    """``x`` in :func:`wide_dtype` (no copy where it already is)."""
+    return x.astype(wide_dtype(x.dtype), copy=False)
+
+
+def quiet(xp=numpy):
+    """NumPy's floating-point warnings silenced for the documented -inf/NaN cases; CuPy never warns."""
+    errstate = getattr(xp, "errstate", None)
+    return contextlib.nullcontext() if errstate is None else errstate(invalid="ignore", over="ignore", divide="ignore")
