@@ -95,16 +95,16 @@ class Function:
                              for p in params]
         self._fn.restype = ctypes.c_int64 if signature.returns == "int64_t" else None
         position = {p.name: i for i, p in enumerate(params)}
-        self._ints = []
-        for i, p in enumerate(params):
-            if p.kind == "int":
-                info = numpy.iinfo(_SCALARS[p.element][1])
-                self._ints.append((i, p, int(info.min), int(info.max)))
         self._lengths = {p.name: tuple(_factors(d, position) for d in p.length) for p in params
                          if p.kind in ("buffer", "list")}
         self._sizes_index = {p.name: position[p.length[1]] for p in params if p.kind == "list"}
         self._elements = {p.name: self.dtype if p.element == "T" else _ELEMENTS[p.element] for p in params
                           if p.kind in ("buffer", "list")}
+        # What each parameter needs checked, grouped by kind: (position, param, ...).
+        self._ints = [(i, p, *_int_range(p.element)) for i, p in enumerate(params) if p.kind == "int"]
+        self._floats = [(i, p) for i, p in enumerate(params) if p.kind == "float"]
+        self._buffers = [(i, p, self._lengths[p.name][0]) for i, p in enumerate(params) if p.kind == "buffer"]
+        self._list_params = [(i, p) for i, p in enumerate(params) if p.kind == "list"]
         self._local = threading.local()  # per thread: the last pointer array built for each list parameter
 
     def __call__(self, *args):
@@ -112,25 +112,25 @@ class Function:
         if len(args) != len(params):
             raise TypeError(f"{self.name} takes {len(params)} arguments ({', '.join(p.name for p in params)}), "
                             f"got {len(args)}")
+        converted = list(args)
         for i, param, low, high in self._ints:
             value = args[i]
-            if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, numpy.integer)):
-                raise TypeError(f"{self.name}: {param.name} takes an integer, got {type(value).__name__}")
+            if type(value) is not int:
+                if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, numpy.integer)):
+                    raise TypeError(f"{self.name}: {param.name} takes an integer, got {type(value).__name__}")
+                value = converted[i] = int(value)
             if not low <= value <= high:
                 raise OverflowError(f"{self.name}: {param.name} = {value} does not fit {param.element}")
-        converted = []
-        for param, value in zip(params, args):
-            kind = param.kind
-            if kind == "buffer":
-                converted.append(self._buffer(param, value, _product(self._lengths[param.name][0], args)))
-            elif kind == "list":
-                converted.append(self._list(param, value, args))
-            elif kind == "float":
+        for i, param in self._floats:
+            value = args[i]
+            if type(value) is not float:
                 if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, (int, float, numpy.number)):
                     raise TypeError(f"{self.name}: {param.name} takes a number, got {type(value).__name__}")
-                converted.append(float(value))
-            else:
-                converted.append(int(value))
+                converted[i] = float(value)
+        for i, param in self._list_params:  # before the buffers: a list's sizes are one of them
+            converted[i] = self._list(param, args[i], converted)
+        for i, param, factors in self._buffers:
+            converted[i] = self._buffer(param, args[i], _product(factors, converted))
         return self._fn(*converted)
 
     def _buffer(self, param: Param, value, length: int, where: str = ""):
@@ -193,10 +193,16 @@ def _factors(expression: str, position: dict) -> tuple:
     return tuple(factors)
 
 
+@functools.lru_cache(maxsize=None)
+def _int_range(element: str) -> tuple[int, int]:
+    info = numpy.iinfo(_SCALARS[element][1])
+    return int(info.min), int(info.max)
+
+
 def _product(factors: tuple, args) -> int:
     total = 1
     for factor in factors:
-        total *= int(args[factor[1]]) if isinstance(factor, tuple) else factor
+        total *= args[factor[1]] if factor.__class__ is tuple else factor
     return total
 
 

@@ -29,22 +29,34 @@ class CpuDevice(HostDevice):
     name = "cpu"
     block_bytes = 1 << 20  # about half of a core's L2: a block's inputs and outputs stay in cache
 
+    def __init__(self):
+        self._kinds = {kind: getattr(self, "_" + kind) for kind in ("elementwise", "rows", "bias_add", "update",
+                                                                     "cross_entropy", "cross_entropy_reduced",
+                                                                     "cross_entropy_backward")}
+
     def run(self, op, *args, **params):
-        return getattr(self, "_" + op.kind)(op, *args, **params)
+        return self._kinds[op.kind](op, *args, **params)
 
     # ---- the compiled kernels ---------------------------------------------------------------------------------
     def compiled(self, name: str, dtype):
-        """The checked compiled entry point ``name`` for ``dtype`` (``cpu_kernels.binding``), or None."""
-        return _compiled(name, numpy.dtype(dtype), os.environ.get("GPUNET_CPU_KERNELS"),
-                         os.environ.get("GPUNET_CPU_ISA"))
+        """The checked compiled entry point ``name`` for ``dtype`` (``cpu_kernels.library``), or None. Looked up
+        once per entry point, dtype and setting: ops ask at every call."""
+        key = (name, dtype, _environ_get("GPUNET_CPU_KERNELS"), _environ_get("GPUNET_CPU_ISA"))
+        try:
+            return _COMPILED[key]
+        except KeyError:
+            library = cpu_kernels.library()
+            found = _COMPILED[key] = None if library is None else library.function(name, numpy.dtype(dtype))
+            return found
 
     def _compiled_for(self, op, arrays):
         """``op``'s compiled kernel for ``arrays`` (C-contiguous, of one dtype), or None."""
         if not op.compiled:
             return None
         dtype = arrays[0].dtype
-        if any(a.dtype != dtype or not a.flags.c_contiguous for a in arrays):
-            return None
+        for a in arrays:
+            if a.dtype != dtype or not a.flags.c_contiguous:
+                return None
         return self.compiled(op.name, dtype)
 
     def map_rows(self, fn, inputs, outputs) -> None:
@@ -68,8 +80,7 @@ class CpuDevice(HostDevice):
     def _elementwise(self, op, *inputs):
         fn = self._compiled_for(op, inputs)
         if fn is None:
-            with quiet():
-                return op.numpy(numpy, *inputs)
+            return op.numpy(numpy, *inputs)  # a form that may warn silences itself: errstate costs a microsecond
         out = numpy.empty_like(inputs[0])
         fn(*inputs, out, out.size, host_threads())
         return out
@@ -147,15 +158,11 @@ class CpuDevice(HostDevice):
         return grad.astype(probs.dtype, copy=False)
 
 
-@functools.lru_cache(maxsize=None)
-def _compiled(name, dtype, switch, isa):
-    """Looked up once per entry point, dtype and setting: ops ask at every call, and the lookup (environment,
-    instruction set, library, symbol) costs more than a small op."""
-    binding = cpu_kernels.library()
-    return None if binding is None else binding.function(name, dtype)
+_COMPILED: dict = {}
+_environ_get = os.environ.get
 
 
 def reset_compiled_cache() -> None:
     """Forget every looked-up entry point (tests that rebuild or switch off the library)."""
-    _compiled.cache_clear()
+    _COMPILED.clear()
     cpu_kernels._reset_for_tests()
