@@ -86,17 +86,32 @@ class Module:
         return {name: self.device.to_numpy(p.data).copy() for name, p in self.named_parameters()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Copy ``state`` (name -> array) into the parameters: all or nothing. Every value is checked first (the
+        names, each shape, a floating-point dtype, finite once cast to the parameter's dtype), so a bad third
+        entry leaves the first two untouched."""
         params = dict(self.named_parameters())
         missing = sorted(set(params) - set(state))
         unexpected = sorted(set(state) - set(params))
         if missing or unexpected:
             raise ValueError(f"state dict does not fit the model: missing {missing}, unexpected {unexpected}")
+        staged = []
         for name, param in params.items():
             value = state[name]
+            if getattr(value, "dtype", None) is None or getattr(value, "shape", None) is None:
+                value = self.device.asarray(value)
             if tuple(value.shape) != param.shape:
                 raise ValueError(f"parameter {name!r}: the checkpoint holds shape {tuple(value.shape)}, "
                                  f"the model expects {param.shape}")
-            param.data[...] = self.device.asarray(value, dtype=param.data.dtype)
+            if value.dtype.kind != "f":
+                raise ValueError(f"parameter {name!r}: the checkpoint holds {value.dtype} values; weights must be "
+                                 "real floating point (float16, float32 or float64)")
+            converted = self.device.asarray(value, dtype=param.data.dtype)
+            if not bool(self.device.xp.isfinite(converted).all()):
+                raise ValueError(f"parameter {name!r}: the checkpoint holds NaN or inf (or values too large for "
+                                 f"{param.data.dtype})")
+            staged.append((param, converted))
+        for param, converted in staged:
+            param.data[...] = converted
 
     # -- computation ---------------------------------------------------------------------------------------------
     def forward(self, x):

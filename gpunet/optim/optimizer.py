@@ -1,6 +1,9 @@
 """The optimizer base: a list of Parameters, per-parameter state buffers, a portable state dict."""
 from __future__ import annotations
 
+import math
+import numbers
+
 
 class Optimizer:
     def __init__(self, params, lr: float):
@@ -58,14 +61,35 @@ class Optimizer:
         return out
 
     def load_state_dict(self, state: dict) -> None:
-        self.step_count = int(state["step_count"])
-        self.lr = float(state["lr"])
-        self.state = [{} for _ in self.params]
+        """Restore what ``state_dict`` returned: all or nothing. Everything is checked first (``step_count`` a
+        non-negative integer, ``lr`` a finite number >= 0, each ``state.<i>.<buffer>`` a finite floating-point array
+        of parameter ``i``'s shape), so a bad entry leaves the optimizer as it was."""
+        missing = [key for key in ("step_count", "lr") if key not in state]
+        if missing:
+            raise ValueError(f"optimizer state lacks {missing}: not the state dict of a gpunet optimizer")
+        step_count, lr = state["step_count"], state["lr"]
+        if isinstance(step_count, bool) or not isinstance(step_count, numbers.Integral) or step_count < 0:
+            raise ValueError(f"optimizer state: step_count must be a non-negative integer, got {step_count!r}")
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"optimizer state: lr must be a finite number >= 0, got {lr!r}")
+        staged = [{} for _ in self.params]
         for key, value in state.items():
             if not key.startswith("state."):
                 continue
-            _, index, name = key.split(".", 2)
-            index = int(index)
-            if index >= len(self.params) or tuple(value.shape) != self.params[index].shape:
-                raise ValueError(f"optimizer state {key!r} of shape {tuple(value.shape)} does not fit the model")
-            self.state[index][name] = self.params[index].device.asarray(value, dtype=self.params[index].data.dtype)
+            parts = key.split(".", 2)
+            if len(parts) != 3 or not parts[1].isdigit() or not parts[2]:
+                raise ValueError(f"optimizer state {key!r}: expected a key like 'state.<index>.<buffer>'")
+            index, name = int(parts[1]), parts[2]
+            shape = tuple(getattr(value, "shape", ()))
+            if index >= len(self.params) or shape != self.params[index].shape:
+                raise ValueError(f"optimizer state {key!r} of shape {shape} does not fit the model")
+            param = self.params[index]
+            if getattr(value, "dtype", None) is None or value.dtype.kind != "f":
+                raise ValueError(f"optimizer state {key!r} holds {getattr(value, 'dtype', type(value).__name__)} "
+                                 "values: it must be real floating point")
+            converted = param.device.asarray(value, dtype=param.data.dtype)
+            if not bool(param.device.xp.isfinite(converted).all()):
+                raise ValueError(f"optimizer state {key!r} holds NaN or inf (or values too large for "
+                                 f"{param.data.dtype})")
+            staged[index][name] = converted
+        self.step_count, self.lr, self.state = int(step_count), float(lr), staged

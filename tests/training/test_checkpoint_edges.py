@@ -1,0 +1,174 @@
+"""Checkpoints that are not what they claim: an .npy, metadata that is not an object, a header claiming 1e13
+floats, NaN / complex / integer weights; load_state_dict is all or nothing; files get the umask's mode."""
+import io
+import json
+import os
+import stat
+import zipfile
+
+import numpy as np
+import pytest
+
+from gpunet import nn, optim
+from gpunet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+META = {"epoch": 1, "format_version": 1}
+
+
+def write_npz(path, arrays, meta=META):
+    """An .npz as np.savez writes it (the layout of every checkpoint this project ever wrote), bypassing the
+    checks of save_checkpoint."""
+    arrays = dict(arrays)
+    if meta is not None:
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+def npy_header(shape, dtype="<f4") -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def test_a_checkpoint_as_the_old_code_wrote_it_loads(tmp_path):
+    path = write_npz(tmp_path / "old.npz", {"model/0.weight": np.ones((2, 3), np.float32),
+                                            "optim/step_count": np.asarray(7), "optim/lr": np.asarray(0.01),
+                                            "optim/state.0.m": np.zeros((2, 3), np.float32)},
+                     meta={"config": {"hidden": [3]}, "epoch": 2, "format_version": 1})
+    model, optim_state, meta = load_checkpoint(path)
+    assert meta["epoch"] == 2 and optim_state["step_count"] == 7 and model["0.weight"].shape == (2, 3)
+
+
+def test_an_npy_file_is_not_a_checkpoint(tmp_path):
+    np.save(tmp_path / "w.npy", np.ones(3))
+    with pytest.raises(CheckpointError, match="a single .npy array"):
+        load_checkpoint(tmp_path / "w.npy")
+    (tmp_path / "huge.npy").write_bytes(npy_header((10 ** 13,)) + b"\0" * 16)
+    with pytest.raises(CheckpointError, match="a single .npy array"):
+        load_checkpoint(tmp_path / "huge.npy")
+
+
+@pytest.mark.parametrize("meta, match", [([1, 2], "must be a JSON object"), ("text", "must be a JSON object"),
+                                         (None, "no 'meta' entry"), ({"epoch": 1}, "checkpoint format None")])
+def test_metadata_that_is_not_an_object(tmp_path, meta, match):
+    path = write_npz(tmp_path / "ck.npz", {"model/w": np.ones(2)}, meta=meta)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path)
+
+
+def test_metadata_that_is_not_bytes(tmp_path):
+    np.savez(tmp_path / "ck.npz", meta=np.ones(3))
+    with pytest.raises(CheckpointError, match="1-D uint8"):
+        load_checkpoint(tmp_path / "ck.npz")
+
+
+def test_a_header_claiming_1e13_floats_allocates_nothing(tmp_path):
+    path = write_npz(tmp_path / "ck.npz", {"model/w": np.ones(2, np.float32)})
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("model/huge.npy", npy_header((10 ** 13,)) + b"\0" * 64)
+    with pytest.raises(CheckpointError, match=r"'model/huge'.*claims shape \(10000000000000,\)"):
+        load_checkpoint(path)
+
+
+def test_a_pickled_member_is_refused(tmp_path):
+    np.savez(tmp_path / "ck.npz", meta=np.frombuffer(json.dumps(META).encode(), np.uint8),
+             **{"model/w": np.array([object()], dtype=object)})
+    with pytest.raises(CheckpointError, match="Python objects"):
+        load_checkpoint(tmp_path / "ck.npz")
+
+
+@pytest.mark.parametrize("value, match", [
+    (np.array([1.0, np.nan], np.float32), "1 non-finite"), (np.array([np.inf, 1.0]), "1 non-finite"),
+    (np.array([1 + 2j, 0j]), "complex128"), (np.array([1, 2]), "int64"), (np.array([True, False]), "bool"),
+])
+@pytest.mark.parametrize("key", ["model/0.bias", "optim/state.1.m"])
+def test_non_finite_complex_or_integer_weights_are_refused_naming_the_key(tmp_path, value, match, key):
+    arrays = {"model/0.weight": np.ones((2, 2), np.float32), "model/0.bias": np.ones(2, np.float32),
+              "optim/state.1.m": np.ones(2, np.float32), "optim/step_count": np.asarray(1), "optim/lr": np.asarray(0.1)}
+    arrays[key] = value
+    path = write_npz(tmp_path / "ck.npz", arrays)
+    with pytest.raises(CheckpointError, match=f"'{key}' holds.*{match}"):
+        load_checkpoint(path)
+
+
+def test_a_non_finite_weight_is_never_saved(tmp_path):
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, {"w": np.ones(3, np.float32)}, meta={"epoch": 1})
+    with pytest.raises(CheckpointError, match="not saving .*'model/w' holds 1 non-finite"):
+        save_checkpoint(path, {"w": np.array([1, np.inf, 2], np.float32)}, meta={"epoch": 2})
+    with pytest.raises(CheckpointError, match="'optim/state.0.v' holds 1 non-finite"):
+        save_checkpoint(path, {"w": np.ones(3, np.float32)}, {"step_count": 2, "lr": 0.1,
+                                                              "state.0.v": np.array([np.nan, 0, 0])}, {"epoch": 2})
+    assert load_checkpoint(path)[2]["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz"]
+
+
+def small_model():
+    return nn.mlp([3, 4, 2], seed=0, device="cpu")
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_module_load_state_dict_is_all_or_nothing():
+    model = small_model()
+    before = model.state_dict()
+    names = list(before)
+    assert names == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    for bad, match in ((np.ones((5, 5), np.float32), "holds shape"), (np.full((4, 2), np.nan, np.float32), "NaN"),
+                       (np.ones((4, 2), np.int64), "int64"), (np.ones((4, 2), np.complex64), "complex64"),
+                       (np.full((4, 2), 1e300), "too large for float32")):
+        state = {name: value + 1 for name, value in before.items()}
+        state["2.weight"] = bad  # the third key: the first two would have been written already
+        with pytest.raises(ValueError, match=match):
+            model.load_state_dict(state)
+        for name, value in model.state_dict().items():
+            np.testing.assert_array_equal(value, before[name])
+
+
+def adam_after_one_step():
+    model = small_model()
+    for p in model.parameters():
+        p.grad[...] = 0.5
+    opt = optim.Adam(model.parameters(), lr=0.1)
+    opt.step()
+    return opt
+
+
+def test_optimizer_load_state_dict_is_all_or_nothing():
+    opt = adam_after_one_step()
+    before = opt.state_dict()
+    for change, match in (({"state.2.m": np.ones((9, 9))}, "does not fit"),
+                          ({"state.2.m": np.full((4, 2), np.inf, np.float32)}, "NaN or inf"),
+                          ({"state.2.m": np.ones((4, 2), np.int32)}, "int32"),
+                          ({"state.9.m": np.ones(2)}, "does not fit"),
+                          ({"state.x": np.ones(2)}, "state.<index>.<buffer>"),
+                          ({"step_count": -1}, "step_count"), ({"step_count": "3"}, "step_count"),
+                          ({"lr": float("nan")}, "lr"), ({"lr": None}, "lr")):
+        state = {k: (v * 2 if isinstance(v, np.ndarray) else v) for k, v in before.items()}
+        state["step_count"] = 5
+        state.update(change)
+        with pytest.raises(ValueError, match=match):
+            opt.load_state_dict(state)
+        after = opt.state_dict()
+        assert after.keys() == before.keys() and after["step_count"] == 1 and after["lr"] == 0.1
+        for key in before:
+            np.testing.assert_array_equal(after[key], before[key])
+
+
+def test_optimizer_state_without_step_count_is_a_value_error():
+    opt = adam_after_one_step()
+    with pytest.raises(ValueError, match=r"lacks \['step_count', 'lr'\]"):
+        opt.load_state_dict({})
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_checkpoint_and_metrics_follow_the_umask(tmp_path, umask):
+    from gpunet.training import TrainConfig, fit
+    old = os.umask(umask)
+    try:
+        fit(TrainConfig(dataset="moons", hidden=(4,), epochs=1, batch_size=200, device="cpu", progress=False,
+                        out=str(tmp_path / "run")), log=lambda *_: None)
+    finally:
+        os.umask(old)
+    for name in ("checkpoint.npz", "metrics.json"):
+        assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o666 & ~umask, name
