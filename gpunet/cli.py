@@ -1,7 +1,13 @@
-"""``gpunet train`` and ``gpunet eval`` (also ``python -m gpunet``)."""
+"""``gpunet train`` and ``gpunet eval`` (also ``python -m gpunet``).
+
+Exit codes: 0 done, 2 an error (bad argument, dataset, checkpoint, run folder, out of memory), 3 the training
+diverged, 130 interrupted (Ctrl-C). ``--device`` defaults to ``$GPUNET_DEVICE``, else ``auto``.
+"""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 
 from .checkpoint import load_checkpoint
@@ -9,50 +15,70 @@ from .data.registry import DATASETS, load_dataset
 from .devices import device
 from .nn.activation import ACTIVATIONS
 from .plots import plot_confusion
-from .training import OPTIMIZERS, DivergenceError, TrainConfig, accuracy, build_model, confusion_matrix, fit
+from .training import (OPTIMIZERS, DivergenceError, Interrupted, TrainConfig, accuracy, build_model, check_plot_path,
+                       confusion_matrix, fit)
 
 
 def _hidden(text: str) -> tuple:
-    try:
-        sizes = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated sizes like 512,512, got {text!r}")
-    if any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"hidden sizes must be positive, got {text!r}")
-    return sizes
+    pieces = [piece.strip() for piece in text.split(",")]
+    if not all(piece.isascii() and piece.isdigit() and int(piece) > 0 for piece in pieces):
+        raise argparse.ArgumentTypeError(f"takes one or more positive sizes separated by commas, like 512,512; "
+                                         f"got {text!r}")
+    return tuple(int(piece) for piece in pieces)
 
 
-def _positive(kind):
+def _number(kind, test, wanted: str):
+    """An argparse type: ``kind(text)`` (finite, for floats) that passes ``test``, else an error saying ``wanted``
+    (argparse prefixes the flag: "argument --dropout: must lie in [0, 1), got -0.5")."""
     def parse(text):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if (kind is float and not math.isfinite(value)) or not test(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
         return value
+    parse.__name__ = kind.__name__
     return parse
+
+
+POSITIVE_INT = _number(int, lambda v: v > 0, "a positive integer")
+NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, "a non-negative integer")
+POSITIVE_FLOAT = _number(float, lambda v: v > 0, "a positive finite number")
+NON_NEGATIVE_FLOAT = _number(float, lambda v: v >= 0, "a finite number >= 0")
+FRACTION = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def _default_device() -> str:
+    return os.environ.get("GPUNET_DEVICE") or "auto"
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="gpunet", description=__doc__)
+    device_help = "cpu, sim, cuda, cuda:N or auto (default: $GPUNET_DEVICE, else auto)"
+    parser = argparse.ArgumentParser(prog="gpunet", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train an MLP and report test accuracy")
     train.add_argument("--dataset", choices=DATASETS, default=defaults.dataset)
     train.add_argument("--data-root", default=None, help="folder of the dataset files (default: embedded MNIST)")
-    train.add_argument("--device", default=defaults.device, help="cpu, sim, cuda, cuda:N or auto")
+    train.add_argument("--device", default=_default_device(), help=device_help)
     train.add_argument("--hidden", type=_hidden, default=defaults.hidden, help="hidden sizes, e.g. 512,512")
     train.add_argument("--activation", choices=sorted(ACTIVATIONS), default=defaults.activation)
-    train.add_argument("--dropout", type=float, default=defaults.dropout)
+    train.add_argument("--dropout", type=FRACTION, default=defaults.dropout, help="in [0, 1)")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
-    train.add_argument("--lr", type=_positive(float), default=defaults.lr)
-    train.add_argument("--momentum", type=float, default=defaults.momentum)
-    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    train.add_argument("--lr", type=POSITIVE_FLOAT, default=defaults.lr)
+    train.add_argument("--momentum", type=FRACTION, default=defaults.momentum, help="SGD's, in [0, 1)")
+    train.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=defaults.weight_decay)
     train.add_argument("--schedule", choices=("cosine", "constant"), default=defaults.schedule)
-    train.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size)
-    train.add_argument("--epochs", type=_positive(int), default=defaults.epochs)
-    train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--out", default=defaults.out, help="folder for checkpoint.npz and metrics.json")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    train.add_argument("--batch-size", type=POSITIVE_INT, default=defaults.batch_size)
+    train.add_argument("--epochs", type=POSITIVE_INT, default=defaults.epochs)
+    train.add_argument("--seed", type=NON_NEGATIVE_INT, default=defaults.seed)
+    train.add_argument("--out", default=defaults.out, help="folder for checkpoint.npz and metrics.json (locked "
+                                                            "while a run uses it)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz (an error if there "
+                                                             "is none, or if it was trained with other settings)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--plot", default=None, metavar="PNG", help="draw loss and accuracy per epoch (matplotlib)")
 
@@ -60,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint")
     ev.add_argument("--dataset", choices=DATASETS, default=None, help="default: the one it was trained on")
     ev.add_argument("--data-root", default=None)
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--device", default=_default_device(), help=device_help)
     ev.add_argument("--confusion", default=None, metavar="PNG", help="draw the confusion matrix (matplotlib)")
     return parser
 
@@ -81,10 +107,20 @@ def _train(args) -> int:
         progress=not args.no_progress and sys.stderr.isatty(), plot=args.plot)
     try:
         fit(config)
+    except Interrupted as exc:
+        if exc.checkpoint:
+            kept = f"kept {exc.checkpoint} (after epoch {exc.epoch}); continue with --resume"
+        else:
+            kept = "no epoch finished, so this run wrote no checkpoint"
+        print(f"\ngpunet: interrupted: {kept}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ngpunet: interrupted", file=sys.stderr)
+        return 130
     except DivergenceError as exc:
         print(f"gpunet: {exc}", file=sys.stderr)
         return 3
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
         print(f"gpunet: error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -92,20 +128,29 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     try:
+        if args.confusion:
+            check_plot_path(args.confusion, "--confusion")
         model_state, _, meta = load_checkpoint(args.checkpoint)
-        trained = meta["config"]
-        dataset = args.dataset or trained["dataset"]
+        trained, sizes = meta.get("config"), meta.get("sizes")
+        if not isinstance(trained, dict) or not (isinstance(sizes, list) and len(sizes) >= 2
+                                                 and all(type(s) is int and s > 0 for s in sizes)):
+            raise ValueError(f"{args.checkpoint}: no training settings or layer sizes in its metadata: not a "
+                             "checkpoint written by gpunet train")
+        dataset = args.dataset or trained.get("dataset")
         _, _, x_test, y_test, n_classes = load_dataset(dataset, args.data_root or trained.get("data_root"),
                                                        trained.get("seed", 0))
-        config = TrainConfig(hidden=tuple(meta["sizes"][1:-1]), activation=trained["activation"])
-        model = build_model(config, meta["sizes"][0], meta["sizes"][-1], device(args.device))
+        config = TrainConfig(hidden=tuple(sizes[1:-1]), activation=trained.get("activation", "relu"))
+        model = build_model(config, sizes[0], sizes[-1], device(args.device))
         model.load_state_dict(model_state)
         acc = accuracy(model, x_test, y_test)
         print(f"{dataset} test accuracy {100 * acc:.2f}% ({len(y_test)} samples) on {model.device.name}")
         if args.confusion:
             matrix = confusion_matrix(model, x_test, y_test, n_classes)
             print(f"confusion matrix written to {plot_confusion(matrix.tolist(), args.confusion)}")
-    except (ValueError, RuntimeError, KeyError) as exc:
+    except KeyboardInterrupt:
+        print("\ngpunet: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, KeyError, TypeError, OSError) as exc:
         print(f"gpunet: error: {exc}", file=sys.stderr)
         return 2
     return 0

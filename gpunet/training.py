@@ -1,21 +1,29 @@
 """The training loop behind ``gpunet train``: data -> MLP -> fused softmax cross-entropy -> optimizer.
 
-Every epoch ends with a test evaluation, a line of metrics, an atomic checkpoint and an atomic metrics JSON, so
-an interrupted run loses at most one epoch and ``resume`` continues from the last checkpoint.
+Every epoch ends with a check that the weights are finite, a test evaluation, a line of metrics, an atomic
+checkpoint and an atomic metrics JSON, so an interrupted run loses at most one epoch and ``resume`` continues from
+the last checkpoint.
+
+The run folder (``out``) is locked for the whole run (``fcntl.flock`` on ``out/.lock``, released when the process
+ends or the run returns), and every output path is checked before the dataset is even loaded: a second run on the
+same folder, or a folder or plot path that cannot be written, is an error at once, not after an epoch.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from . import nn, optim
+from . import nn, optim, plots
 from .devices import device as as_device
-from .checkpoint import atomic_write, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .data import Batches
 from .data.registry import load_dataset
 from .plots import plot_curves
@@ -45,17 +53,47 @@ class TrainConfig:
     plot: str | None = None
 
 
+# What a checkpoint's state means: resuming with any of these changed is refused. The others (lr, schedule,
+# epochs, batch size, momentum, weight decay, dropout, seed, device, data root) may change on resume.
+RUN_DEFINING = ("dataset", "hidden", "activation", "optimizer")
+LOCK_NAME = ".lock"
+
+
 class DivergenceError(RuntimeError):
-    """The loss became NaN or inf."""
+    """The loss, or the weights, became NaN or inf."""
 
 
 class OutOfMemory(RuntimeError):
-    """A training step did not fit in (GPU) memory."""
+    """Building the model, moving the data, a training step or an evaluation did not fit in (GPU) memory."""
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used: another run holds it, an output path cannot be written, or ``resume``
+    finds nothing to resume there (or a checkpoint of other settings)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during ``fit``; says what was kept: ``checkpoint`` (a path, or None) after ``epoch``."""
+
+    def __init__(self, checkpoint: str | None, epoch: int | None):
+        super().__init__(checkpoint, epoch)
+        self.checkpoint, self.epoch = checkpoint, epoch
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """CuPy's ``OutOfMemoryError`` (GPU) or Python's ``MemoryError`` (host)."""
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+
+
+@contextlib.contextmanager
+def out_of_memory_advice(device_name: str, doing: str, advice: str):
+    """Turn running out of memory inside the block into an OutOfMemory saying what was being done and what to try."""
+    try:
+        yield
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise OutOfMemory(f"out of memory on {device_name} {doing} ({type(exc).__name__}: {exc}). {advice}") from exc
+        raise
 
 
 def build_model(config: TrainConfig, n_inputs: int, n_classes: int, device):
@@ -96,7 +134,9 @@ def _predictions(model, x, batch_size: int):
 
 
 def accuracy(model, x, y, batch_size: int = 1000) -> float:
-    """Fraction of rows of ``x`` whose arg-max logit equals ``y``."""
+    """Fraction of rows of ``x`` whose arg-max logit equals ``y`` (ValueError for an empty ``x``)."""
+    if len(x) == 0:
+        raise ValueError("accuracy of an empty set of samples is undefined")
     correct = sum(int((pred == model.device.asarray(y[start:start + len(pred)])).sum())
                   for start, pred in _predictions(model, x, batch_size))
     return correct / len(x)
@@ -113,31 +153,59 @@ def confusion_matrix(model, x, y, n_classes: int, batch_size: int = 1000):
 
 
 def fit(config: TrainConfig, log=print) -> dict:
-    dev = as_device(config.device)
+    """Train as ``config`` says, checkpointing after every epoch into ``config.out`` (locked meanwhile).
+
+    Errors: RunFolderError (folder busy, unwritable output, nothing or something else to resume), DivergenceError,
+    OutOfMemory, CheckpointError, DatasetError, ValueError; Ctrl-C is an Interrupted naming the checkpoint kept.
+    """
     out = Path(config.out)
+    checkpoint_path = out / "checkpoint.npz"
+    saved = {"epoch": None}  # the epoch of the checkpoint this run wrote or resumed from
+    try:
+        with lock_run_folder(out):
+            check_outputs(config)
+            for path in (checkpoint_path, out / "metrics.json"):
+                remove_stale_temporaries(path)  # safe: the lock keeps any other run out of this folder
+            if config.resume and not checkpoint_path.is_file():
+                raise RunFolderError(f"--resume: nothing to resume: {checkpoint_path} does not exist (run without "
+                                     "--resume to start afresh)")
+            return _fit(config, out, checkpoint_path, saved, log)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):
+            raise
+        raise Interrupted(str(checkpoint_path) if saved["epoch"] is not None else None, saved["epoch"]) from exc
+    except DivergenceError as exc:
+        raise DivergenceError(f"{exc} {_what_was_kept(checkpoint_path, saved['epoch'])}") from None
+
+
+def _fit(config: TrainConfig, out: Path, checkpoint_path: Path, saved: dict, log) -> dict:
+    dev = as_device(config.device)
     x_train, y_train, x_test, y_test, n_classes = load_dataset(config.dataset, config.data_root, config.seed)
-    model = build_model(config, x_train.shape[1], n_classes, dev)
     for split, labels in (("training", y_train), ("test", y_test)):
         require_labels_in_range(labels, n_classes, split)
-    # Labels checked once here, so the loss need not read back the GPU kernel's label flag (a sync) every step.
+    if len(x_test) == 0:
+        raise ValueError("the test split is empty: there is nothing to measure accuracy on")
+    sizes = [x_train.shape[1], *config.hidden, n_classes]
+    with out_of_memory_advice(dev.name, f"building the model {sizes}", "Try smaller --hidden layers."):
+        model = build_model(config, x_train.shape[1], n_classes, dev)
+        opt = build_optimizer(config, model.parameters())
+    with out_of_memory_advice(dev.name, f"moving the dataset ({x_train.nbytes + y_train.nbytes} bytes) to the device",
+                              "Try --device cpu."):
+        batches = Batches(x_train, y_train, config.batch_size, shuffle=True, seed=config.seed, device=dev)
+    # Labels checked once above, so the loss need not read back the GPU kernel's label flag (a sync) every step.
     loss_fn = nn.SoftmaxCrossEntropy(check_labels=False, device=dev)
-    opt = build_optimizer(config, model.parameters())
-    batches = Batches(x_train, y_train, config.batch_size, shuffle=True, seed=config.seed, device=dev)
     total_steps = config.epochs * len(batches)
     history, first_epoch = [], 0
-    checkpoint_path = out / "checkpoint.npz"
-    remove_stale_temporaries(checkpoint_path)
-    if config.resume and checkpoint_path.exists():
-        model_state, optim_state, meta = load_checkpoint(checkpoint_path)
-        model.load_state_dict(model_state)
-        opt.load_state_dict(optim_state)
-        first_epoch, history = meta["epoch"], meta.get("history", [])
-        log(f"resumed from {checkpoint_path} after epoch {first_epoch}")
+    if config.resume:
+        with out_of_memory_advice(dev.name, "loading the checkpoint", "Try --device cpu."):
+            first_epoch, history = resume(checkpoint_path, config, model, opt, log)
+        saved["epoch"] = first_epoch
     log(f"training {config.dataset} on {dev.name}: {model_sizes(model)} {config.activation}, "
         f"{config.optimizer} lr={config.lr} batch={config.batch_size} epochs={config.epochs} seed={config.seed}")
     for epoch in range(first_epoch, config.epochs):
         record = train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps)
-        record["test_accuracy"] = accuracy(model, x_test, y_test)
+        with out_of_memory_advice(dev.name, "evaluating on the test set", "Try --device cpu."):
+            record["test_accuracy"] = accuracy(model, x_test, y_test)
         history.append(record)
         log(f"epoch {epoch + 1}/{config.epochs}  train loss {record['train_loss']:.4f}  "
             f"test accuracy {100 * record['test_accuracy']:.2f}%  {record['samples_per_s']:.0f} samples/s  "
@@ -145,6 +213,7 @@ def fit(config: TrainConfig, log=print) -> dict:
         meta = {"config": _jsonable(config), "epoch": epoch + 1, "step": opt.step_count, "history": history,
                 "sizes": model_sizes(model), "n_classes": n_classes}
         save_checkpoint(checkpoint_path, model.state_dict(), opt.state_dict(), meta)
+        saved["epoch"] = epoch + 1
         metrics = {"config": _jsonable(config), "device": dev.name, "history": history,
                    "test_accuracy": record["test_accuracy"], "checkpoint": str(checkpoint_path)}
         atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2).encode()))
@@ -153,6 +222,129 @@ def fit(config: TrainConfig, log=print) -> dict:
     final = history[-1]["test_accuracy"] if history else float("nan")
     log(f"final test accuracy {100 * final:.2f}%  (checkpoint {checkpoint_path}, metrics {out / 'metrics.json'})")
     return {"history": history, "test_accuracy": final, "checkpoint": str(checkpoint_path)}
+
+
+def _what_was_kept(checkpoint_path: Path, epoch: int | None) -> str:
+    if epoch is not None:
+        return f"The last good checkpoint, after epoch {epoch}, is kept: {checkpoint_path}."
+    if checkpoint_path.exists():
+        return f"No epoch of this run finished; {checkpoint_path} is an earlier run's, untouched."
+    return "No epoch finished, so no checkpoint was written."
+
+
+@contextlib.contextmanager
+def lock_run_folder(out: Path):
+    """Create ``out`` and hold an exclusive ``flock`` on ``out/.lock`` for the block: a second run on the same folder
+    is a RunFolderError at once (the lock file stays; the lock goes with the process, however it ends)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunFolderError(f"--out {out}: exists and is not a folder") from None
+    except OSError as exc:
+        raise RunFolderError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    lock_path = out / LOCK_NAME
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise RunFolderError(f"--out {out}: cannot write there ({exc.strerror or exc}: {lock_path})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise RunFolderError(f"--out {out} is in use by another gpunet train{f' (pid {holder})' if holder else ''}: "
+                                 "wait for it to finish, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def check_outputs(config: TrainConfig) -> None:
+    """RunFolderError unless every file the run will write can be written: ``checkpoint.npz`` and ``metrics.json``
+    in ``out`` (a file can be created there, and neither name is taken by a folder), and the ``plot`` path
+    (matplotlib present, a format it writes, its folder writable)."""
+    out = Path(config.out)
+    for name in ("checkpoint.npz", "metrics.json"):
+        if (out / name).exists() and not (out / name).is_file():
+            raise RunFolderError(f"--out {out}: {out / name} exists and is not a file")
+    _require_writable_folder(out, "--out")
+    if config.plot:
+        check_plot_path(config.plot, "--plot")
+
+
+def check_plot_path(path, flag: str = "--plot") -> None:
+    """RunFolderError unless matplotlib can write a plot to ``path``: installed, a format it knows, a writable
+    folder, and no folder of that name."""
+    path = Path(path)
+    try:
+        plots._pyplot()
+    except RuntimeError as exc:
+        raise RunFolderError(f"{flag} {path}: {exc}") from None
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix and path.suffix[1:].lower() not in formats:
+        raise RunFolderError(f"{flag} {path}: matplotlib cannot write {path.suffix} files; use one of "
+                             f"{', '.join('.' + f for f in sorted(formats))}")
+    if path.exists() and not path.is_file():
+        raise RunFolderError(f"{flag} {path}: exists and is not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"{flag} {path}: cannot create its folder {path.parent} ({exc.strerror or exc})") from None
+    _require_writable_folder(path.parent, flag)
+
+
+def _require_writable_folder(folder: Path, flag: str) -> None:
+    """Create and remove a probe file in ``folder`` (permission bits alone do not tell: root, read-only mounts)."""
+    probe = folder / f".gpunet-probe.{os.getpid()}.tmp"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except FileExistsError:
+        probe.unlink(missing_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"{flag} {folder}: cannot write there ({exc.strerror or exc})") from None
+
+
+def resume(checkpoint_path: Path, config: TrainConfig, model, opt, log) -> tuple:
+    """Load the checkpoint into ``model`` and ``opt``; return ``(epochs done, history)``. A checkpoint ``gpunet
+    train`` did not write (no config, epoch or optimizer state) or one of other settings (RUN_DEFINING) is refused
+    before anything is loaded."""
+    model_state, optim_state, meta = load_checkpoint(checkpoint_path)
+    saved, epoch, history = meta.get("config"), meta.get("epoch"), meta.get("history", [])
+    lacking = [what for what, ok in (
+        ("the training settings ('config')", isinstance(saved, dict)),
+        ("the epoch", isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0),
+        ("the optimizer state", "step_count" in optim_state and "lr" in optim_state),
+        ("a valid history", isinstance(history, list) and all(
+            isinstance(h, dict) and {"epoch", "train_loss", "test_accuracy"} <= set(h) for h in history)),
+    ) if not ok]
+    if lacking:
+        raise CheckpointError(f"{checkpoint_path}: cannot resume from it: it lacks {', '.join(lacking)} (a checkpoint "
+                              "saved through the API rather than by gpunet train?). Start afresh without --resume, "
+                              "or use another --out.")
+    now = _jsonable(config)
+    differing = [f"--{key.replace('_', '-')} {_shown(saved.get(key))} in the checkpoint, {_shown(now[key])} now"
+                 for key in RUN_DEFINING if saved.get(key) != now[key]]
+    if differing:
+        raise RunFolderError(f"--resume: {checkpoint_path} was trained with other settings ({'; '.join(differing)}). "
+                             "Resume with the same settings, or train into another --out.")
+    model.load_state_dict(model_state)
+    opt.load_state_dict(optim_state)
+    changed = [f"{key} {_shown(saved[key])} -> {_shown(now[key])}" for key in
+               ("lr", "schedule", "epochs", "batch_size", "momentum", "weight_decay", "dropout", "seed")
+               if key in saved and saved[key] != now[key]]
+    log(f"resumed from {checkpoint_path} after epoch {epoch}" + (f" (changed: {', '.join(changed)})" if changed else ""))
+    return epoch, history
+
+
+def _shown(value) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or '""'
+    return str(value)
 
 
 def require_labels_in_range(labels, n_classes: int, split: str) -> None:
@@ -168,7 +360,8 @@ CHECK_EVERY = 20  # steps between looks at the loss: one host sync per window, n
 
 def train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps) -> dict:
     """One epoch. Losses are kept on the device and looked at every ``CHECK_EVERY`` steps (a host sync), so a
-    NaN or inf is still pinned to the exact step that produced it."""
+    NaN or inf is still pinned to the exact step that produced it; the updates after the last look are covered by a
+    check at the end that every weight and optimizer buffer is finite (one more sync)."""
     model.train()
     for layer in model.modules():
         if isinstance(layer, nn.Dropout):
@@ -180,24 +373,22 @@ def train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps) -> dic
     first_step = opt.step_count
     bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                disable=not config.progress, unit="batch")
-    for i, (xb, yb) in enumerate(bar):
-        opt.lr = learning_rate(config, opt.step_count, total_steps)
-        try:
+    # The first step also allocates the optimizer's state (Adam's two buffers per parameter).
+    in_a_step = out_of_memory_advice(
+        model.device.name, f"in a training step with batch size {config.batch_size}",
+        f"Try a smaller --batch-size (e.g. {max(1, config.batch_size // 2)}) or smaller --hidden layers.")
+    with in_a_step:
+        for i, (xb, yb) in enumerate(bar):
+            opt.lr = learning_rate(config, opt.step_count, total_steps)
             loss = loss_fn.forward(model.forward(xb), yb)
             model.backward(loss_fn.backward())
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                raise OutOfMemory(
-                    f"out of memory on {model.device.name} in a training step with batch size {config.batch_size} "
-                    f"({type(exc).__name__}: {exc}). Try a smaller --batch-size (e.g. {max(1, config.batch_size // 2)}) "
-                    "or smaller --hidden layers.") from exc
-            raise
-        losses[i] = loss
-        seen += len(yb)
-        if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(batches) - 1:
-            _check_finite(model.device, losses, i, epoch, first_step, config)
-            bar.set_postfix(loss=f"{float(losses[i]):.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
-        opt.step()
+            losses[i] = loss
+            seen += len(yb)
+            if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(batches) - 1:
+                _check_finite(model.device, losses, i, epoch, first_step, config)
+                bar.set_postfix(loss=f"{float(losses[i]):.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
+            opt.step()
+    _check_weights_finite(model, opt, epoch, config)
     model.device.synchronize()
     seconds = time.perf_counter() - start
     return {"epoch": epoch + 1, "train_loss": float(losses.mean()), "seconds": seconds,
@@ -212,9 +403,30 @@ def _check_finite(device, losses, upto, epoch, first_step, config):
     bad = next(j for j in range(start, upto + 1) if not math.isfinite(float(values[j])))
     raise DivergenceError(
         f"loss became {float(values[bad])} at step {first_step + bad + 1} (epoch {epoch + 1}, batch {bad + 1}): "
-        f"the weights diverged. Usual causes: a learning rate too high (now {config.lr}; try {config.lr / 10:g}), "
-        "NaN or inf in the input data, or unscaled inputs. The last good checkpoint (if an epoch finished) is "
-        f"kept in {config.out}.")
+        f"the weights diverged. {_causes(config)}")
+
+
+def _check_weights_finite(model, opt, epoch, config):
+    """DivergenceError naming the first weight or optimizer buffer holding NaN or inf (one host sync for all)."""
+    xp = model.device.xp
+    named = [(name, p.data) for name, p in model.named_parameters()]
+    named += [(f"optimizer state.{i}.{key}", buf) for i, slot in enumerate(opt.state) for key, buf in slot.items()]
+    finite = model.device.to_numpy(xp.stack([xp.isfinite(a).all() for _, a in named]))
+    if finite.all():
+        return
+    name = named[int((~finite).argmax())][0]
+    raise DivergenceError(
+        f"{name} became NaN or inf by step {opt.step_count} (epoch {epoch + 1}), in an update after the last loss "
+        f"check: the weights diverged. {_causes(config)}")
+
+
+def _causes(config) -> str:
+    lr = config.lr
+    if math.isfinite(lr) and lr / 10 > 0:
+        hint = f"now {lr:g}; try {lr / 10:g}"
+    else:
+        hint = f"now {lr:g}; use a finite one, e.g. the default {TrainConfig.lr:g}"
+    return (f"Usual causes: a learning rate too high ({hint}), NaN or inf in the input data, or unscaled inputs.")
 
 
 def model_sizes(model) -> list:
