@@ -254,6 +254,9 @@ def lock_run_folder(out: Path):
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             raise RunFolderError(f"--out {out} is in use by another gpunet train{f' (pid {holder})' if holder else ''}: "
                                  "wait for it to finish, or choose another --out") from None
+        except OSError as exc:  # a file system without locks (ENOLCK, EOPNOTSUPP)
+            raise RunFolderError(f"--out {out}: cannot lock {lock_path} ({exc.strerror or exc}): use a folder on a "
+                                 "local file system") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -301,10 +304,9 @@ def _require_writable_folder(folder: Path, flag: str) -> None:
     """Create and remove a probe file in ``folder`` (permission bits alone do not tell: root, read-only mounts)."""
     probe = folder / f".gpunet-probe.{os.getpid()}.tmp"
     try:
+        probe.unlink(missing_ok=True)  # left by an earlier process of this pid that was killed here
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)
-    except FileExistsError:
-        probe.unlink(missing_ok=True)
     except OSError as exc:
         raise RunFolderError(f"{flag} {folder}: cannot write there ({exc.strerror or exc})") from None
 
