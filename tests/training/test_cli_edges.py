@@ -171,3 +171,10 @@ def test_a_checkpoint_kept_after_divergence_is_finite(tmp_path, capsys):
     assert "try 1e+37" in err and "is kept" in err
     model, optim_state, _ = load_checkpoint(tmp_path / "checkpoint.npz")  # refuses non-finite weights itself
     assert all(np.isfinite(v).all() for v in model.values())
+
+
+def test_eval_of_a_checkpoint_saved_through_the_api(tmp_path, capsys):
+    from gpunet.checkpoint import save_checkpoint
+    save_checkpoint(tmp_path / "ck.npz", nn.mlp([2, 8, 3], device="cpu").state_dict())
+    assert main(["eval", str(tmp_path / "ck.npz"), "--device", "cpu"]) == 2
+    assert "not a checkpoint written by gpunet train" in capsys.readouterr().err
