@@ -13,6 +13,7 @@ import sys
 from .checkpoint import load_checkpoint
 from .data.registry import DATASETS, load_dataset
 from .devices import device
+from .distributed import DistributedUnavailable, launch, world
 from .nn.activation import ACTIVATIONS
 from .plots import plot_confusion
 from .training import (OPTIMIZERS, DivergenceError, Interrupted, TrainConfig, accuracy, build_model, check_plot_path,
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "is none, or if it was trained with other settings)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--plot", default=None, metavar="PNG", help="draw loss and accuracy per epoch (matplotlib)")
+    train.add_argument("--distributed", action="store_true",
+                       help="run as one rank of an MPI job: mpiexec -n N python -m mpi4py -m gpunet train "
+                            "--distributed ... (--batch-size is then the global batch)")
+    train.add_argument("--nproc", type=POSITIVE_INT, default=None, metavar="N",
+                       help="train on N ranks of this machine: runs the mpiexec command above itself")
 
     ev = sub.add_parser("eval", help="load a checkpoint and report test accuracy")
     ev.add_argument("checkpoint")
@@ -94,18 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
-        return _train(args)
+        return _train(args, argv)
     return _eval(args)
 
 
-def _train(args) -> int:
+def _train(args, argv) -> int:
+    if args.nproc is not None and not args.distributed:
+        return _launch(args.nproc, argv)
     config = TrainConfig(
         dataset=args.dataset, data_root=args.data_root, device=args.device, hidden=args.hidden,
         activation=args.activation, dropout=args.dropout, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
         batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, out=args.out, resume=args.resume,
-        progress=not args.no_progress and sys.stderr.isatty(), plot=args.plot)
+        progress=not args.no_progress and sys.stderr.isatty(), plot=args.plot, distributed=args.distributed)
     try:
+        if args.distributed:
+            return _as_rank(config)
         fit(config)
     except Interrupted as exc:
         if exc.checkpoint:
@@ -124,6 +134,49 @@ def _train(args) -> int:
         print(f"gpunet: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _launch(nproc: int, argv) -> int:
+    train_args = _without_nproc(list(sys.argv[2:] if argv is None else argv[1:]))
+    try:
+        return launch.run(nproc, train_args)
+    except DistributedUnavailable as exc:
+        print(f"gpunet: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _without_nproc(args: list) -> list:
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _as_rank(config) -> int:
+    """``fit`` as one rank of an MPI job. An error every rank meets alike (divergence) is said once, by rank 0,
+    and ends the ranks together; any other error (one rank's) is said by that rank and aborts the whole job at
+    once, since the others would otherwise wait in the next collective for ever."""
+    try:
+        comm = world()
+    except DistributedUnavailable as exc:
+        print(f"gpunet: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        fit(config)
+        return 0
+    except DivergenceError as exc:
+        if comm.rank == 0:
+            print(f"gpunet: {exc}", file=sys.stderr)
+        return 3
+    except Exception as exc:
+        print(f"gpunet: error: rank {comm.rank} of {comm.size} on {comm.host}: {exc}", file=sys.stderr, flush=True)
+        comm.abort(2)
+        return 2
 
 
 def _eval(args) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import nn, optim, plots
-from .devices import device as as_device
+from .distributed import Communicator, DataParallel, rank_device, world
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .data import Batches
 from .data.registry import load_dataset
@@ -51,6 +51,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     plot: str | None = None
+    distributed: bool = False  # one rank of an MPI job (gpunet.distributed): --batch-size is the global batch
 
 
 # What a checkpoint's state means: resuming with any of these changed is refused. The others (lr, schedule,
@@ -161,15 +162,18 @@ def fit(config: TrainConfig, log=print) -> dict:
     out = Path(config.out)
     checkpoint_path = out / "checkpoint.npz"
     saved = {"epoch": None}  # the epoch of the checkpoint this run wrote or resumed from
+    comm = world() if config.distributed else Communicator()
+    lead = comm.rank == 0  # the one rank that locks the folder, writes files, logs and shows progress
     try:
-        with lock_run_folder(out):
-            check_outputs(config)
-            for path in (checkpoint_path, out / "metrics.json"):
-                remove_stale_temporaries(path)  # safe: the lock keeps any other run out of this folder
+        with lock_run_folder(out) if lead else contextlib.nullcontext():
+            if lead:
+                check_outputs(config)
+                for path in (checkpoint_path, out / "metrics.json"):
+                    remove_stale_temporaries(path)  # safe: the lock keeps any other run out of this folder
             if config.resume and not checkpoint_path.is_file():
                 raise RunFolderError(f"--resume: nothing to resume: {checkpoint_path} does not exist (run without "
                                      "--resume to start afresh)")
-            return _fit(config, out, checkpoint_path, saved, log)
+            return _fit(config, out, checkpoint_path, saved, log if lead else _silent, comm)
     except KeyboardInterrupt as exc:
         if isinstance(exc, Interrupted):
             raise
@@ -178,8 +182,13 @@ def fit(config: TrainConfig, log=print) -> dict:
         raise DivergenceError(f"{exc} {_what_was_kept(checkpoint_path, saved['epoch'])}") from None
 
 
-def _fit(config: TrainConfig, out: Path, checkpoint_path: Path, saved: dict, log) -> dict:
-    dev = as_device(config.device)
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def _fit(config: TrainConfig, out: Path, checkpoint_path: Path, saved: dict, log, comm: Communicator) -> dict:
+    dev, comm = rank_device(config.device, comm)
+    lead = comm.rank == 0
     x_train, y_train, x_test, y_test, n_classes = load_dataset(config.dataset, config.data_root, config.seed)
     for split, labels in (("training", y_train), ("test", y_test)):
         require_labels_in_range(labels, n_classes, split)
@@ -200,10 +209,13 @@ def _fit(config: TrainConfig, out: Path, checkpoint_path: Path, saved: dict, log
         with out_of_memory_advice(dev.name, "loading the checkpoint", "Try --device cpu."):
             first_epoch, history = resume(checkpoint_path, config, model, opt, log)
         saved["epoch"] = first_epoch
+    # Every rank built the same weights from the seed (or loaded the same checkpoint); rank 0's are broadcast.
+    parallel = DataParallel(model, loss_fn, comm) if config.distributed else None
     log(f"training {config.dataset} on {dev.name}: {model_sizes(model)} {config.activation}, "
-        f"{config.optimizer} lr={config.lr} batch={config.batch_size} epochs={config.epochs} seed={config.seed}")
+        f"{config.optimizer} lr={config.lr} batch={config.batch_size} epochs={config.epochs} seed={config.seed}"
+        + (f", {comm.size} ranks ({comm.name})" if parallel else ""))
     for epoch in range(first_epoch, config.epochs):
-        record = train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps)
+        record = train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps, parallel)
         with out_of_memory_advice(dev.name, "evaluating on the test set", "Try --device cpu."):
             record["test_accuracy"] = accuracy(model, x_test, y_test)
         history.append(record)
@@ -212,13 +224,17 @@ def _fit(config: TrainConfig, out: Path, checkpoint_path: Path, saved: dict, log
             f"({record['seconds']:.1f} s)")
         meta = {"config": _jsonable(config), "epoch": epoch + 1, "step": opt.step_count, "history": history,
                 "sizes": model_sizes(model), "n_classes": n_classes}
-        save_checkpoint(checkpoint_path, model.state_dict(), opt.state_dict(), meta)
+        if parallel:
+            parallel.require_agreement()  # a checkpoint holds the weights every rank holds
+        if lead:
+            save_checkpoint(checkpoint_path, model.state_dict(), opt.state_dict(), meta)
+            metrics = {"config": _jsonable(config), "device": dev.name, "world_size": comm.size, "history": history,
+                       "test_accuracy": record["test_accuracy"], "checkpoint": str(checkpoint_path)}
+            atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2).encode()))
+            if config.plot:
+                plot_curves(history, config.plot)
+        comm.barrier()  # no rank runs ahead of a checkpoint it might resume from
         saved["epoch"] = epoch + 1
-        metrics = {"config": _jsonable(config), "device": dev.name, "history": history,
-                   "test_accuracy": record["test_accuracy"], "checkpoint": str(checkpoint_path)}
-        atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2).encode()))
-        if config.plot:
-            plot_curves(history, config.plot)
     final = history[-1]["test_accuracy"] if history else float("nan")
     log(f"final test accuracy {100 * final:.2f}%  (checkpoint {checkpoint_path}, metrics {out / 'metrics.json'})")
     return {"history": history, "test_accuracy": final, "checkpoint": str(checkpoint_path)}
@@ -360,10 +376,12 @@ def require_labels_in_range(labels, n_classes: int, split: str) -> None:
 CHECK_EVERY = 20  # steps between looks at the loss: one host sync per window, not per step
 
 
-def train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps) -> dict:
+def train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps, parallel=None) -> dict:
     """One epoch. Losses are kept on the device and looked at every ``CHECK_EVERY`` steps (a host sync), so a
     NaN or inf is still pinned to the exact step that produced it; the updates after the last look are covered by a
-    check at the end that every weight and optimizer buffer is finite (one more sync)."""
+    check at the end that every weight and optimizer buffer is finite (one more sync). With ``parallel`` (a
+    DataParallel), each step is this rank's slice of the global batch and one allreduce; every rank then holds the
+    same global loss, so all of them stop together, with one message, if it diverges."""
     model.train()
     for layer in model.modules():
         if isinstance(layer, nn.Dropout):
@@ -373,8 +391,11 @@ def train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps) -> dic
     seen = 0
     start = time.perf_counter()
     first_step = opt.step_count
+    lead = parallel is None or parallel.comm.rank == 0
+    if parallel:
+        parallel.allreduce_seconds, parallel.steps = 0.0, 0
     bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-               disable=not config.progress, unit="batch")
+               disable=not (config.progress and lead), unit="batch")
     # The first step also allocates the optimizer's state (Adam's two buffers per parameter).
     in_a_step = out_of_memory_advice(
         model.device.name, f"in a training step with batch size {config.batch_size}",
@@ -382,8 +403,11 @@ def train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps) -> dic
     with in_a_step:
         for i, (xb, yb) in enumerate(bar):
             opt.lr = learning_rate(config, opt.step_count, total_steps)
-            loss = loss_fn.forward(model.forward(xb), yb)
-            model.backward(loss_fn.backward())
+            if parallel:
+                loss = parallel.forward_backward(xb, yb)
+            else:
+                loss = loss_fn.forward(model.forward(xb), yb)
+                model.backward(loss_fn.backward())
             losses[i] = loss
             seen += len(yb)
             if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(batches) - 1:
@@ -393,8 +417,11 @@ def train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps) -> dic
     _check_weights_finite(model, opt, epoch, config)
     model.device.synchronize()
     seconds = time.perf_counter() - start
-    return {"epoch": epoch + 1, "train_loss": float(losses.mean()), "seconds": seconds,
-            "samples_per_s": seen / seconds}
+    record = {"epoch": epoch + 1, "train_loss": float(losses.mean()), "seconds": seconds,
+              "samples_per_s": seen / seconds}
+    if parallel:
+        record["allreduce_seconds_per_step"] = parallel.allreduce_seconds / max(parallel.steps, 1)
+    return record
 
 
 def _check_finite(device, losses, upto, epoch, first_step, config):

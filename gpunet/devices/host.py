@@ -13,7 +13,10 @@ from .blas_threads import BlasThreads
 
 @functools.cache
 def host_threads() -> int:
-    """Threads host work is split over: one per core this process may run on."""
+    """Threads host work is split over: ``$GPUNET_THREADS`` (set per rank by ``gpunet train --nproc``), else one
+    per core this process may run on."""
+    if os.environ.get("GPUNET_THREADS", "").isdigit() and int(os.environ["GPUNET_THREADS"]) > 0:
+        return int(os.environ["GPUNET_THREADS"])
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

@@ -8,6 +8,8 @@ the loss finite for logits like 1e4, where ``log(softmax(x))`` would give ``log(
 """
 from __future__ import annotations
 
+import functools
+
 from ..devices import Op, device_of
 from .checks import labels_as_int64, on_device, require_int64, require_labels, require_ndim, require_reduction
 from ..numerics import quiet, wide_dtype
@@ -42,14 +44,15 @@ def _cross_entropy_backward_rows(xp, probs, labels, scale, grad, ignore_index):
     grad[~valid] = 0
 
 
-def _reduced_from_rows(xp, cross_entropy_rows, logits, labels, ignore_index, mean, check):
+def _reduced_from_rows(xp, cross_entropy_rows, logits, labels, ignore_index, mean, check, count=None):
     """The "mean" or "sum" loss and its gradient from the per-row form: the gradient is scaled by ``1 / n_valid``
-    as it is written. ``1 / n_valid`` is inf when every row is ignored, harmless since ignored rows never use it
-    (their gradient is 0 by rule), and it makes the mean loss ``0 * inf = NaN``, as PyTorch's."""
-    valid = labels != ignore_index
+    as it is written (``n_valid``: ``count`` where given, else this batch's counted rows). ``1 / n_valid`` is inf
+    when no row counts, harmless since ignored rows never use it (their gradient is 0 by rule), and it makes the
+    mean loss ``0 * inf = NaN``, as PyTorch's."""
     dtype = wide_dtype(logits.dtype)
+    n_valid = (labels != ignore_index).sum() if count is None else xp.asarray(count)
     with quiet(xp):
-        scale = xp.reciprocal(valid.sum(), dtype=dtype) if mean else xp.ones((), dtype=dtype)
+        scale = xp.reciprocal(n_valid, dtype=dtype) if mean else xp.ones((), dtype=dtype)
     loss_rows, grad = cross_entropy_rows(logits, labels, ignore_index, grad_scale=scale.reshape(1), check=check)
     with quiet(xp):
         total = loss_rows.sum()
@@ -89,7 +92,7 @@ def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: s
 
 
 def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, reduction: str = "mean",
-                                    check_labels: bool = True, device=None):
+                                    check_labels: bool = True, count=None, device=None):
     """Return ``(loss, grad)``: the loss as in :func:`softmax_cross_entropy`, and its gradient with respect to the
     logits for ``dloss = 1``, ``(p - onehot(labels)) / n_valid`` for "mean" (no division for "sum" and "none").
 
@@ -98,8 +101,17 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
     ``check_labels=False`` skips reading back the kernel's label-range flag, a host sync per call on a GPU, for
     callers that checked their labels once up front (``gpunet.training.fit`` does); a bad label then gives a NaN
     loss for its row rather than an error. On the CPU labels are always checked (it costs no sync there).
+
+    ``count`` (reduction "mean" only): divide by this many rows instead of this batch's counted rows; a
+    data-parallel rank passes the count of the whole global batch (``gpunet.distributed``), so that the ranks'
+    gradients sum to the global batch's.
     """
     dev, logits, labels = _prepare(logits, labels, "logits", reduction, device, ignore_index)
+    if count is not None:
+        if reduction != "mean":
+            raise ValueError(f"count divides a mean: it needs reduction='mean', not {reduction!r}")
+        return _reduced_from_rows(dev.xp, functools.partial(dev.run, SOFTMAX_CROSS_ENTROPY), logits, labels,
+                                  ignore_index, True, check_labels, count)
     if reduction != "none":
         return dev.run(SOFTMAX_CROSS_ENTROPY_REDUCED, logits, labels, ignore_index, reduction == "mean",
                        check=check_labels)

@@ -1,0 +1,156 @@
+"""Communicators: how the ranks of a data-parallel run exchange arrays.
+
+MPI (mpi4py) launches the ranks, bootstraps them and reduces host arrays; NCCL (CuPy's ``cupy.cuda.nccl``) reduces
+GPU arrays on the compute stream, its id broadcast over MPI (the design of ChainerMN's pure NCCL communicator).
+A single process is a communicator of one rank whose collectives do nothing, so the training loop is written once.
+"""
+from __future__ import annotations
+
+import socket
+
+import numpy
+
+MPI_MISSING = ("--distributed needs MPI for Python: pip install 'gpunet[mpi]' (mpi4py and the mpich wheel), or "
+               "mpi4py built against your cluster's MPI")
+
+
+class DistributedUnavailable(RuntimeError):
+    """MPI (or NCCL) was asked for and cannot be used; the message says what to install."""
+
+
+class Communicator:
+    """One rank alone: every collective is the identity."""
+
+    rank, size, local_rank, local_size = 0, 1, 0, 1
+    name = "single process"
+
+    def allreduce_sum(self, array) -> None:
+        """Sum ``array`` over the ranks, in place."""
+
+    def broadcast(self, array, root: int = 0) -> None:
+        """Overwrite ``array`` with ``root``'s, in place."""
+
+    def allgather(self, value) -> list:
+        """Every rank's ``value`` (a small Python object), in rank order."""
+        return [value]
+
+    def barrier(self) -> None:
+        pass
+
+    def abort(self, code: int) -> None:
+        """End every rank of the job with exit status ``code`` (here: this process)."""
+        raise SystemExit(code)
+
+    @property
+    def host(self) -> str:
+        return socket.gethostname()
+
+
+class MpiCommunicator(Communicator):
+    """MPI collectives on host buffers (CPU and simulator ranks). A GPU array is staged through the host, the
+    compute stream synchronised first: the pip MPI wheels are not CUDA-aware."""
+
+    def __init__(self, comm=None):
+        try:
+            from mpi4py import MPI
+        except ImportError as exc:
+            raise DistributedUnavailable(f"{MPI_MISSING} ({exc})") from None
+        self.MPI = MPI
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)  # the ranks on this machine
+        self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
+        node.Free()
+        self.name = f"MPI ({MPI.Get_library_version().splitlines()[0].strip()}), {self.size} ranks"
+
+    def allreduce_sum(self, array) -> None:
+        if isinstance(array, numpy.ndarray):
+            self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+            return
+        host = _to_host(array)
+        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+        array.set(host)
+
+    def broadcast(self, array, root: int = 0) -> None:
+        if isinstance(array, numpy.ndarray):
+            self.comm.Bcast(array, root=root)
+            return
+        host = _to_host(array)
+        self.comm.Bcast(host, root=root)
+        array.set(host)
+
+    def allgather(self, value) -> list:
+        return self.comm.allgather(value)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self, code: int) -> None:
+        self.comm.Abort(code)
+
+
+class NcclCommunicator(MpiCommunicator):
+    """MPI for bootstrapping and small objects, NCCL for GPU arrays: one allreduce on the current (compute)
+    stream, with no host synchronisation in the step."""
+
+    _NCCL_DTYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64"}
+
+    def __init__(self, mpi: MpiCommunicator, gpu_index: int):
+        """Built collectively by every rank, each with its own GPU (``gpu_index``) chosen first."""
+        self.MPI, self.comm = mpi.MPI, mpi.comm
+        self.rank, self.size, self.local_rank, self.local_size = mpi.rank, mpi.size, mpi.local_rank, mpi.local_size
+        try:
+            import cupy
+            from cupy.cuda import nccl
+        except ImportError as exc:
+            raise DistributedUnavailable(f"NCCL is not available through CuPy ({exc}): pip install "
+                                         "nvidia-nccl-cu13 (or -cu12 to match CuPy)") from None
+        self.nccl = nccl
+        uid = nccl.get_unique_id() if self.rank == 0 else None
+        uid = self.comm.bcast(uid, root=0)
+        with cupy.cuda.Device(gpu_index):
+            self.nccl_comm = nccl.NcclCommunicator(self.size, uid, self.rank)
+        self.name = f"NCCL {nccl.get_version()} over {mpi.name}"
+
+    def allreduce_sum(self, array) -> None:
+        if isinstance(array, numpy.ndarray):
+            return super().allreduce_sum(array)
+        import cupy
+
+        stream = cupy.cuda.get_current_stream().ptr
+        dtype = getattr(self.nccl, self._NCCL_DTYPES[array.dtype.name])
+        self.nccl_comm.allReduce(array.data.ptr, array.data.ptr, array.size, dtype, self.nccl.NCCL_SUM, stream)
+
+    def broadcast(self, array, root: int = 0) -> None:
+        if isinstance(array, numpy.ndarray):
+            return super().broadcast(array, root)
+        import cupy
+
+        stream = cupy.cuda.get_current_stream().ptr
+        dtype = getattr(self.nccl, self._NCCL_DTYPES[array.dtype.name])
+        self.nccl_comm.bcast(array.data.ptr, array.size, dtype, root, stream)
+
+
+def _to_host(array):
+    """A GPU array's values on the host, after the work queued on its stream."""
+    import cupy
+
+    cupy.cuda.get_current_stream().synchronize()
+    return cupy.asnumpy(array)
+
+
+def world() -> Communicator:
+    """This job's MPI communicator (several ranks, or a job of one under mpiexec)."""
+    return MpiCommunicator()
+
+
+def gpu_communicator(mpi: MpiCommunicator, gpu_index: int) -> Communicator:
+    """NCCL for GPU ranks where it works, else MPI through the host (said once in the log)."""
+    try:
+        return NcclCommunicator(mpi, gpu_index)
+    except (DistributedUnavailable, RuntimeError) as exc:
+        import logging
+
+        logging.getLogger("gpunet").warning("gpunet: rank %d: NCCL unavailable (%s); reducing GPU gradients through "
+                                            "the host with MPI", mpi.rank, exc)
+        return mpi

@@ -1,0 +1,165 @@
+"""Data-parallel training through MPI (the mpich wheel's mpiexec, CPU and simulator ranks): N ranks reach the
+weights of one process on the same global batches, hold identical weights, use every sample once per epoch,
+resume across world sizes, and a failing rank ends the job."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpunet.distributed import split
+
+pytest.importorskip("mpi4py", reason="pip install 'gpunet[mpi]'")
+from gpunet.distributed.launch import mpiexec  # noqa: E402
+
+SCRIPT = Path(__file__).with_name("train_ranks.py")
+
+
+def ranks(n: int, out: Path, *args, timeout=120):
+    """Run train_ranks.py on ``n`` MPI ranks (n = 0: one process without MPI, the reference)."""
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(SCRIPT), str(out), *args]
+    if n:
+        command = [mpiexec(), "-n", str(n), sys.executable, "-m", "mpi4py", *command[1:]]
+    else:
+        command.append("--single")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return done
+
+
+def weights(path: Path) -> dict:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("rows,parts", [(10, 3), (2, 3), (0, 2), (7, 1), (203, 4)])
+def test_split_covers_every_row_once_as_evenly_as_possible(rows, parts):
+    bounds = [split(rows, parts, r) for r in range(parts)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    sizes = [hi - lo for lo, hi in bounds]
+    assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("n,activation,optimizer,device", [
+    (2, "relu", "sgd", "cpu"), (3, "tanh", "adam", "cpu"), (3, "relu", "adam", "cpu"), (2, "tanh", "sgd", "cpu"),
+    (2, "relu", "sgd", "sim"),
+])
+def test_ranks_reach_the_weights_of_one_process(tmp_path, n, activation, optimizer, device):
+    extra = ["--rows", "43", "--batch", "8", "--epochs", "1"] if device == "sim" else []  # the simulator is slow
+    options = ["--activation", activation, "--optimizer", optimizer, "--device", device, *extra]
+    single = ranks(0, tmp_path / "single", *options)
+    assert single.returncode == 0, single.stderr[-3000:]
+    job = ranks(n, tmp_path / "ranks", *options)
+    assert job.returncode == 0, job.stderr[-3000:]
+    want = weights(tmp_path / "single" / "rank0.npz")
+    got = [weights(tmp_path / "ranks" / f"rank{r}.npz") for r in range(n)]
+    for name in want:
+        if name.startswith("used"):
+            continue
+        for r in range(1, n):  # every rank holds the same weights, bit for bit
+            np.testing.assert_array_equal(got[r][name], got[0][name], err_msg=f"{name} on rank {r}")
+        # float32, a dozen steps: only the order of the additions differs from one process
+        np.testing.assert_allclose(got[0][name], want[name], rtol=2e-5, atol=2e-6 * np.abs(want[name]).max(),
+                                   err_msg=name)
+    for epoch in range(1 if device == "sim" else 2):  # every sample exactly once per epoch, across the ranks
+        used = np.concatenate([g[f"used{epoch}"] for g in got])
+        assert sorted(used.tolist()) == list(range(43 if device == "sim" else 203))
+
+
+def test_a_rank_that_raises_ends_the_job(tmp_path):
+    start = time.monotonic()
+    job = ranks(3, tmp_path / "fault", "--fault-rank", "1", timeout=60)
+    assert job.returncode != 0
+    assert time.monotonic() - start < 30
+    assert "an injected fault on rank 1" in job.stderr
+
+
+def test_a_checkpoint_of_three_ranks_resumes_on_one(tmp_path):
+    """World-size independence: 2 epochs on 3 ranks, then 2 more on 1 process, against 4 epochs on 3 ranks."""
+    common = ["--dataset", "moons", "--hidden", "16", "--device", "cpu", "--no-progress", "--batch-size", "60",
+              "--optimizer", "adam", "--schedule", "constant"]
+    train = [sys.executable, "-m", "gpunet", "train", *common]
+    first = subprocess.run([*train, "--epochs", "2", "--nproc", "3", "--out", str(tmp_path / "a")],
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = subprocess.run([*train, "--epochs", "4", "--resume", "--out", str(tmp_path / "a")],
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight = subprocess.run([*train, "--epochs", "4", "--nproc", "3", "--out", str(tmp_path / "b")],
+                              capture_output=True, text=True, timeout=120)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    a = np.load(tmp_path / "a" / "checkpoint.npz")
+    b = np.load(tmp_path / "b" / "checkpoint.npz")
+    for key in [k for k in a.files if k != "meta"]:  # the weights and the optimizer's state
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    import json
+
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["world_size"] == 3 and metrics["history"][-1]["allreduce_seconds_per_step"] > 0
+
+
+def test_a_divergence_stops_every_rank_with_one_message(tmp_path):
+    job = subprocess.run([sys.executable, "-m", "gpunet", "train", "--dataset", "moons", "--hidden", "8", "--device",
+                          "cpu", "--no-progress", "--optimizer", "sgd", "--lr", "1e30", "--epochs", "3", "--nproc", "2",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert job.returncode == 3, job.stderr[-3000:]
+    assert job.stderr.count("the weights diverged") == 1, job.stderr
+
+
+def test_distributed_without_mpi4py_says_what_to_install(monkeypatch, capsys):
+    from gpunet.cli import main
+    from gpunet.distributed import DistributedUnavailable, MpiCommunicator
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(DistributedUnavailable, match=r"pip install 'gpunet\[mpi\]'"):
+        MpiCommunicator()
+    assert main(["train", "--distributed", "--dataset", "moons", "--epochs", "1"]) == 2
+    assert "pip install 'gpunet[mpi]'" in capsys.readouterr().err
+
+
+def test_the_nproc_command_is_the_documented_one():
+    from gpunet.distributed.launch import command, rank_environment
+
+    cmd = command(4, ["--dataset", "moons"])
+    assert cmd[1:] == ["-n", "4", sys.executable, "-m", "mpi4py", "-m", "gpunet", "train", "--distributed",
+                       "--dataset", "moons"]
+    assert rank_environment(4)["OPENBLAS_NUM_THREADS"] == rank_environment(4)["GPUNET_THREADS"] >= "1"
+
+
+@pytest.mark.gpu
+def test_nccl_on_one_rank_reduces_a_gpu_buffer():
+    from tests.helpers import HAS_GPU
+
+    if not HAS_GPU:
+        pytest.skip("no GPU")
+    import cupy
+
+    from gpunet.distributed import NcclCommunicator, world
+
+    comm = NcclCommunicator(world(), 0)
+    with cupy.cuda.Device(0):
+        a = cupy.arange(10, dtype=cupy.float32)
+        comm.allreduce_sum(a)
+        cupy.testing.assert_array_equal(a, cupy.arange(10, dtype=cupy.float32))  # one rank: the sum is itself
+
+
+@pytest.mark.gpu
+def test_two_gpu_ranks_reach_the_weights_of_one_process(tmp_path):
+    from tests.helpers import HAS_GPU
+
+    if not HAS_GPU:
+        pytest.skip("no GPU")
+    import cupy
+
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("fewer than 2 GPUs")
+    single = ranks(0, tmp_path / "single", "--device", "cuda")
+    job = ranks(2, tmp_path / "ranks", "--device", "cuda")
+    assert single.returncode == 0 and job.returncode == 0, job.stderr[-3000:]
+    want, got = weights(tmp_path / "single" / "rank0.npz"), weights(tmp_path / "ranks" / "rank0.npz")
+    for name in want:
+        if not name.startswith("used"):
+            np.testing.assert_allclose(got[name], want[name], rtol=2e-5, atol=2e-6 * np.abs(want[name]).max())
