@@ -5,14 +5,20 @@ on every device present. Prints ratios measured in the same run and writes JSON.
     python scripts/bench.py                 # full run (a few minutes on 2 cores)
     python scripts/bench.py --quick         # smaller shapes, fewer repeats
     python scripts/bench.py --json out.json
+    python scripts/bench.py --nproc 2       # data parallelism: 1 process against 2 MPI ranks (75 s on 2 cores)
 
 (a) row ops: GB/s over the minimum bytes each op must move, as a fraction of a same-size copy on that device,
     and as a ratio to PyTorch's same op; (b) one training epoch of 60000 MNIST samples for 784-512-512-10 ReLU
     (batch 128 and 1024) and 784-100-10 tanh (batch 64), samples/s, gpunet against PyTorch, same network, same
     optimizer (SGD, momentum 0.9), same threads. On a GPU it also times naive CuPy, uses CUDA events after a
     warm-up, times a whole training step and counts gpunet's kernel launches in it.
+(c) with --nproc N, only data parallelism on the CPU: 784-512-512-10 ReLU with Adam at global batches 128 and
+    1024, one process on all host threads against N ranks of ``mpiexec -n N python -m mpi4py`` with cores // N
+    threads each (the environment ``gpunet train --nproc N`` gives its ranks), samples/s over a fixed number of
+    steps after a warm-up, and the allreduce's seconds per step and share of a step as DataParallel records them.
 """
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -423,6 +429,153 @@ def print_training(device_name, ours, theirs, results):
         results["training"].append(row)
 
 
+# ---- (c) data parallelism (--nproc) ------------------------------------------------------------------------------
+DP_NETWORK = ("784-512-512-10 relu", [784, 512, 512, 10], "relu")
+DP_BATCHES = (128, 1024)
+DP_STEPS = 100  # timed steps at the largest batch; a smaller batch runs proportionally more, the same samples
+DP_WARMUP = 10
+DP_ALONE_REPEATS = 20
+
+
+def dp_steps(batch, steps):
+    """Timed steps at global batch ``batch``: ``steps`` at the largest of DP_BATCHES, as many samples at others."""
+    return max(1, steps * max(DP_BATCHES) // batch)
+
+
+def dp_worker(batches, steps, warmup, distributed):
+    """One process, or (``distributed``) one rank of an MPI job, training DP_NETWORK with Adam on MNIST at each
+    global batch: ``warmup`` steps, then the timed ones between two barriers. The single process runs the step of
+    ``gpunet train``, a rank the step of ``gpunet train --distributed`` (its slice of the global batch, then
+    DataParallel's allreduce). Rank 0 returns one row per batch, the others None."""
+    from gpunet.devices.host import host_threads
+    from gpunet.distributed import Communicator, DataParallel, world
+
+    comm = world() if distributed else Communicator()
+    dev = gpunet.device("cpu")
+    x, y, _, _ = load_mnist()
+    name, sizes, activation = DP_NETWORK
+    out = []
+    for batch in batches:
+        model = nn.mlp(sizes, activation, seed=0, device=dev)
+        loss_fn = nn.SoftmaxCrossEntropy(device=dev)
+        opt = optim.Adam(model.parameters(), lr=1e-3)
+        parallel = DataParallel(model, loss_fn, comm) if distributed else None
+
+        def step(xb, yb):
+            if parallel:
+                parallel.forward_backward(xb, yb)
+            else:
+                loss_fn.forward(model.forward(xb), yb)
+                model.backward(loss_fn.backward())
+            opt.step()
+        data = Batches(x, y, batch, seed=0, drop_last=True, device=dev)
+        stream = (b for epoch in itertools.count() for b in data.epoch(epoch))
+        for _ in range(warmup):
+            step(*next(stream))
+        timed = dp_steps(batch, steps)
+        if parallel:
+            parallel.allreduce_seconds, parallel.steps = 0.0, 0
+        comm.barrier()
+        start = time.perf_counter()
+        for _ in range(timed):
+            step(*next(stream))
+        comm.barrier()
+        seconds = time.perf_counter() - start
+        row = {"network": name, "batch": batch, "ranks": comm.size, "threads_per_rank": host_threads(),
+               "warmup": warmup, "steps": timed, "seconds": seconds, "samples_s": timed * batch / seconds,
+               "step_s": seconds / timed}
+        if parallel:
+            # Time in the collective, waiting for the slowest rank included; the mean over the ranks.
+            per_rank = comm.allgather(parallel.allreduce_seconds / parallel.steps)
+            grads = [g.copy() for g in parallel.buffers.grads]
+            comm.barrier()
+            start = time.perf_counter()
+            for _ in range(DP_ALONE_REPEATS):
+                for g in grads:
+                    comm.allreduce_sum(g)
+            alone = comm.allgather((time.perf_counter() - start) / DP_ALONE_REPEATS)
+            row.update(communicator=comm.name, allreduce_s=statistics.mean(per_rank),
+                       allreduce_s_per_rank=per_rank, allreduce_share=statistics.mean(per_rank) / row["step_s"],
+                       allreduce_alone_s=statistics.mean(alone),
+                       allreduce_bytes=sum(g.size * g.itemsize for g in grads))
+        out.append(row)
+    return out if comm.rank == 0 else None
+
+
+def run_dp_worker(args, nproc):
+    """One measurement in fresh processes: 1 process (no MPI) or ``mpiexec -n nproc``, with the threads of each
+    given out as ``gpunet train --nproc`` gives them (launch.rank_environment). Rank 0's rows, or None."""
+    from gpunet.distributed import launch
+
+    tail = [__file__, "--worker", "dp", "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--batches", ",".join(map(str, args.batches))]
+    cmd = ([sys.executable, *tail] if nproc == 1
+           else [launch.mpiexec(), "-n", str(nproc), sys.executable, "-m", "mpi4py", *tail, "--distributed"])
+    done = subprocess.run(cmd, capture_output=True, text=True, env=launch.rank_environment(nproc))
+    if done.returncode != 0:
+        print(f"{nproc}-process data-parallel worker failed:\n{done.stderr[-3000:]}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median_dp(runs):
+    """One row per batch from several rounds of dp_worker: the median of each figure, every round's samples/s
+    kept under ``samples_s_rounds``; None if any round failed."""
+    if not runs or any(r is None for r in runs):
+        return None
+    rows = []
+    for i, first in enumerate(runs[0]):
+        row = dict(first)
+        row["samples_s_rounds"] = [r[i]["samples_s"] for r in runs]
+        for key in ("samples_s", "step_s", "allreduce_s", "allreduce_share", "allreduce_alone_s"):
+            if key in first:
+                row[key] = statistics.median(r[i][key] for r in runs)
+        row.pop("allreduce_s_per_rank", None)
+        rows.append(row)
+    return rows
+
+
+def print_distributed(nproc, single, ranks, results):
+    if single is None or ranks is None:
+        print("\n(c) data parallelism: a worker failed")
+        return
+    first = ranks[0]
+    print(f"\n(c) data parallelism on cpu: {first['network']}, Adam, MNIST, samples/s over the timed steps after "
+          f"{first['warmup']} warm-up steps, median of {len(single[0]['samples_s_rounds'])} "
+          f"rounds alternating the two; 1 process on {single[0]['threads_per_rank']} threads against {nproc} ranks "
+          f"on {first['threads_per_rank']} each ({first['communicator']}); allreduce ms/step: DataParallel's "
+          f"allreduce of the {first['allreduce_bytes'] / 1e6:.2f} MB gradient, waiting for the slowest rank "
+          "included (mean over the ranks); share: of the ranks' step; alone: the same allreduce back to back; "
+          "'rounds' gives each round's ratio")
+    print(f"{'network':22} {'batch':>5} {'steps':>5} {'1 process samples/s':>19} {f'{nproc} ranks samples/s':>19} "
+          f"{'ratio':>7} {'allreduce ms/step':>17} {'share of step':>13} {'alone ms':>8}")
+    for one, many in zip(single, ranks):
+        per_round = [b / a for a, b in zip(one["samples_s_rounds"], many["samples_s_rounds"])]
+        row = {"device": "cpu", "network": one["network"], "batch": one["batch"], "ranks": nproc,
+               "threads_single": one["threads_per_rank"], "threads_per_rank": many["threads_per_rank"],
+               "steps": many["steps"], "single_samples_s": one["samples_s"], "ranks_samples_s": many["samples_s"],
+               "ratio": many["samples_s"] / one["samples_s"], "ratio_rounds": per_round,
+               "single_samples_s_rounds": one["samples_s_rounds"], "ranks_samples_s_rounds": many["samples_s_rounds"],
+               "single_step_s": one["step_s"], "ranks_step_s": many["step_s"],
+               "allreduce_s_per_step": many["allreduce_s"], "allreduce_share": many["allreduce_share"],
+               "allreduce_alone_s": many["allreduce_alone_s"], "allreduce_bytes": many["allreduce_bytes"],
+               "communicator": many["communicator"]}
+        print(f"{one['network']:22} {one['batch']:5d} {many['steps']:5d} {one['samples_s']:19.0f} "
+              f"{many['samples_s']:19.0f} {row['ratio']:6.2f}x {1e3 * many['allreduce_s']:17.3f} "
+              f"{many['allreduce_share']:13.1%} {1e3 * many['allreduce_alone_s']:8.3f}   "
+              f"rounds: {' '.join(f'{r:.2f}x' for r in per_round)}")
+        results["distributed"].append(row)
+
+
+def bench_distributed(args, results):
+    """Rounds alternating the order (1 process then the ranks, then the other way round), medians over them."""
+    single_runs, rank_runs = [], []
+    for r in range(args.rounds):
+        for nproc in ((1, args.nproc) if r % 2 == 0 else (args.nproc, 1)):
+            (single_runs if nproc == 1 else rank_runs).append(run_dp_worker(args, nproc))
+    print_distributed(args.nproc, median_dp(single_runs), median_dp(rank_runs), results)
+
+
 def run_worker(args, worker, framework, device_name, network=None):
     """Each framework is measured in a process of its own: PyTorch's OpenMP threads and OpenBLAS's spin after
     their work, and in one process each would slow the other (measured here: 30% on the small MLP)."""
@@ -437,6 +590,34 @@ def run_worker(args, worker, framework, device_name, network=None):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main_distributed(args) -> int:
+    from gpunet.devices.host import host_threads
+
+    results = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                           "cpu_model": cpu_model(), "cpus": os.cpu_count(), "host_threads": host_threads(),
+                           "numpy": np.__version__, "date": time.strftime("%Y-%m-%d")},
+               "settings": {"nproc": args.nproc, "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup,
+                            "batches": args.batches, "optimizer": "adam", "device": "cpu"},
+               "distributed": []}
+    print(f"gpunet bench --nproc {args.nproc}, {time.strftime('%Y-%m-%d')}, {cpu_model()}, {os.cpu_count()} CPUs, "
+          f"{host_threads()} host threads, NumPy {np.__version__}")
+    bench_distributed(args, results)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {args.json}")
+    return 0 if results["distributed"] else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -448,12 +629,26 @@ def main() -> int:
                              "the tables give medians over them")
     parser.add_argument("--skip-rows", action="store_true", help="training only")
     parser.add_argument("--devices", default="cpu,cuda", help="comma-separated devices to bench, of those present")
-    parser.add_argument("--worker", choices=("rows", "train"), help=argparse.SUPPRESS)
+    parser.add_argument("--nproc", type=int, default=None, metavar="N",
+                        help="data parallelism only: 1 process against N MPI ranks on the CPU (table (c))")
+    parser.add_argument("--steps", type=int, default=DP_STEPS,
+                        help=f"--nproc: timed steps at batch {max(DP_BATCHES)} (as many samples at the smaller "
+                             f"batch); default {DP_STEPS}")
+    parser.add_argument("--warmup", type=int, default=DP_WARMUP, help="--nproc: untimed steps first")
+    parser.add_argument("--batches", type=lambda v: [int(b) for b in v.split(",")], default=list(DP_BATCHES),
+                        help="--nproc: comma-separated global batches (default 128,1024)")
+    parser.add_argument("--distributed", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("rows", "train", "dp"), help=argparse.SUPPRESS)
     parser.add_argument("--network", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--framework", choices=("gpunet", "torch", "cupy-naive"), help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = parser.parse_args()
     shapes, repeats = (QUICK_SHAPES, 5) if args.quick else (ROW_SHAPES, 15)
+    if args.worker == "dp":
+        rows = dp_worker(args.batches, args.steps, args.warmup, args.distributed)
+        if rows is not None:  # rank 0
+            print(json.dumps(rows))
+        return 0
     if args.worker:
         if args.framework == "torch":
             import torch
@@ -462,6 +657,8 @@ def main() -> int:
                 else train_worker(args.framework, args.device, None if args.network is None else [args.network]))
         print(json.dumps(rows))
         return 0
+    if args.nproc:
+        return main_distributed(args)
 
     try:
         import torch

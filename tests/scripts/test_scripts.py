@@ -94,3 +94,20 @@ def test_bench_row_rounds_take_medians():
     assert bench.median_rows(runs) == [{"op": "softmax fwd", "shape": [2, 3], "seconds": 2.0, "copy_seconds": 4.0,
                                         "bytes": 48}]
     assert bench.median_rows(runs + [None]) is None
+
+
+def test_bench_nproc_mode_prints_the_data_parallel_table(tmp_path):
+    """--nproc 2 with a few steps: one process and two MPI ranks, the table's columns and a JSON row per batch."""
+    pytest.importorskip("mpi4py", reason="pip install 'gpunet[mpi]'")
+    out = tmp_path / "dp.json"
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--nproc", "2", "--rounds", "1", "--steps", "1",
+                           "--warmup", "1", "--json", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for column in ("1 process samples/s", "2 ranks samples/s", "ratio", "allreduce ms/step", "share of step"):
+        assert column in done.stdout, done.stdout
+    import json
+    rows = json.loads(out.read_text())["distributed"]
+    assert [r["batch"] for r in rows] == [128, 1024] and all(r["ranks"] == 2 for r in rows)
+    assert all(r["ratio"] == r["ranks_samples_s"] / r["single_samples_s"] and 0 < r["allreduce_share"] < 1
+               for r in rows)
+    assert rows[0]["allreduce_bytes"] == ((784 * 512 + 512) + (512 * 512 + 512) + (512 * 10 + 10) + 1) * 4
