@@ -16,6 +16,7 @@ from .devices import device
 from .distributed import DistributedUnavailable, launch, world
 from .nn.activation import ACTIVATIONS
 from .plots import plot_confusion
+from .recipes import recipe_for
 from .training import (OPTIMIZERS, DivergenceError, Interrupted, TrainConfig, accuracy, build_model, check_plot_path,
                        confusion_matrix, fit)
 
@@ -65,16 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", choices=DATASETS, default=defaults.dataset)
     train.add_argument("--data-root", default=None, help="folder of the dataset files (default: embedded MNIST)")
     train.add_argument("--device", default=_default_device(), help=device_help)
-    train.add_argument("--hidden", type=_hidden, default=defaults.hidden, help="hidden sizes, e.g. 512,512")
-    train.add_argument("--activation", choices=sorted(ACTIVATIONS), default=defaults.activation)
+    recipe = " (default: the dataset's recipe, printed at the start)"
+    train.add_argument("--hidden", type=_hidden, default=None, help="hidden sizes, e.g. 512,512" + recipe)
+    train.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None)
     train.add_argument("--dropout", type=FRACTION, default=defaults.dropout, help="in [0, 1)")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
-    train.add_argument("--lr", type=POSITIVE_FLOAT, default=defaults.lr)
-    train.add_argument("--momentum", type=FRACTION, default=defaults.momentum, help="SGD's, in [0, 1)")
-    train.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=defaults.weight_decay)
-    train.add_argument("--schedule", choices=("cosine", "constant"), default=defaults.schedule)
-    train.add_argument("--batch-size", type=POSITIVE_INT, default=defaults.batch_size)
-    train.add_argument("--epochs", type=POSITIVE_INT, default=defaults.epochs)
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
+    train.add_argument("--lr", type=POSITIVE_FLOAT, default=None)
+    train.add_argument("--momentum", type=FRACTION, default=None, help="SGD's, in [0, 1)")
+    train.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=None)
+    train.add_argument("--schedule", choices=("cosine", "constant"), default=None)
+    train.add_argument("--batch-size", type=POSITIVE_INT, default=None)
+    train.add_argument("--epochs", type=POSITIVE_INT, default=None)
     train.add_argument("--seed", type=NON_NEGATIVE_INT, default=defaults.seed)
     train.add_argument("--out", default=defaults.out, help="folder for checkpoint.npz and metrics.json (locked "
                                                             "while a run uses it)")
@@ -82,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "is none, or if it was trained with other settings)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--plot", default=None, metavar="PNG", help="draw loss and accuracy per epoch (matplotlib)")
+    train.add_argument("--plot-boundary", default=None, metavar="PNG",
+                       help="draw the decision regions and the points of a 2-D dataset (spiral, moons)")
+    train.add_argument("--save-every", type=NON_NEGATIVE_FLOAT, default=defaults.save_every, metavar="SECONDS",
+                       help="checkpoint at an epoch's end once this many seconds passed since the last (0: every "
+                            "epoch); always at the end and on Ctrl-C")
     train.add_argument("--distributed", action="store_true",
                        help="run as one rank of an MPI job: mpiexec -n N python -m mpi4py -m gpunet train "
                             "--distributed ... (--batch-size is then the global batch)")
@@ -104,15 +111,23 @@ def main(argv=None) -> int:
     return _eval(args)
 
 
+# The settings a dataset's recipe gives, each overridden by its flag where one is given.
+RECIPE_SETTINGS = ("hidden", "activation", "optimizer", "lr", "momentum", "weight_decay", "schedule", "batch_size",
+                   "epochs")
+
+
 def _train(args, argv) -> int:
     if args.nproc is not None and not args.distributed:
         return _launch(args.nproc, argv)
+    recipe = recipe_for(args.dataset)
+    given = {name: getattr(args, name) for name in RECIPE_SETTINGS if getattr(args, name) is not None}
     config = TrainConfig(
-        dataset=args.dataset, data_root=args.data_root, device=args.device, hidden=args.hidden,
-        activation=args.activation, dropout=args.dropout, optimizer=args.optimizer, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
-        batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, out=args.out, resume=args.resume,
-        progress=not args.no_progress and sys.stderr.isatty(), plot=args.plot, distributed=args.distributed)
+        dataset=args.dataset, data_root=args.data_root, device=args.device, dropout=args.dropout, seed=args.seed,
+        out=args.out, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(), plot=args.plot,
+        plot_boundary=args.plot_boundary, save_every=args.save_every, distributed=args.distributed,
+        **{name: given.get(name, getattr(recipe, name)) for name in RECIPE_SETTINGS})
+    overridden = f" (given: {', '.join('--' + n.replace('_', '-') for n in given)})" if given else ""
+    config.recipe = f"recipe for {args.dataset}: {recipe.describe()}{overridden}"
     try:
         if args.distributed:
             return _as_rank(config)

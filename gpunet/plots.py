@@ -49,6 +49,32 @@ def plot_confusion(matrix, path, class_names=None) -> Path:
     return _save(fig, plt, path)
 
 
+def plot_boundary(predict, x_train, y_train, x_test, y_test, path, resolution: int = 300) -> Path:
+    """The decision regions of a classifier of 2-D points (``predict``: rows -> class indices) over the data's
+    extent, the training points as dots and the held-out ones as crosses: the picture cs231n draws."""
+    import numpy as np
+
+    plt = _pyplot()
+    both = np.concatenate([x_train, x_test])
+    low, high = both.min(axis=0), both.max(axis=0)
+    margin = 0.1 * (high - low)
+    gx, gy = np.meshgrid(np.linspace(low[0] - margin[0], high[0] + margin[0], resolution),
+                         np.linspace(low[1] - margin[1], high[1] + margin[1], resolution))
+    regions = predict(np.c_[gx.ravel(), gy.ravel()].astype(x_train.dtype)).reshape(gx.shape)
+    n = int(max(y_train.max(), y_test.max())) + 1
+    cmap = plt.get_cmap("tab10", 10)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.contourf(gx, gy, regions, levels=np.arange(-0.5, n), colors=[cmap(k) for k in range(n)], alpha=0.3)
+    ax.scatter(x_train[:, 0], x_train[:, 1], c=[cmap(int(k)) for k in y_train], s=14, edgecolors="k",
+               linewidths=0.3, label="training points")
+    ax.scatter(x_test[:, 0], x_test[:, 1], c=[cmap(int(k)) for k in y_test], s=24, marker="x",
+               label="held-out points")
+    ax.set(xlabel="x1", ylabel="x2", title="Decision regions", aspect="equal")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
 def _save(fig, plt, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -52,11 +52,15 @@ class TrainConfig:
     progress: bool = True
     plot: str | None = None
     distributed: bool = False  # one rank of an MPI job (gpunet.distributed): --batch-size is the global batch
+    save_every: float = 5.0  # seconds: checkpoint at an epoch's end once this long passed since the last save
+    plot_boundary: str | None = None  # a PNG of the decision regions of a 2-D dataset
+    recipe: str = ""  # what the command line started from (gpunet.recipes), said at the start
 
 
 # What a checkpoint's state means: resuming with any of these changed is refused. The others (lr, schedule,
 # epochs, batch size, momentum, weight decay, dropout, seed, device, data root) may change on resume.
 RUN_DEFINING = ("dataset", "hidden", "activation", "optimizer")
+TWO_D_DATASETS = ("spiral", "moons")
 LOCK_NAME = ".lock"
 
 
@@ -211,33 +215,65 @@ def _fit(config: TrainConfig, out: Path, checkpoint_path: Path, saved: dict, log
         saved["epoch"] = first_epoch
     # Every rank built the same weights from the seed (or loaded the same checkpoint); rank 0's are broadcast.
     parallel = DataParallel(model, loss_fn, comm) if config.distributed else None
+    if config.recipe:
+        log(config.recipe)
     log(f"training {config.dataset} on {dev.name}: {model_sizes(model)} {config.activation}, "
         f"{config.optimizer} lr={config.lr} batch={config.batch_size} epochs={config.epochs} seed={config.seed}"
         + (f", {comm.size} ranks ({comm.name})" if parallel else ""))
-    for epoch in range(first_epoch, config.epochs):
-        record = train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps, parallel)
-        with out_of_memory_advice(dev.name, "evaluating on the test set", "Try --device cpu."):
-            record["test_accuracy"] = accuracy(model, x_test, y_test)
-        history.append(record)
-        log(f"epoch {epoch + 1}/{config.epochs}  train loss {record['train_loss']:.4f}  "
-            f"test accuracy {100 * record['test_accuracy']:.2f}%  {record['samples_per_s']:.0f} samples/s  "
-            f"({record['seconds']:.1f} s)")
-        meta = {"config": _jsonable(config), "epoch": epoch + 1, "step": opt.step_count, "history": history,
-                "sizes": model_sizes(model), "n_classes": n_classes}
-        if parallel:
-            parallel.require_agreement()  # a checkpoint holds the weights every rank holds
-        if lead:
-            save_checkpoint(checkpoint_path, model.state_dict(), opt.state_dict(), meta)
-            metrics = {"config": _jsonable(config), "device": dev.name, "world_size": comm.size, "history": history,
-                       "test_accuracy": record["test_accuracy"], "checkpoint": str(checkpoint_path)}
-            atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2).encode()))
-            if config.plot:
-                plot_curves(history, config.plot)
-        comm.barrier()  # no rank runs ahead of a checkpoint it might resume from
-        saved["epoch"] = epoch + 1
+    log_every = max(1, config.epochs // 20)  # about twenty lines, however many epochs
+    last_save, unsaved = time.monotonic(), None
+    try:
+        for epoch in range(first_epoch, config.epochs):
+            record = train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps, parallel)
+            with out_of_memory_advice(dev.name, "evaluating on the test set", "Try --device cpu."):
+                record["test_accuracy"] = accuracy(model, x_test, y_test)
+            history.append(record)
+            if epoch == first_epoch or (epoch + 1) % log_every == 0 or epoch + 1 == config.epochs:
+                log(f"epoch {epoch + 1}/{config.epochs}  train loss {record['train_loss']:.4f}  "
+                    f"test accuracy {100 * record['test_accuracy']:.2f}%  {record['samples_per_s']:.0f} samples/s  "
+                    f"({record['seconds']:.1f} s)")
+            state = {"config": _jsonable(config), "epoch": epoch + 1, "step": opt.step_count, "history": history,
+                     "sizes": model_sizes(model), "n_classes": n_classes}
+            if epoch + 1 == config.epochs or time.monotonic() - last_save >= config.save_every:
+                _save(out, checkpoint_path, model, opt, state, config, comm, parallel, dev)
+                saved["epoch"], last_save, unsaved = epoch + 1, time.monotonic(), None
+            else:  # kept in host memory, written on Ctrl-C: a copy of an epoch's end, not of a step's middle
+                unsaved = (model.state_dict(), opt.state_dict(), state)
+    except KeyboardInterrupt:
+        if unsaved is not None and comm.rank == 0:
+            _write(out, checkpoint_path, *unsaved, config, comm, dev)
+            saved["epoch"] = unsaved[2]["epoch"]
+        raise
+    if config.plot_boundary and comm.rank == 0:
+        plots.plot_boundary(lambda grid: dev.to_numpy(model_predictions(model, grid)), x_train, y_train, x_test,
+                            y_test, config.plot_boundary)
     final = history[-1]["test_accuracy"] if history else float("nan")
     log(f"final test accuracy {100 * final:.2f}%  (checkpoint {checkpoint_path}, metrics {out / 'metrics.json'})")
     return {"history": history, "test_accuracy": final, "checkpoint": str(checkpoint_path)}
+
+
+def _save(out, checkpoint_path, model, opt, state, config, comm, parallel, dev) -> None:
+    """The checkpoint and metrics of an epoch's end, written by rank 0 once every rank holds the same weights."""
+    if parallel:
+        parallel.require_agreement()
+    if comm.rank == 0:
+        _write(out, checkpoint_path, model.state_dict(), opt.state_dict(), state, config, comm, dev)
+    comm.barrier()  # no rank runs ahead of a checkpoint it might resume from
+
+
+def _write(out, checkpoint_path, model_state, optim_state, state, config, comm, dev) -> None:
+    save_checkpoint(checkpoint_path, model_state, optim_state, state)
+    history = state["history"]
+    metrics = {"config": _jsonable(config), "device": dev.name, "world_size": comm.size, "history": history,
+               "test_accuracy": history[-1]["test_accuracy"], "checkpoint": str(checkpoint_path)}
+    atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2).encode()))
+    if config.plot:
+        plot_curves(history, config.plot)
+
+
+def model_predictions(model, x):
+    """The predicted class of every row of host array ``x`` (on the model's device)."""
+    return next(pred for _, pred in _predictions(model, x, len(x)))
 
 
 def _what_was_kept(checkpoint_path: Path, epoch: int | None) -> str:
@@ -291,6 +327,11 @@ def check_outputs(config: TrainConfig) -> None:
     _require_writable_folder(out, "--out")
     if config.plot:
         check_plot_path(config.plot, "--plot")
+    if config.plot_boundary:
+        if config.dataset not in TWO_D_DATASETS:
+            raise RunFolderError(f"--plot-boundary draws 2-D datasets ({', '.join(TWO_D_DATASETS)}), not "
+                                 f"{config.dataset}")
+        check_plot_path(config.plot_boundary, "--plot-boundary")
 
 
 def check_plot_path(path, flag: str = "--plot") -> None:

@@ -14,7 +14,7 @@ LAYERS = [
     {"gpunet.devices"},
     {"gpunet.ops"},
     {"gpunet.nn", "gpunet.optim", "gpunet.gradcheck"},
-    {"gpunet.data", "gpunet.checkpoint", "gpunet.plots", "gpunet.distributed"},
+    {"gpunet.data", "gpunet.checkpoint", "gpunet.plots", "gpunet.distributed", "gpunet.recipes"},
     {"gpunet.training"},
     {"gpunet.cli"},
     {"gpunet.__main__", "gpunet"},

@@ -103,7 +103,7 @@ def test_a_checkpoint_of_three_ranks_resumes_on_one(tmp_path):
 
 def test_a_divergence_stops_every_rank_with_one_message(tmp_path):
     job = subprocess.run([sys.executable, "-m", "gpunet", "train", "--dataset", "moons", "--hidden", "8", "--device",
-                          "cpu", "--no-progress", "--optimizer", "sgd", "--lr", "1e30", "--epochs", "3", "--nproc", "2",
+                          "cpu", "--no-progress", "--optimizer", "sgd", "--lr", "1e30", "--activation", "relu", "--epochs", "3", "--nproc", "2",
                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert job.returncode == 3, job.stderr[-3000:]
     assert job.stderr.count("the weights diverged") == 1, job.stderr

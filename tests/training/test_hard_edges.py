@@ -94,7 +94,7 @@ def assert_same_weights(a, b):
 @pytest.mark.slow
 def test_kill_during_a_save_keeps_the_previous_checkpoint_and_resume_matches(tmp_path):
     args = ["train", "--dataset", "spiral", "--hidden", "16", "--epochs", "4", "--batch-size", "32",
-            "--device", "cpu", "--no-progress"]
+            "--device", "cpu", "--no-progress", "--save-every", "0"]  # a checkpoint at every epoch's end
     proc, out = run_straight_then_start_another(tmp_path, args, env={"GPUNET_SLOW_SAVE": "2"})
     ckpt = out / "checkpoint.npz"
     wait_for(lambda: ckpt.exists())                                   # epoch 1 saved
@@ -112,7 +112,7 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint_and_resume_matches(tmp
 @pytest.mark.slow
 def test_kill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     args = ["train", "--dataset", "mnist", "--hidden", "256,256", "--epochs", "3", "--batch-size", "64",
-            "--device", "cpu", "--no-progress"]
+            "--device", "cpu", "--no-progress", "--save-every", "0"]  # a checkpoint at every epoch's end
     proc, out = run_straight_then_start_another(tmp_path, args)
     for line in proc.stdout:
         if line.startswith("epoch 1/3"):

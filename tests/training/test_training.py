@@ -34,7 +34,7 @@ def test_spiral_reaches_95_percent_in_a_small_budget():
 def test_cli_train_then_eval(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--dataset", "spiral", "--hidden", "32", "--epochs", "40", "--batch-size", "32",
-                 "--lr", "0.02", "--out", str(out), "--device", "cpu"]) == 0
+                 "--lr", "0.02", "--optimizer", "adam", "--out", str(out), "--device", "cpu"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 40 and metrics["test_accuracy"] > 0.9
     assert "final test accuracy" in capsys.readouterr().out
@@ -66,7 +66,7 @@ def stop_after_epoch(n):
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])
 def test_resume_reaches_the_same_weights(tmp_path, schedule):
     config = dict(dataset="spiral", hidden=(16,), batch_size=32, lr=0.01, device="cpu", progress=False,
-                  epochs=4, schedule=schedule)
+                  epochs=4, schedule=schedule, save_every=0)  # a checkpoint at every epoch's end
     fit(TrainConfig(out=str(tmp_path / "straight"), **config), log=lambda *_: None)
     with pytest.raises(Interrupted):
         fit(TrainConfig(out=str(tmp_path / "split"), **config), log=stop_after_epoch(3))
