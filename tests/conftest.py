@@ -43,3 +43,18 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and os.environ.get("CI") and "gpu" not in item.keywords:
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, where only gpu-marked tests may skip: {report.longrepr}"
+
+
+# Hypothesis profiles, chosen by $HYPOTHESIS_PROFILE. "ci" (the default): derandomized, so a CI run draws the same
+# cases every time, and 1,000 examples per property that takes its count from the profile (tests/ops/test_fuzz.py:
+# five families, over 5,000 cases); "deep": ten times the examples, drawn afresh each run, for a manual run
+# (HYPOTHESIS_PROFILE=deep pytest tests/ops/test_fuzz.py; a failure prints the @reproduce_failure that replays it).
+# Properties that set their own max_examples (tests/ops/test_properties.py) keep them.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=1_000, derandomize=True, database=None, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                                 HealthCheck.data_too_large])
+settings.register_profile("deep", settings.get_profile("ci"), max_examples=10_000, derandomize=False,
+                          print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
