@@ -6,9 +6,12 @@
 #pragma once
 #include "common.cuh"
 
+// A NaN on either side wins: `a > b ? a : b` alone returns b for a NaN a, so a NaN followed by a finite value (or
+// the -inf padding) would vanish from a row's max, and with it from the row's sum (a NaN logit must make the row
+// NaN, as on the CPU and in PyTorch).
 struct MaxOp {
     __device__ static acc_t identity() { return neg_inf(); }
-    __device__ static acc_t apply(acc_t a, acc_t b) { return a > b ? a : b; }
+    __device__ static acc_t apply(acc_t a, acc_t b) { return a > b || a != a ? a : b; }
 };
 struct SumOp {
     __device__ static acc_t identity() { return acc_t(0); }

@@ -112,14 +112,14 @@ static inline vec exp_lanes(vec x) {
     x = (vec)_mm512_min_ps(_mm512_set1_ps(104.0f), (__m512)x);
     const vec nf = (vec)_mm512_roundscale_ps((__m512)(x * 1.44269504088896341f), _MM_FROUND_TO_NEAREST_INT);
 #else
-// AVX2 builds 2^n in the exponent bits, which needs n in the normal range: below the low clamp the result is 0
-// (the true one is under 1.2e-38). BIG: x may exceed 0 (any float), and 2^n is made as 2^(n-1) * 2 so that n =
-// 128 overflows only where exp(x) does; else x <= 0, as softmax's x - max is, two instructions fewer.
+// AVX2 builds powers of two in the exponent bits, which holds only normal exponents: 2^n is applied as 2^(n/2) *
+// 2^(n - n/2), both normal for every n from -150 to 128, and the last multiply rounds once, through the subnormals
+// to 0 and up to inf as the true value does. Below -104 exp is 0 in float32 (the clamp keeps n in range). BIG: x
+// may exceed 0 (any float); else x <= 0, as softmax's x - max is, one compare fewer.
 template <bool BIG>
 static inline vec exp_lanes(vec x) {
-    constexpr float lowest = BIG ? -86.6f : -87.0f;  // keeps n >= -125 (BIG builds 2^(n-1)), else n >= -126
-    const ivec tiny = x < lowest;
-    x = x < lowest ? splat(lowest) : x;
+    const ivec tiny = x < -104.0f;
+    x = x < -104.0f ? splat(-104.0f) : x;
     if (BIG) x = x > 89.0f ? splat(89.0f) : x;
     const vec t = x * 1.44269504088896341f + 0.5f;
     ivec n = __builtin_convertvector(t, ivec);      // toward zero,
@@ -137,7 +137,8 @@ static inline vec exp_lanes(vec x) {
 #if defined(__AVX512F__)
     return (vec)_mm512_scalef_ps((__m512)p, (__m512)nf);
 #else
-    const vec e = BIG ? (p + p) * (vec)((n + 126) << 23) : p * (vec)((n + 127) << 23);
+    const ivec n_half = n >> 1;  // floor(n / 2)
+    const vec e = p * (vec)((n_half + 127) << 23) * (vec)((n - n_half + 127) << 23);
     return (vec)((ivec)e & ~tiny);
 #endif
 }

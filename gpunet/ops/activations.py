@@ -28,6 +28,17 @@ def _backward(op: Op, y, dy, device, name="y"):
     return dev.run(op, y, dy)
 
 
+def _in_float32_or_wider(form):
+    """float16 computed in float32 (as the kernels accumulate it) and rounded once at the end: ``y * y`` of a
+    float16 300 would overflow where the result, -90, does not."""
+    def run(xp, x, *rest):
+        if x.dtype.itemsize >= 4:
+            return form(xp, x, *rest)
+        return form(xp, *(widened(a) for a in (x, *rest))).astype(x.dtype, copy=False)
+    return run
+
+
+@_in_float32_or_wider
 def _sigmoid(xp, x):
     """``1 / (1 + exp(-x))`` via ``e = exp(-|x|)``: ``1 / (1 + e)`` for x >= 0, ``e / (1 + e)`` below. Never
     overflows, and keeps full relative precision in the far negative tail (where ``1 + tanh`` would round to 0)."""
@@ -40,10 +51,12 @@ def _sigmoid(xp, x):
 RELU = Op("relu_forward", "elementwise", "elementwise", lambda xp, x: xp.maximum(x, 0), compiled=True)
 RELU_BACKWARD = Op("relu_backward", "elementwise", "elementwise",
                    lambda xp, y, dy: xp.where(y <= 0, xp.zeros((), dy.dtype), dy), compiled=True)
-TANH = Op("tanh_forward", "elementwise", "elementwise", lambda xp, x: xp.tanh(x))
-TANH_BACKWARD = Op("tanh_backward", "elementwise", "elementwise", lambda xp, y, dy: dy * (1 - y * y))
+TANH = Op("tanh_forward", "elementwise", "elementwise", _in_float32_or_wider(lambda xp, x: xp.tanh(x)))
+TANH_BACKWARD = Op("tanh_backward", "elementwise", "elementwise",
+                   _in_float32_or_wider(lambda xp, y, dy: dy * (1 - y * y)))
 SIGMOID = Op("sigmoid_forward", "elementwise", "elementwise", _sigmoid)
-SIGMOID_BACKWARD = Op("sigmoid_backward", "elementwise", "elementwise", lambda xp, y, dy: dy * y * (1 - y))
+SIGMOID_BACKWARD = Op("sigmoid_backward", "elementwise", "elementwise",
+                      _in_float32_or_wider(lambda xp, y, dy: dy * y * (1 - y)))
 
 
 def relu(x, device=None):
@@ -78,26 +91,23 @@ def sigmoid_backward(y, dy, device=None):
 GELU_BETA, GELU_KAPPA = 0.7978845608028654, 0.044715
 
 
-def _in_float32_or_wider(form):
-    """float16 computed in float32 (as the kernels accumulate it), rounded once at the end; exp's overflow to inf
-    in the tails is part of the maths, not worth a warning."""
-    def run(xp, x, *rest):
-        with quiet(xp):
-            return form(xp, *(widened(a) for a in (x, *rest))).astype(x.dtype, copy=False)
-    return run
-
-
 def _gelu_u(x):
     return GELU_BETA * (x + GELU_KAPPA * x * x * x)
 
 
 @_in_float32_or_wider
 def _gelu(xp, x):
-    return x * (1 / (1 + xp.exp(-2 * _gelu_u(x))))
+    with quiet(xp):  # exp overflows to inf in the far tail: part of the maths (s = 0), not worth a warning
+        return x * (1 / (1 + xp.exp(-2 * _gelu_u(x))))
 
 
 @_in_float32_or_wider
 def _gelu_backward(xp, x, dy):
+    with quiet(xp):
+        return _gelu_slope(xp, x, dy)
+
+
+def _gelu_slope(xp, x, dy):
     u = _gelu_u(x)
     s, r = 1 / (1 + xp.exp(-2 * u)), 1 / (1 + xp.exp(2 * u))
     du = GELU_BETA * (1 + (3 * GELU_KAPPA) * x * x)

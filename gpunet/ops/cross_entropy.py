@@ -37,10 +37,14 @@ def _cross_entropy_rows(xp, x, labels, row_scale, loss, out, ignore_index):
 
 
 def _cross_entropy_backward_rows(xp, probs, labels, scale, grad, ignore_index):
-    """grad = (p - onehot) * scale, 0 for ignored rows."""
-    xp.multiply(probs, scale[:, None], out=grad)
+    """grad = (p - onehot) * scale, 0 for ignored rows: the label's p - 1 first (exact near p = 1, and -inf, not
+    inf - inf = NaN, for an infinite scale), as every kernel computes it."""
     valid = labels != ignore_index
-    grad[xp.arange(len(labels)), xp.where(valid, labels, 0)] -= scale
+    rows, columns = xp.arange(len(labels)), xp.where(valid, labels, 0)
+    if grad is not probs:
+        grad[...] = probs
+    grad[rows, columns] -= 1
+    grad *= scale[:, None]
     grad[~valid] = 0
 
 
