@@ -23,3 +23,15 @@ def quiet(xp=numpy):
     """NumPy's floating-point warnings silenced for the documented -inf/NaN cases; CuPy never warns."""
     errstate = getattr(xp, "errstate", None)
     return contextlib.nullcontext() if errstate is None else errstate(invalid="ignore", over="ignore", divide="ignore")
+
+
+def finite_floats(device, value, dtype, what: str):
+    """``value`` (a loaded weight or optimizer buffer) as ``device``'s array of ``dtype``, or a ValueError naming
+    ``what``: it must be real floating point, and finite once converted (a float64 1e300 is inf in float32)."""
+    if getattr(value, "dtype", None) is None or value.dtype.kind != "f":
+        raise ValueError(f"{what} holds {getattr(value, 'dtype', type(value).__name__)} values: it must be real "
+                         "floating point (float16, float32 or float64)")
+    converted = device.asarray(value, dtype=dtype)
+    if not bool(device.xp.isfinite(converted).all()):
+        raise ValueError(f"{what} holds NaN or inf (or values too large for {numpy.dtype(dtype)})")
+    return converted

@@ -6,6 +6,7 @@ the gradients of its parameters into ``param.grad`` (overwriting, not accumulati
 from __future__ import annotations
 
 from ..devices import Device, device as as_device, get_default_device
+from ..numerics import finite_floats
 
 
 class Parameter:
@@ -102,14 +103,8 @@ class Module:
             if tuple(value.shape) != param.shape:
                 raise ValueError(f"parameter {name!r}: the checkpoint holds shape {tuple(value.shape)}, "
                                  f"the model expects {param.shape}")
-            if value.dtype.kind != "f":
-                raise ValueError(f"parameter {name!r}: the checkpoint holds {value.dtype} values; weights must be "
-                                 "real floating point (float16, float32 or float64)")
-            converted = self.device.asarray(value, dtype=param.data.dtype)
-            if not bool(self.device.xp.isfinite(converted).all()):
-                raise ValueError(f"parameter {name!r}: the checkpoint holds NaN or inf (or values too large for "
-                                 f"{param.data.dtype})")
-            staged.append((param, converted))
+            staged.append((param, finite_floats(self.device, value, param.data.dtype,
+                                                f"parameter {name!r}: the checkpoint")))
         for param, converted in staged:
             param.data[...] = converted
 

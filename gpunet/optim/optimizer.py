@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from ..numerics import finite_floats
+
 
 class Optimizer:
     def __init__(self, params, lr: float):
@@ -84,12 +86,5 @@ class Optimizer:
             if index >= len(self.params) or shape != self.params[index].shape:
                 raise ValueError(f"optimizer state {key!r} of shape {shape} does not fit the model")
             param = self.params[index]
-            if getattr(value, "dtype", None) is None or value.dtype.kind != "f":
-                raise ValueError(f"optimizer state {key!r} holds {getattr(value, 'dtype', type(value).__name__)} "
-                                 "values: it must be real floating point")
-            converted = param.device.asarray(value, dtype=param.data.dtype)
-            if not bool(param.device.xp.isfinite(converted).all()):
-                raise ValueError(f"optimizer state {key!r} holds NaN or inf (or values too large for "
-                                 f"{param.data.dtype})")
-            staged[index][name] = converted
+            staged[index][name] = finite_floats(param.device, value, param.data.dtype, f"optimizer state {key!r}")
         self.step_count, self.lr, self.state = int(step_count), float(lr), staged
