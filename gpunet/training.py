@@ -234,7 +234,8 @@ def _fit(config: TrainConfig, out: Path, checkpoint_path: Path, saved: dict, log
                     f"({record['seconds']:.1f} s)")
             state = {"config": _jsonable(config), "epoch": epoch + 1, "step": opt.step_count, "history": history,
                      "sizes": model_sizes(model), "n_classes": n_classes}
-            if epoch + 1 == config.epochs or time.monotonic() - last_save >= config.save_every:
+            due = epoch + 1 == config.epochs or time.monotonic() - last_save >= config.save_every
+            if comm.from_rank0(due):  # rank 0's clock decides for every rank
                 _save(out, checkpoint_path, model, opt, state, config, comm, parallel, dev)
                 saved["epoch"], last_save, unsaved = epoch + 1, time.monotonic(), None
             else:  # kept in host memory, written on Ctrl-C: a copy of an epoch's end, not of a step's middle

@@ -34,6 +34,11 @@ class Communicator:
         """Every rank's ``value`` (a small Python object), in rank order."""
         return [value]
 
+    def from_rank0(self, value):
+        """Rank 0's ``value`` (a small Python object) on every rank: a decision every rank must take alike (a
+        rank's own clock would let them disagree, and one would wait in a collective the others never enter)."""
+        return value
+
     def barrier(self) -> None:
         pass
 
@@ -81,6 +86,9 @@ class MpiCommunicator(Communicator):
 
     def allgather(self, value) -> list:
         return self.comm.allgather(value)
+
+    def from_rank0(self, value):
+        return self.comm.bcast(value, root=0)
 
     def barrier(self) -> None:
         self.comm.Barrier()
