@@ -356,17 +356,16 @@ def median_rows(runs):
     return rows
 
 
-def median_runs(runs):
-    """One row per network from several rounds of train_worker: the median samples/s (and step time), with
-    every round's figure kept under ``samples_s_rounds``; None if any round failed."""
+def median_runs(runs, keys=("samples_s", "step_s", "products_s")):
+    """One row per network (or batch) from several rounds of a worker: the median of each of ``keys`` over the
+    rounds that have it, every round's samples/s kept under ``samples_s_rounds``; None if any round failed."""
     if not runs or any(r is None for r in runs):
         return None
     rows = []
     for i, first in enumerate(runs[0]):
         row = dict(first)
         row["samples_s_rounds"] = [r[i]["samples_s"] for r in runs]
-        row["samples_s"] = statistics.median(row["samples_s_rounds"])
-        for key in ("step_s", "products_s"):
+        for key in keys:
             values = [r[i][key] for r in runs if r[i].get(key) is not None]
             if values:
                 row[key] = statistics.median(values)
@@ -519,19 +518,10 @@ def run_dp_worker(args, nproc):
 
 
 def median_dp(runs):
-    """One row per batch from several rounds of dp_worker: the median of each figure, every round's samples/s
-    kept under ``samples_s_rounds``; None if any round failed."""
-    if not runs or any(r is None for r in runs):
-        return None
-    rows = []
-    for i, first in enumerate(runs[0]):
-        row = dict(first)
-        row["samples_s_rounds"] = [r[i]["samples_s"] for r in runs]
-        for key in ("samples_s", "step_s", "allreduce_s", "allreduce_share", "allreduce_alone_s"):
-            if key in first:
-                row[key] = statistics.median(r[i][key] for r in runs)
+    """median_runs over dp_worker's rounds: its figures, without the per-rank detail."""
+    rows = median_runs(runs, ("samples_s", "step_s", "allreduce_s", "allreduce_share", "allreduce_alone_s"))
+    for row in rows or ():
         row.pop("allreduce_s_per_rank", None)
-        rows.append(row)
     return rows
 
 
