@@ -27,8 +27,11 @@ def rng():
 
 @pytest.fixture(autouse=True)
 def _default_device_cpu(monkeypatch):
-    """Tests run with the CPU as default device unless they set another."""
+    """Tests run with the CPU as default device unless they set another, and NumPy's BLAS unless the run asks for
+    another (a measured choice could differ between two processes of one test; tests/devices/test_blas.py
+    tests the choice and oneMKL themselves)."""
     monkeypatch.setenv("GPUNET_DEVICE", "cpu")
+    monkeypatch.setenv("GPUNET_BLAS", os.environ.get("GPUNET_BLAS") or "numpy")
     gpunet.devices._reset_for_tests()
     yield
     gpunet.devices._reset_for_tests()

@@ -8,7 +8,7 @@ import os
 import numpy
 
 from .base import Device, is_cupy_array
-from .blas_threads import BlasThreads
+from .blas import HostBlas
 
 
 @functools.cache
@@ -25,13 +25,17 @@ def host_pool() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(max_workers=host_threads(), thread_name_prefix="gpunet-host")
 
 
+@functools.cache
+def host_blas() -> HostBlas:
+    """The one per process (the BLASes' thread counts are process-wide): NumPy's or oneMKL by measurement."""
+    return HostBlas(host_threads())
+
+
 class HostDevice(Device):
     """Arrays are NumPy arrays in host memory."""
 
-    _blas_threads = BlasThreads()  # one per process: the BLAS's thread count is process-wide
-
     def matmul(self, a, b, out=None):
-        return self._blas_threads.matmul(numpy.matmul, a, b, out=out)
+        return host_blas().matmul(a, b, out=out)
 
     def asarray(self, a, dtype=None):
         if type(a) is numpy.ndarray and dtype is None:  # the common case, first: ops call this on every input

@@ -1,0 +1,233 @@
+"""Which BLAS runs the host's matrix products: chosen by measurement on the products' own shapes and layouts, not
+by name.
+
+Why: no BLAS wins everywhere. On a 2-core AMD Zen 4 NumPy's OpenBLAS ran a training step's products faster than
+oneMKL; on a 2-core Intel Xeon oneMKL ran them up to 1.5x faster. And one process must use one BLAS: each keeps
+its threads spinning on the cores for a while after a product, so mixing the two by shape made a 784-512-512-10
+step three times slower than either alone (docs/performance.md). So the first time a product of a new (dtype, M,
+K, N, layout) comes, each candidate (NumPy's BLAS; oneMKL where ``gpunet[mkl]`` installed it) runs it in blocks
+on the very operands, and the process uses the BLAS with the least total time over the shapes it has seen. The
+timings are kept per machine (CPU, instruction sets, library versions, threads) in ``~/.cache/gpunet/blas/``, so
+a later run skips the measurement and, seeing the same shapes in the same order, makes the same choices and
+repeats bit for bit. ``gpunet info`` prints them.
+
+``$GPUNET_BLAS``: ``auto`` (the default: measure), ``numpy`` or ``mkl`` (that one for every product it takes).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy
+
+from .. import native
+from .blas_threads import BlasThreads
+from .mkl import MklUnavailable, load as load_mkl
+
+_log = logging.getLogger("gpunet")
+_environ_get = os.environ.get
+
+CHOICES = ("auto", "numpy", "mkl")
+CANDIDATES = ("numpy", "mkl")
+SWITCH_MARGIN = 0.95  # oneMKL must beat NumPy's BLAS by 5%: noise must not flip the choice
+TRIAL_SECONDS = 0.05  # about how long one key's measurement may take, over all candidates
+BLOCK = 3  # timed calls in a row of one candidate
+MIN_ROUNDS, MAX_ROUNDS = 3, 15
+
+
+def wanted() -> str:
+    value = os.environ.get("GPUNET_BLAS", "auto").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise ValueError(f"GPUNET_BLAS={value!r}: must be one of {', '.join(CHOICES)}")
+    return value
+
+
+class HostBlas:
+    """``matmul(a, b, out)`` on this process's BLAS; one per process (the BLASes' threads are)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self._numpy = BlasThreads()
+        self._lock = threading.Lock()
+        self._setting = None  # the environment the state below belongs to
+        self._wanted = "auto"
+        self._mkl = None
+        self._mkl_error = None
+        self.timings: dict[str, dict] = {}  # key -> {candidate: median seconds}: saved, and measured here
+        self.seen: dict[str, None] = {}     # the keys this process has multiplied, in order
+        self.current = "numpy"              # the BLAS of "auto" over ``seen``
+        self.cache_file: Path | None = None
+
+    # ---- the candidates -----------------------------------------------------------------------------------
+    def mkl(self):
+        """oneMKL, or None (why: ``mkl_error``)."""
+        if self._mkl is None and self._mkl_error is None:
+            try:
+                self._mkl = load_mkl(self.threads)
+            except MklUnavailable as exc:
+                self._mkl_error = str(exc)
+        return self._mkl
+
+    def _run(self, name: str, a, b, out):
+        if name == "mkl":
+            return self._mkl.gemm(a, b, out)
+        return self._numpy.matmul(numpy.matmul, a, b, out=out)
+
+    # ---- the choice -------------------------------------------------------------------------------------------
+    def _refresh(self) -> str:
+        """The setting now, reloading the saved timings when it or the cache folder changed (tests change both).
+        Asked at every product, so it compares the environment's strings first (a microsecond)."""
+        environ = tuple(_environ_get(name) for name in ("GPUNET_BLAS", "GPUNET_CACHE", "XDG_CACHE_HOME"))
+        if environ != self._setting:
+            setting = wanted()
+            with self._lock:
+                self.cache_file = native.cache_dir("blas") / f"timings-{self.fingerprint()}.json"
+                self.timings, self.seen, self.current = _read(self.cache_file), {}, "numpy"
+                self._setting, self._wanted = environ, setting
+        return self._wanted
+
+    def fingerprint(self) -> str:
+        """What a measurement holds for: the CPU, its flags, the BLAS libraries and their threads."""
+        from threadpoolctl import threadpool_info
+
+        mkl = self.mkl()  # first: once loaded, threadpoolctl lists it too
+        blas = sorted((i.get("internal_api"), i.get("version"), i.get("architecture"))
+                      for i in threadpool_info() if i.get("user_api") == "blas")
+        return native.digest_of(_cpu_line("model name"), _cpu_line("flags"), numpy.__version__, blas,
+                                mkl.version if mkl else None, self.threads)
+
+    def choose(self, a, b) -> str:
+        """The BLAS that runs ``a @ b``: "numpy" or "mkl"."""
+        setting = self._refresh()
+        if setting == "numpy":
+            return "numpy"
+        mkl = self.mkl()
+        if setting == "mkl":
+            if mkl is None:
+                raise RuntimeError(f"GPUNET_BLAS=mkl: {self._mkl_error}")
+            return "mkl" if mkl.supports(a, b) else "numpy"
+        if mkl is None or not mkl.supports(a, b):
+            return "numpy"
+        key = product_key(a, b)
+        if key not in self.seen:
+            self._see(key, a, b)
+        return self.current
+
+    def _see(self, key: str, a, b) -> None:
+        """A new shape for this process: measured unless the cache has it, then the choice over all seen."""
+        if key not in self.timings:
+            medians = self._measure(a, b)
+            with self._lock:
+                self.timings[key] = medians
+                _save(self.cache_file, key, medians)
+        with self._lock:
+            self.seen[key] = None
+            self.current = best(self.timings[k] for k in self.seen)
+
+    def matmul(self, a, b, out=None):
+        name = self.choose(a, b)
+        if name == "mkl" and out is not None and (type(out) is not numpy.ndarray or not out.flags.c_contiguous
+                                                   or numpy.may_share_memory(out, a)
+                                                   or numpy.may_share_memory(out, b)):
+            name = "numpy"  # an ``out`` cblas cannot write: NumPy handles it
+        return self._run(name, a, b, out)
+
+    def _measure(self, a, b) -> dict:
+        """Each candidate's time for ``a @ b``, in blocks: a block starts with an untimed call (the other BLAS's
+        threads may still spin on the cores after its last product), then BLOCK timed calls, as a step that uses
+        this BLAS throughout would run it; blocks alternate, the order reversed every round. Returns each
+        candidate's median over its blocks' medians."""
+        scratch = numpy.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        once = 0.0
+        for name in CANDIDATES:
+            start = time.perf_counter()
+            self._run(name, a, b, scratch)
+            once += time.perf_counter() - start
+        rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, TRIAL_SECONDS / max(once * (BLOCK + 1), 1e-7))))
+        blocks = {name: [] for name in CANDIDATES}
+        for r in range(rounds):
+            for name in (CANDIDATES if r % 2 == 0 else CANDIDATES[::-1]):
+                self._run(name, a, b, scratch)
+                times = []
+                for _ in range(BLOCK):
+                    start = time.perf_counter()
+                    self._run(name, a, b, scratch)
+                    times.append(time.perf_counter() - start)
+                blocks[name].append(statistics.median(times))
+        return {name: statistics.median(t) for name, t in blocks.items()}
+
+    def summary(self) -> dict:
+        """The setting, the candidates, the timings and the choice so far, for ``gpunet info`` and the bench."""
+        setting = self._refresh()
+        mkl = self.mkl()
+        return {"setting": setting, "numpy_blas": numpy_blas(exclude=mkl.path if mkl else None),
+                "mkl": mkl.version if mkl else None, "mkl_path": mkl.path if mkl else None,
+                "mkl_error": self._mkl_error, "threads": self.threads, "cache_file": str(self.cache_file),
+                "current": {"numpy": "numpy", "mkl": "mkl" if mkl else "numpy"}.get(setting, self.current),
+                "seen": list(self.seen), "timings": {k: dict(v) for k, v in self.timings.items()}}
+
+
+def best(timings) -> str:
+    """The candidate with the least total over ``timings`` (dicts candidate -> seconds); NumPy's BLAS unless
+    another beats it by more than the switch margin."""
+    totals = {name: 0.0 for name in CANDIDATES}
+    for entry in timings:
+        for name in CANDIDATES:
+            totals[name] += entry[name]
+    return "mkl" if totals["mkl"] < SWITCH_MARGIN * totals["numpy"] else "numpy"
+
+
+def product_key(a, b) -> str:
+    """``dtype MxKxN layout``: "n" for an operand stored as given, "t" for a transposed view."""
+    def layout(m):
+        return "n" if m.flags.c_contiguous else "t"
+    return f"{a.dtype.name} {a.shape[0]}x{a.shape[1]}x{b.shape[1]} {layout(a)}{layout(b)}"
+
+
+def numpy_blas(exclude=None) -> str:
+    """NumPy's BLAS as threadpoolctl sees it ("openblas 0.3.31 SkylakeX, 2 threads"), less the library at
+    ``exclude`` (the oneMKL gpunet loaded itself)."""
+    from threadpoolctl import threadpool_info
+
+    found = [f"{i.get('internal_api')} {i.get('version')}" + (f" {i['architecture']}" if i.get("architecture") else "")
+             + f", {i.get('num_threads')} threads" for i in threadpool_info()
+             if i.get("user_api") == "blas" and not (exclude and os.path.realpath(i.get("filepath", "")) ==
+                                                    os.path.realpath(exclude))]
+    return "; ".join(found) or "unknown"
+
+
+def _cpu_line(field: str) -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(field)), "")
+    except OSError:
+        return ""
+
+
+def _read(path: Path) -> dict:
+    """The saved timings: key -> {candidate: seconds}; entries of another shape are dropped."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict) and all(
+        isinstance(v.get(name), (int, float)) and v[name] > 0 for name in CANDIDATES)}
+
+
+def _save(path: Path, key: str, medians: dict) -> None:
+    """Merge one key's timings into the file (another process may have added others) by atomic rename."""
+    try:
+        data = _read(path)
+        data[key] = medians
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only cache: the timings still hold for this process
+        _log.warning("gpunet: could not save the BLAS timings to %s (%s)", path, exc)

@@ -1,0 +1,193 @@
+"""The host BLAS: oneMKL's checked binding, and the choice of one BLAS per process by measurement
+(gpunet.devices.mkl, gpunet.devices.blas)."""
+import json
+
+import numpy as np
+import pytest
+
+import gpunet
+from gpunet import nn, optim
+from gpunet.devices import blas as blas_module
+from gpunet.devices.blas import HostBlas, best, product_key
+from gpunet.devices.mkl import MklUnavailable, load
+from tests.helpers import tolerance
+
+
+@pytest.fixture
+def mkl():
+    try:
+        return load(2)
+    except MklUnavailable as exc:  # in CI a failure (conftest): the test extra installs the mkl wheel
+        pytest.skip(str(exc))
+
+
+def operand(rng, shape, layout, dtype):
+    """A (rows, cols) operand stored as given ("n") or as the transposed view of a row-major array ("t")."""
+    if layout == "n":
+        return rng.standard_normal(shape).astype(dtype)
+    return rng.standard_normal(shape[::-1]).astype(dtype).T
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layouts", ["nn", "tn", "nt", "tt"])
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (3, 5, 7), (128, 784, 33), (64, 10, 100)])
+def test_mkl_products_equal_numpy_in_every_layout(mkl, rng, dtype, layouts, m, k, n):
+    a = operand(rng, (m, k), layouts[0], dtype)
+    b = operand(rng, (k, n), layouts[1], dtype)
+    assert mkl.supports(a, b)
+    out = np.full((m, n), np.nan, dtype=dtype)
+    assert mkl.gemm(a, b, out) is out
+    # Each entry against its own scale: the sum of |a_ik b_kj| (the products' rounding is relative to it).
+    scale = np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64))
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(out - a.astype(np.float64) @ b.astype(np.float64)) <= 4 * k * eps * scale + 1e-300)
+    np.testing.assert_array_equal(mkl.gemm(a, b), out)  # a new array when no out is given
+
+
+def test_mkl_refuses_what_cblas_cannot_read(mkl):
+    a, b = np.ones((4, 6), np.float32), np.ones((6, 5), np.float32)
+    strided = np.ones((4, 12), np.float32)[:, ::2]
+    for x, y in [(a.astype(np.float16), b.astype(np.float16)), (a.astype(np.int32), b.astype(np.int32)),
+                 (a, b.astype(np.float64)), (strided, b), (a, b.astype(">f4")), (a[:0], b), (a.ravel(), b)]:
+        assert not mkl.supports(x, y)
+        with pytest.raises(TypeError, match="MKL gemm takes"):
+            mkl.gemm(x, y)
+    with pytest.raises(ValueError, match="do not chain"):
+        mkl.gemm(a, a)
+    readonly = np.empty((4, 5), np.float32)
+    readonly.flags.writeable = False
+    for out in [np.empty((4, 4), np.float32), np.empty((4, 5), np.float64), np.empty((5, 4), np.float32).T,
+                readonly, [[0.0] * 5] * 4]:
+        with pytest.raises(ValueError, match="writes a C-contiguous"):
+            mkl.gemm(a, b, out)
+    square = np.ones((6, 6), np.float32)
+    with pytest.raises(ValueError, match="shares memory"):
+        mkl.gemm(square, square, square)
+
+
+def test_a_planted_transpose_mixup_fails_the_layout_test(mkl, rng):
+    """Mutation: reading a transposed view as if stored as given (the flag a binding could get wrong) gives a
+    wrong product that the comparison above catches."""
+    a = operand(rng, (5, 5), "t", "float64")
+    b = operand(rng, (5, 5), "n", "float64")
+    wrong = mkl.gemm(np.ascontiguousarray(a.T), b)  # what the stored bytes read as given would give
+    assert not np.allclose(wrong, a @ b)
+
+
+@pytest.fixture
+def host_blas(tmp_path, monkeypatch):
+    """A HostBlas of its own over an empty cache folder, choosing by measurement."""
+    monkeypatch.setenv("GPUNET_CACHE", str(tmp_path))
+    monkeypatch.setenv("GPUNET_BLAS", "auto")
+    return HostBlas(2)
+
+
+def test_the_setting_picks_the_blas(host_blas, mkl, monkeypatch):
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 2), np.float32)
+    for setting, expected in [("numpy", "numpy"), ("mkl", "mkl"), ("MKL", "mkl")]:
+        monkeypatch.setenv("GPUNET_BLAS", setting)
+        assert host_blas.choose(a, b) == expected
+    assert host_blas.choose(a.astype(np.float16), b.astype(np.float16)) == "numpy"  # what cblas does not take
+    monkeypatch.setenv("GPUNET_BLAS", "openblas")
+    with pytest.raises(ValueError, match="GPUNET_BLAS='openblas': must be one of auto, numpy, mkl"):
+        host_blas.choose(a, b)
+
+
+def test_mkl_wanted_but_missing_is_an_error_and_auto_uses_numpy(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUNET_CACHE", str(tmp_path))
+
+    def missing(threads):
+        raise MklUnavailable("oneMKL not found (pip install gpunet[mkl])")
+    monkeypatch.setattr(blas_module, "load_mkl", missing)
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 2), np.float32)
+    monkeypatch.setenv("GPUNET_BLAS", "mkl")
+    with pytest.raises(RuntimeError, match=r"GPUNET_BLAS=mkl: oneMKL not found \(pip install gpunet\[mkl\]\)"):
+        HostBlas(2).choose(a, b)
+    monkeypatch.setenv("GPUNET_BLAS", "auto")
+    blas = HostBlas(2)
+    assert blas.choose(a, b) == "numpy"
+    assert blas.summary()["mkl_error"].startswith("oneMKL not found")
+
+
+def test_auto_measures_each_new_shape_once_and_saves_it(host_blas, mkl, monkeypatch):
+    measured = []
+    real = host_blas._measure
+    monkeypatch.setattr(host_blas, "_measure", lambda a, b: measured.append(product_key(a, b)) or real(a, b))
+    a, b = np.ones((8, 16), np.float32), np.ones((16, 4), np.float32)
+    for _ in range(3):
+        host_blas.matmul(a, b)
+        host_blas.matmul(b.T, a.T)
+    assert measured == ["float32 8x16x4 nn", "float32 4x16x8 tt"]
+    saved = json.loads(host_blas.cache_file.read_text())
+    assert set(saved) == set(measured)
+    assert all(set(t) == {"numpy", "mkl"} and min(t.values()) > 0 for t in saved.values())
+    # A second process (here: a second HostBlas) reads the timings instead of measuring again.
+    again = HostBlas(2)
+    monkeypatch.setattr(again, "_measure", lambda a, b: pytest.fail("measured a saved shape"))
+    again.matmul(a, b)
+    assert again.seen == {"float32 8x16x4 nn": None}
+
+
+def test_one_blas_for_the_process_the_least_total_over_the_shapes_seen(host_blas, mkl):
+    """The choice follows the total over the shapes seen so far, in the order seen: mixing the two BLASes by
+    shape would leave each one's threads spinning against the other's."""
+    host_blas._refresh()
+    fast_mkl = {"numpy": 2e-3, "mkl": 1e-3}
+    slow_mkl = {"numpy": 1e-4, "mkl": 9e-3}
+    host_blas.timings.update({"float32 4x4x4 nn": fast_mkl, "float32 8x8x8 nn": slow_mkl})
+    a4, a8 = np.ones((4, 4), np.float32), np.ones((8, 8), np.float32)
+    assert host_blas.choose(a4, a4) == "mkl"
+    assert host_blas.choose(a8, a8) == "numpy"  # the total is now 2.1 ms against 10 ms
+    assert host_blas.choose(a4, a4) == "numpy"  # for every shape: one BLAS per process
+    assert host_blas.summary()["current"] == "numpy"
+
+
+def test_best_keeps_numpy_unless_mkl_wins_by_the_margin():
+    assert best([]) == "numpy"
+    assert best([{"numpy": 1.0, "mkl": 0.96}]) == "numpy"  # within the 5% switch margin: noise
+    assert best([{"numpy": 1.0, "mkl": 0.9}]) == "mkl"
+    assert best([{"numpy": 1.0, "mkl": 0.9}, {"numpy": 0.1, "mkl": 0.3}]) == "numpy"
+
+
+def test_a_corrupt_or_foreign_cache_file_is_ignored(host_blas, mkl):
+    host_blas._refresh()
+    host_blas.cache_file.write_text('{"float32 4x4x4 nn": {"numpy": -1, "mkl": 1}, "x": 3, "y": {"numpy": 1}}')
+    fresh = HostBlas(2)
+    fresh._refresh()
+    assert fresh.timings == {}
+    host_blas.cache_file.write_text("not json")
+    fresh = HostBlas(2)
+    fresh._refresh()
+    assert fresh.timings == {}
+
+
+def test_the_cache_is_per_thread_count(host_blas, mkl):
+    assert HostBlas(1).fingerprint() != host_blas.fingerprint()
+
+
+def train_steps(steps=5):
+    dev = gpunet.device("cpu")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 20)).astype(np.float32)
+    y = rng.integers(0, 5, 64)
+    model = nn.mlp([20, 32, 5], "relu", seed=0, device=dev)
+    loss_fn = nn.SoftmaxCrossEntropy(device=dev)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        loss_fn.forward(model.forward(x), y)
+        model.backward(loss_fn.backward())
+        opt.step()
+    return {k: np.array(v) for k, v in model.state_dict().items()}
+
+
+def test_training_on_mkl_matches_training_on_numpy(mkl, monkeypatch):
+    """Five steps of a small MLP: the two BLASes sum in other orders, so the weights agree as two devices' do
+    (the "training_run" tolerance: rtol of each weight, and an atol of a hundredth of it for weights near 0)."""
+    monkeypatch.setenv("GPUNET_BLAS", "numpy")
+    on_numpy = train_steps()
+    monkeypatch.setenv("GPUNET_BLAS", "mkl")
+    on_mkl = train_steps()
+    rtol, atol = tolerance("training_run", np.float32)
+    for name, value in on_numpy.items():
+        np.testing.assert_allclose(on_mkl[name], value, rtol=rtol, atol=atol, err_msg=name)
+    assert any(not np.array_equal(on_mkl[n], on_numpy[n]) for n in on_numpy)  # oneMKL did run
