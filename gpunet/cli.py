@@ -13,6 +13,7 @@ import sys
 from .checkpoint import load_checkpoint
 from .data.registry import DATASETS, load_dataset
 from .devices import device
+from .info import main as show_info
 from .distributed import DistributedUnavailable, launch, world
 from .nn.activation import ACTIVATIONS
 from .plots import plot_confusion
@@ -95,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--nproc", type=POSITIVE_INT, default=None, metavar="N",
                        help="train on N ranks of this machine: runs the mpiexec command above itself")
 
+    info = sub.add_parser("info", help="what this machine gives gpunet: devices, CPU, kernels, BLAS, threads")
+    info.add_argument("--measure", action="store_true",
+                      help="first time the bench's training products on each BLAS (cached per machine)")
+    info.add_argument("--json", action="store_true", help="print JSON")
+
     ev = sub.add_parser("eval", help="load a checkpoint and report test accuracy")
     ev.add_argument("checkpoint")
     ev.add_argument("--dataset", choices=DATASETS, default=None, help="default: the one it was trained on")
@@ -108,6 +114,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return _train(args, argv)
+    if args.command == "info":
+        try:
+            return show_info(measure=args.measure, as_json=args.json)
+        except (ValueError, RuntimeError, OSError) as exc:
+            print(f"gpunet: error: {exc}", file=sys.stderr)
+            return 2
     return _eval(args)
 
 

@@ -34,6 +34,8 @@ import gpunet
 from gpunet import nn, ops, optim
 from gpunet.devices import probe_cuda
 from gpunet.data import Batches, load_mnist
+from gpunet.devices.host import host_blas
+from gpunet.info import collect as machine_info, step_products
 
 ROW_SHAPES = [(65536, 10), (16384, 100), (4096, 1000), (1024, 10000), (256, 100000)]
 QUICK_SHAPES = [(16384, 10), (4096, 100), (1024, 1000), (256, 10000)]
@@ -254,27 +256,17 @@ def torch_epoch(torch, device, step, batch, x, y, epochs_timed=1):
     return len(x) * epochs_timed / (time.perf_counter() - start)
 
 
-def matrix_products(xp, sizes, batch, dtype="float32"):
-    """The matrix products of one training step of an MLP of ``sizes``, as a function over preallocated arrays
-    of random values: per layer ``y = x W`` forward, ``dW = x^T dy`` backward and ``dx = dy W^T`` for every layer
-    but the first (the network's input needs no gradient). What no implementation of that step can skip: its
-    time bounds the samples/s of any framework whose BLAS runs at this one's rate."""
-    rng = np.random.default_rng(0)
-
-    def random(*shape):
-        return xp.asarray(rng.standard_normal(shape).astype(dtype))
-    acts = [random(batch, n) for n in sizes]
-    grads = [random(batch, n) for n in sizes]
-    weights = [random(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
-    weight_grads = [xp.empty_like(w) for w in weights]
+def matrix_products(dev, sizes, batch, dtype="float32"):
+    """The matrix products of one training step of an MLP of ``sizes`` (``gpunet.info.step_products``: per
+    layer ``y = x W``, ``dW = x^T dy`` and ``dx = dy W^T`` for every layer but the first) through the device's
+    own matrix product (on the CPU, the BLAS gpunet chose), into preallocated outputs. What no implementation of
+    that step can skip: its time bounds the samples/s of any framework whose BLAS runs at this one's rate."""
+    pairs = [(dev.asarray(a), dev.asarray(b)) for a, b in step_products(sizes, batch, dtype)]
+    outs = [dev.xp.empty((a.shape[0], b.shape[1]), dtype=a.dtype) for a, b in pairs]
 
     def products():
-        for i, w in enumerate(weights):
-            xp.matmul(acts[i], w, out=acts[i + 1])
-        for i in reversed(range(len(weights))):
-            xp.matmul(acts[i].T, grads[i + 1], out=weight_grads[i])
-            if i > 0:
-                xp.matmul(grads[i + 1], weights[i].T, out=grads[i])
+        for (a, b), out in zip(pairs, outs):
+            dev.matmul(a, b, out=out)
     return products
 
 
@@ -333,7 +325,9 @@ def train_worker(framework, device_name, networks=None):
             step = gpunet_trainer(dev, sizes, activation)
             row["samples_s"] = gpunet_epoch(dev, step, batch, x, y)
             timer = cuda_timer(dev.xp) if device_name.startswith("cuda") else host_timer
-            row["products_s"] = timer(matrix_products(dev.xp, sizes, batch), STEP_REPEATS)
+            row["products_s"] = timer(matrix_products(dev, sizes, batch), STEP_REPEATS)
+            if device_name == "cpu":
+                row["blas"] = host_blas().summary()["current"]
             if hasattr(dev, "launcher"):  # a device with CUDA kernels (sim, cuda)
                 xb, yb = dev.asarray(x[:batch]), dev.asarray(y[:batch])
                 row["kernel_launches_per_step"] = count_gpunet_launches(dev, step, xb, yb)
@@ -422,6 +416,8 @@ def print_training(device_name, ours, theirs, results):
             line += (f"   {fmt(r.get('step_s'), 1e3, 3):>13} {fmt(row['torch_step_s'], 1e3, 3):>6}"
                      f"   {fmt(r.get('kernel_launches_per_step')):>17} {fmt(r.get('cuda_kernels_per_step')):>4}"
                      f" {fmt(row['torch_cuda_kernels_per_step']):>10}")
+        if r.get("blas"):
+            line += f"   BLAS: {r['blas']}"
         if "gpunet_over_torch_rounds" in row:
             line += f"   rounds: {' '.join(f'{x:.2f}x' for x in row['gpunet_over_torch_rounds'])}"
         print(line)
@@ -580,28 +576,29 @@ def run_worker(args, worker, framework, device_name, network=None):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what the platform module says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def machine_header(extra: str) -> dict:
+    """Print what the run measures on (CPU model, vendor, instruction sets, kernels, BLAS, threads: ``gpunet
+    info``) and return it for the JSON."""
+    info = machine_info()
+    cpu, blas = info["cpu"], info["blas"]
+    kernels = info["compiled_kernels"]
+    print(f"gpunet bench{extra}, {time.strftime('%Y-%m-%d')}, NumPy {np.__version__}")
+    print(f"CPU: {cpu['model']} ({cpu['vendor']}), {os.cpu_count()} CPUs, {info['host_threads']} host threads; "
+          f"ISA: {' '.join(cpu['isa_flags'])}; kernels: {kernels['isa'] if kernels['built'] else 'NumPy forms'}")
+    print(f"BLAS: NumPy's {blas['numpy_blas']}; oneMKL: {blas['mkl'] or 'not installed'}; "
+          f"GPUNET_BLAS={blas['setting']} (each gpunet worker's choice is in the training table)")
+    return {"platform": platform.platform(), "cpu_model": cpu["model"], "cpu_vendor": cpu["vendor"],
+            "isa_flags": cpu["isa_flags"], "kernel_isa": kernels["isa"], "kernels_built": kernels["built"],
+            "cpus": os.cpu_count(), "host_threads": info["host_threads"], "numpy": np.__version__,
+            "numpy_blas": blas["numpy_blas"], "mkl": blas["mkl"], "blas_setting": blas["setting"],
+            "date": time.strftime("%Y-%m-%d")}
 
 
 def main_distributed(args) -> int:
-    from gpunet.devices.host import host_threads
-
-    results = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                           "cpu_model": cpu_model(), "cpus": os.cpu_count(), "host_threads": host_threads(),
-                           "numpy": np.__version__, "date": time.strftime("%Y-%m-%d")},
+    results = {"machine": machine_header(f" --nproc {args.nproc}"),
                "settings": {"nproc": args.nproc, "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup,
                             "batches": args.batches, "optimizer": "adam", "device": "cpu"},
                "distributed": []}
-    print(f"gpunet bench --nproc {args.nproc}, {time.strftime('%Y-%m-%d')}, {cpu_model()}, {os.cpu_count()} CPUs, "
-          f"{host_threads()} host threads, NumPy {np.__version__}")
     bench_distributed(args, results)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.json}")
@@ -664,12 +661,9 @@ def main() -> int:
         devices += ["cuda"] if "cuda" in wanted else []
     else:
         print(f"no GPU: {reason}")
-    results = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                           "cpus": os.cpu_count(), "threads": args.threads, "numpy": np.__version__,
-                           "torch": torch_version, "date": time.strftime("%Y-%m-%d")},
+    results = {"machine": dict(machine_header(f" (torch {torch_version}, {args.threads} threads each)"),
+                               torch=torch_version, threads=args.threads),
                "row_ops": [], "training": []}
-    print(f"gpunet bench, {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, {args.threads} threads, NumPy {np.__version__}, torch {torch_version}")
     for device_name in devices:
         has_torch = torch_version is not None and (device_name == "cpu" or torch_cuda)
         if not args.skip_rows:

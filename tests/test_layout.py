@@ -9,12 +9,13 @@ PACKAGE = Path(gpunet.__file__).parent
 
 # Lowest first. A module may import modules of a lower layer, and of its own layer only within its own package.
 LAYERS = [
-    {"gpunet.errors", "gpunet.seeding", "gpunet.native", "gpunet.numerics"},
+    {"gpunet.errors", "gpunet.seeding", "gpunet.native", "gpunet.numerics", "gpunet.machine"},
     {"gpunet.cuda", "gpunet.cpu_kernels"},
     {"gpunet.devices"},
     {"gpunet.ops"},
     {"gpunet.nn", "gpunet.optim", "gpunet.gradcheck"},
-    {"gpunet.data", "gpunet.checkpoint", "gpunet.plots", "gpunet.distributed", "gpunet.recipes"},
+    {"gpunet.data", "gpunet.checkpoint", "gpunet.plots", "gpunet.distributed", "gpunet.recipes",
+     "gpunet.info"},
     {"gpunet.training"},
     {"gpunet.cli"},
     {"gpunet.__main__", "gpunet"},

@@ -17,6 +17,7 @@ import platform
 from pathlib import Path
 
 from .. import native
+from ..machine import cpu_flags
 from .binding import Binding, signatures_of_files
 
 SOURCE = Path(__file__).with_name("library.cpp")  # includes the others: every .cpp and .h here goes in the digest
@@ -30,14 +31,6 @@ def signatures():
     return signatures_of_files(tuple(str(p) for p in PARTS if p.suffix == ".cpp"))
 
 
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
-
-
 # Instruction sets the kernels are built for, best first: the flags they add, and the CPU flags they need.
 ISA_FLAGS = {"avx512": (["-mavx2", "-mfma", "-mavx512f"], {"avx2", "fma", "avx512f"}),
              "avx2": (["-mavx2", "-mfma"], {"avx2", "fma"}),
@@ -49,7 +42,7 @@ def supported_isas() -> tuple[str, ...]:
     """The instruction sets this CPU runs, best first ("generic": whatever the compiler targets by default)."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return ("generic",)
-    flags = _cpu_flags()
+    flags = cpu_flags()
     return tuple(isa for isa, (_, needs) in ISA_FLAGS.items() if needs <= flags)
 
 

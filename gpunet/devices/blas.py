@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy
 
 from .. import native
-from .blas_threads import BlasThreads
+from ..machine import cpu_flags, cpu_model
+from .blas_threads import BlasThreads, is_small
 from .mkl import MklUnavailable, load as load_mkl
 
 _log = logging.getLogger("gpunet")
@@ -54,7 +55,8 @@ class HostBlas:
         self.threads = threads
         self._numpy = BlasThreads()
         self._lock = threading.Lock()
-        self._setting = None  # the environment the state below belongs to
+        self._setting = None  # the $GPUNET_BLAS the state below belongs to
+        self._routes = {}     # (dtypes, shapes, layouts) -> the BLAS chosen for them
         self._wanted = "auto"
         self._mkl = None
         self._mkl_error = None
@@ -74,20 +76,21 @@ class HostBlas:
         return self._mkl
 
     def _run(self, name: str, a, b, out):
-        if name == "mkl":
-            return self._mkl.gemm(a, b, out)
+        if name == "mkl":  # the same thread policy as NumPy's BLAS gets (blas_threads): small products on one
+            return self._mkl.gemm(a, b, out, threads=1 if is_small(a, b) else 0)
         return self._numpy.matmul(numpy.matmul, a, b, out=out)
 
     # ---- the choice -------------------------------------------------------------------------------------------
     def _refresh(self) -> str:
-        """The setting now, reloading the saved timings when it or the cache folder changed (tests change both).
-        Asked at every product, so it compares the environment's strings first (a microsecond)."""
-        environ = tuple(_environ_get(name) for name in ("GPUNET_BLAS", "GPUNET_CACHE", "XDG_CACHE_HOME"))
-        if environ != self._setting:
+        """The setting now, reloading the saved timings when ``$GPUNET_BLAS`` changed (tests change it; the
+        cache folder is read then too)."""
+        environ = _environ_get("GPUNET_BLAS")
+        if environ != self._setting or self.cache_file is None:
             setting = wanted()
             with self._lock:
                 self.cache_file = native.cache_dir("blas") / f"timings-{self.fingerprint()}.json"
                 self.timings, self.seen, self.current = _read(self.cache_file), {}, "numpy"
+                self._routes = {}
                 self._setting, self._wanted = environ, setting
         return self._wanted
 
@@ -98,7 +101,7 @@ class HostBlas:
         mkl = self.mkl()  # first: once loaded, threadpoolctl lists it too
         blas = sorted((i.get("internal_api"), i.get("version"), i.get("architecture"))
                       for i in threadpool_info() if i.get("user_api") == "blas")
-        return native.digest_of(_cpu_line("model name"), _cpu_line("flags"), numpy.__version__, blas,
+        return native.digest_of(cpu_model(), sorted(cpu_flags()), numpy.__version__, blas,
                                 mkl.version if mkl else None, self.threads)
 
     def choose(self, a, b) -> str:
@@ -130,7 +133,18 @@ class HostBlas:
             self.current = best(self.timings[k] for k in self.seen)
 
     def matmul(self, a, b, out=None):
-        name = self.choose(a, b)
+        """``a @ b`` (into ``out``) on the BLAS chosen. The route of a (dtype, shapes, layout) is kept after its
+        first product: a small network's step runs a product every 50 microseconds."""
+        if _environ_get("GPUNET_BLAS") != self._setting:
+            self._refresh()
+        route = (a.dtype, b.dtype, a.shape, b.shape, a.flags.c_contiguous, b.flags.c_contiguous)
+        name = self._routes.get(route)
+        if name is None:
+            name = self.choose(a, b)
+            with self._lock:  # a new shape may change the process's choice: every route is asked again
+                if self._routes.get("current") != self.current:
+                    self._routes = {"current": self.current}
+                self._routes[route] = name
         if name == "mkl" and out is not None and (type(out) is not numpy.ndarray or not out.flags.c_contiguous
                                                    or numpy.may_share_memory(out, a)
                                                    or numpy.may_share_memory(out, b)):
@@ -199,14 +213,6 @@ def numpy_blas(exclude=None) -> str:
              if i.get("user_api") == "blas" and not (exclude and os.path.realpath(i.get("filepath", "")) ==
                                                     os.path.realpath(exclude))]
     return "; ".join(found) or "unknown"
-
-
-def _cpu_line(field: str) -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(field)), "")
-    except OSError:
-        return ""
 
 
 def _read(path: Path) -> dict:

@@ -20,6 +20,11 @@ import threading
 SMALL_PRODUCT = 1 << 23  # multiply-adds (m * k * n); about 0.1 ms on one core
 
 
+def is_small(a, b) -> bool:
+    """A product run on one thread (any BLAS: gpunet.devices.blas gives oneMKL the same policy)."""
+    return a.shape[0] * a.shape[1] * b.shape[1] < SMALL_PRODUCT
+
+
 class BlasThreads:
     def __init__(self):
         self._lock = threading.Lock()
@@ -35,7 +40,7 @@ class BlasThreads:
 
     def matmul(self, product, a, b, out=None):
         """``product(a, b, out=out)`` (a BLAS matrix product of 2-D arrays) on one thread if it is small."""
-        if a.shape[0] * a.shape[1] * b.shape[1] >= SMALL_PRODUCT:
+        if not is_small(a, b):
             return product(a, b, out=out)
         if self._controllers is None:
             with self._lock:

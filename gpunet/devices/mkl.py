@@ -53,6 +53,8 @@ class Mkl:
             self._gemm[numpy.dtype(dtype)] = fn
         lib.MKL_Set_Num_Threads.argtypes = [ctypes.c_int]
         lib.MKL_Set_Num_Threads(threads)
+        lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
+        lib.MKL_Set_Num_Threads_Local.restype = ctypes.c_int
         self.threads = threads
         text = ctypes.create_string_buffer(256)
         lib.MKL_Get_Version_String.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -66,9 +68,9 @@ class Mkl:
                 and a.dtype.isnative and _layout(a) is not None and _layout(b) is not None
                 and 0 < max(a.shape + b.shape) <= INT32_MAX and min(a.shape + b.shape) > 0)
 
-    def gemm(self, a, b, out=None):
+    def gemm(self, a, b, out=None, threads: int = 0):
         """``a @ b`` into ``out`` (C-contiguous, writable, of shape (M, N) and the inputs' dtype, sharing no
-        memory with them), or a new array."""
+        memory with them), or a new array; on ``threads`` threads (0: the library's count)."""
         if not self.supports(a, b):
             raise TypeError(f"MKL gemm takes two non-empty 2-D float32 or float64 arrays of one dtype, each "
                             f"contiguous in either order; got {a.dtype}{tuple(a.shape)} and {b.dtype}{tuple(b.shape)}")
@@ -86,8 +88,13 @@ class Mkl:
             raise ValueError("MKL gemm: out shares memory with an input")
         trans_a, ld_a = _layout(a)
         trans_b, ld_b = _layout(b)
-        self._gemm[a.dtype](ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, ld_a, b.ctypes.data, ld_b,
-                            0.0, out.ctypes.data, n)
+        before = self._lib.MKL_Set_Num_Threads_Local(threads) if threads else 0  # this thread's, put back after
+        try:
+            self._gemm[a.dtype](ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, ld_a, b.ctypes.data,
+                                ld_b, 0.0, out.ctypes.data, n)
+        finally:
+            if threads:
+                self._lib.MKL_Set_Num_Threads_Local(before)
         return out
 
 

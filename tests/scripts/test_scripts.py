@@ -57,8 +57,8 @@ def test_bench_matrix_products_are_those_of_a_training_step():
     bench = load("bench")
     calls = []
 
-    class RecordingXp:
-        empty_like = staticmethod(np.empty_like)
+    class RecordingDevice:
+        xp = np
         asarray = staticmethod(np.asarray)
 
         @staticmethod
@@ -66,10 +66,18 @@ def test_bench_matrix_products_are_those_of_a_training_step():
             calls.append((a.shape, b.shape))
             np.matmul(a, b, out=out)
             assert np.all(np.isfinite(out)) and np.any(out != 0)
-    bench.matrix_products(RecordingXp, [5, 4, 3], batch=2)()
+    bench.matrix_products(RecordingDevice, [5, 4, 3], batch=2)()
     assert calls == [((2, 5), (5, 4)), ((2, 4), (4, 3)),     # forward
                      ((4, 2), (2, 3)), ((2, 3), (3, 4)),     # last layer: dW, dx
                      ((5, 2), (2, 4))]                       # first layer: dW only
+
+
+def test_bench_prints_the_machine_it_ran_on(capsys):
+    bench = load("bench")
+    machine = bench.machine_header(" (test)")
+    out = capsys.readouterr().out
+    assert machine["cpu_model"] in out and f"ISA: {' '.join(machine['isa_flags'])}" in out
+    assert "BLAS: NumPy's " in out and machine["numpy_blas"] in out and "GPUNET_BLAS=numpy" in out
 
 
 def test_parity_report_runs_and_reports_small_errors():
