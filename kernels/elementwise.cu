@@ -3,16 +3,16 @@
 #include "common.cuh"
 
 // ReLU as PyTorch: NaN stays NaN; the backward passes dy where y > 0 or y is NaN, and gives exactly 0 where
-// y <= 0 (an inf or NaN dy there included).
-extern "C" __global__ void relu_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, long long n) {
+// y <= 0 (an inf or NaN dy there included). Both may run in place (y = x, dx = dy: nn.ReLU(inplace=True)), so
+// their pointers are not __restrict__: each thread reads its element before it writes it.
+extern "C" __global__ void relu_forward(const scalar_t* x, scalar_t* y, long long n) {
     GRID_STRIDE(i, n) {
         const acc_t v = load(x, i);
         store(y, i, v > acc_t(0) || v != v ? v : acc_t(0));
     }
 }
 
-extern "C" __global__ void relu_backward(const scalar_t* __restrict__ y, const scalar_t* __restrict__ dy,
-                                         scalar_t* __restrict__ dx, long long n) {
+extern "C" __global__ void relu_backward(const scalar_t* y, const scalar_t* dy, scalar_t* dx, long long n) {
     GRID_STRIDE(i, n) store(dx, i, load(y, i) <= acc_t(0) ? acc_t(0) : load(dy, i));
 }
 

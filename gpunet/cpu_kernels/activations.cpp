@@ -9,14 +9,15 @@
 
 namespace activations {
 
+// ReLU may run in place (y = x, dx = dy): no __restrict__; each element is read before it is written.
 template <class T>
-static void relu(const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+static void relu(const T* x, T* y, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : (x[i] != x[i] ? x[i] : T(0));
 }
 
 template <class T>
-static void relu_backward(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx, int64_t n) {
+static void relu_backward(const T* y, const T* dy, T* dx, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) dx[i] = y[i] <= T(0) ? T(0) : dy[i];  // y NaN passes dy, as PyTorch
 }

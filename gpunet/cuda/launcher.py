@@ -41,15 +41,19 @@ class KernelLauncher:
     def run(self, op, *args, **params):
         return getattr(self, op.kind)(op, *args, **params)
 
-    def elementwise(self, op, *inputs):
+    def elementwise(self, op, *inputs, out=None):
+        """``out`` (C-contiguous, of the inputs' shape and dtype; checked by the op) may be an input: the
+        kernels that allow it read each element before writing it."""
         xp = self.xp
         shape = inputs[0].shape  # ascontiguousarray makes a 0-d array 1-d; the output keeps the input's shape
         inputs = [xp.ascontiguousarray(a) for a in inputs]
-        out = xp.empty_like(inputs[0])
+        given = out
+        if out is None:
+            out = xp.empty_like(inputs[0])
         if out.size:
             self.launch(op.module, elementwise_plan(op.name, out.size, self.max_grid), out.dtype,
                         [*inputs, out, out.size])
-        return out.reshape(shape)
+        return out.reshape(shape) if given is None else given
 
     def rows(self, op, *inputs):
         xp = self.xp

@@ -77,11 +77,16 @@ class CpuDevice(HostDevice):
             part.result()
 
     # ---- the op kinds (gpunet.devices.op) ----------------------------------------------------------------------
-    def _elementwise(self, op, *inputs):
+    def _elementwise(self, op, *inputs, out=None):
         fn = self._compiled_for(op, inputs)
         if fn is None:
-            return op.numpy(numpy, *inputs)  # a form that may warn silences itself: errstate costs a microsecond
-        out = numpy.empty_like(inputs[0])
+            result = op.numpy(numpy, *inputs)  # a form that may warn silences itself: errstate costs a microsecond
+            if out is None:
+                return result
+            numpy.copyto(out, result)
+            return out
+        if out is None:
+            out = numpy.empty_like(inputs[0])
         fn(*inputs, out, out.size, host_threads())
         return out
 

@@ -6,8 +6,9 @@ An op module (``gpunet.ops``, ``gpunet.optim``) declares ``Op(name, kind, module
 calls the compiled CPU kernel ``name`` where ``compiled`` says there is one and its library was built, else the
 NumPy form. What each kind passes to its forms:
 
-- "elementwise": ``run(op, *inputs) -> out`` (one shape). NumPy form ``numpy(xp, *inputs) -> out``; CUDA kernel
-  ``name(*inputs, out, n)``; compiled ``name(*inputs, out, n, threads)``.
+- "elementwise": ``run(op, *inputs, out=None) -> out`` (one shape; ``out``, where given, C-contiguous and of that
+  shape and dtype, and it may be an input where the op says so). NumPy form ``numpy(xp, *inputs) -> out``; CUDA
+  kernel ``name(*inputs, out, n)``; compiled ``name(*inputs, out, n, threads)``.
 - "rows": ``run(op, *inputs) -> out`` over C-contiguous (rows, C) arrays. NumPy form ``numpy(xp, *inputs, out)``
   over a block of rows, in float32 or wider; CUDA kernels ``name_<variant>(*inputs, out, rows, C, ...)``
   (``gpunet.cuda.plans.row_plan``); compiled ``name(*inputs, out, rows, C, threads)``.

@@ -3,6 +3,7 @@ GELU, which caches its input."""
 from __future__ import annotations
 
 from .. import ops
+from ..ops.activations import writable_like
 from .module import Module
 
 __all__ = ["ReLU", "Tanh", "Sigmoid", "GELU", "Softmax", "LogSoftmax", "ACTIVATIONS"]
@@ -30,9 +31,34 @@ class _Pointwise(Module):
 
 
 class ReLU(_Pointwise):
+    """``inplace=True`` writes the output over the input and the gradient over the incoming one, as PyTorch's
+    ``ReLU(inplace=True)``: for a layer whose input and incoming gradient nobody else keeps (``nn.mlp``'s, after
+    a Linear), it saves two new arrays and two cold passes over memory in every step."""
     init = "he"
     _forward = staticmethod(ops.relu)
     _backward = staticmethod(ops.relu_backward)
+
+    def __init__(self, inplace: bool = False, device=None):
+        super().__init__(device)
+        self.inplace = inplace
+
+    def forward(self, x):
+        x = self.device.asarray(x)
+        if not (self.inplace and x.dtype.kind == "f" and writable_like(x, x, self.device)):
+            return super().forward(x)  # not an array it can overwrite: a new one, as without inplace
+        self._saved = ops.relu(x, device=self.device, out=x)
+        return self._saved
+
+    def backward(self, dy):
+        if self._saved is None:
+            return super().backward(dy)
+        dy = self.device.asarray(dy)
+        if not (self.inplace and writable_like(dy, self._saved, self.device)):
+            return super().backward(dy)
+        return ops.relu_backward(self._saved, dy, device=self.device, out=dy)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class Tanh(_Pointwise):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..seeding import host_rng
-from .activation import ACTIVATIONS
+from .activation import ACTIVATIONS, ReLU
 from .dropout import Dropout
 from .linear import Linear
 from .sequential import Sequential
@@ -24,7 +24,10 @@ def mlp(sizes, activation: str = "relu", dropout: float = 0.0, seed: int = 0, dt
         linear.input_grad = i > 0
         layers.append(linear)
         if i < len(sizes) - 2:
-            layers.append(ACTIVATIONS[activation](device=device))
+            # A Linear's output and the gradient coming back into it are new arrays nobody else keeps: ReLU may
+            # overwrite them.
+            layers.append(ReLU(inplace=True, device=device) if activation == "relu"
+                          else ACTIVATIONS[activation](device=device))
             if dropout > 0:
                 layers.append(Dropout(dropout, seed=seed + 1000 + i, device=device))
     return Sequential(*layers, device=device)

@@ -15,7 +15,7 @@ from ..devices import Op
 from ..numerics import quiet, widened
 from .checks import on_device, pair_on_device
 
-__all__ = ["relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "gelu", "gelu_backward"]
+__all__ = ["writable_like", "relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "gelu", "gelu_backward"]
 
 
 def _forward(op: Op, x, device):
@@ -59,12 +59,33 @@ SIGMOID_BACKWARD = Op("sigmoid_backward", "elementwise", "elementwise",
                       _in_float32_or_wider(lambda xp, y, dy: dy * y * (1 - y)))
 
 
-def relu(x, device=None):
-    return _forward(RELU, x, device)
+def writable_like(out, like, dev) -> bool:
+    """True when ``out`` can take a result like ``like`` (CuPy arrays are always writable)."""
+    return (dev.owns(out) and out.shape == like.shape and out.dtype == like.dtype and out.flags.c_contiguous
+            and getattr(out.flags, "writeable", True))
 
 
-def relu_backward(y, dy, device=None):
-    return _backward(RELU_BACKWARD, y, dy, device)
+def _into(out, like, dev, name="out"):
+    """``out`` checked as a place for a result like ``like``: an array of the same device, shape and dtype,
+    C-contiguous and writable (it may be an input: ReLU reads each element before it writes it)."""
+    if not writable_like(out, like, dev):
+        raise ValueError(f"{name} must be a writable, C-contiguous {like.dtype} array of shape {tuple(like.shape)} "
+                         f"on {dev.name}; got {type(out).__name__} {getattr(out, 'dtype', '')}"
+                         f"{tuple(getattr(out, 'shape', ()))}")
+    return out
+
+
+def relu(x, device=None, out=None):
+    """``max(x, 0)`` (NaN stays NaN), into ``out`` where given; ``out=x`` overwrites the input (nn.ReLU's
+    ``inplace``: no new array in a training step)."""
+    dev, x = on_device(x, device)
+    return dev.run(RELU, x, out=None if out is None else _into(out, x, dev))
+
+
+def relu_backward(y, dy, device=None, out=None):
+    """``dy`` where ``y > 0`` (or NaN), else 0; into ``out`` where given (``out=dy`` overwrites the gradient)."""
+    dev, y, dy = pair_on_device(y, dy, device, "y")
+    return dev.run(RELU_BACKWARD, y, dy, out=None if out is None else _into(out, dy, dev))
 
 
 def tanh(x, device=None):
