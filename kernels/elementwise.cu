@@ -82,3 +82,13 @@ extern "C" __global__ void bias_add(scalar_t* __restrict__ y, const scalar_t* __
                                     int cols) {
     GRID_STRIDE(i, rows * cols) store(y, i, load(y, i) + load(bias, i % cols));
 }
+
+// y[r, c] = relu(y[r, c] + bias[c]), in place: a Linear layer and the ReLU after it in one pass (the sum rounded
+// to scalar_t first, so the result has the bits of bias_add then relu_forward).
+extern "C" __global__ void bias_relu(scalar_t* __restrict__ y, const scalar_t* __restrict__ bias, long long rows,
+                                     int cols) {
+    GRID_STRIDE(i, rows * cols) {
+        const acc_t v = static_cast<acc_t>(static_cast<scalar_t>(load(y, i) + load(bias, i % cols)));
+        store(y, i, v > acc_t(0) || v != v ? v : acc_t(0));
+    }
+}

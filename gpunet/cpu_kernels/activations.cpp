@@ -43,6 +43,20 @@ static void gelu_backward(const T* __restrict__ x, const T* __restrict__ dy, T* 
     }
 }
 
+// y[r, c] = y[r, c] + bias[c], then (RELU) max with 0 as relu: a Linear layer's bias and the ReLU after it in
+// one pass over the product, in place.
+template <class T, bool RELU>
+static void bias_rows(T* __restrict__ y, const T* __restrict__ bias, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r) {
+        T* __restrict__ yr = y + r * cols;
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) {
+            const T v = yr[c] + bias[c];
+            yr[c] = RELU ? (v > T(0) ? v : (v != v ? v : T(0))) : v;
+        }
+    }
+}
+
 }  // namespace activations
 
 extern "C" {
@@ -54,6 +68,16 @@ extern "C" {
     void relu_backward_##SUFFIX(const T* y /*[n]*/, const T* dy /*[n]*/, T* dx /*[n]*/, int64_t n, int threads) {                          \
         auto body = [=](int64_t i0, int64_t i1) { activations::relu_backward<T>(y + i0, dy + i0, dx + i0, i1 - i0); }; \
         row_pool::Pool::instance().run(n, 1, threads, body);                                                       \
+    }                                                                                                              \
+    void bias_add_##SUFFIX(T* y /*[rows*cols]*/, const T* bias /*[cols]*/, int64_t rows, int64_t cols,            \
+                           int threads) {                                                                          \
+        auto body = [=](int64_t r0, int64_t r1) { activations::bias_rows<T, false>(y + r0 * cols, bias, r1 - r0, cols); }; \
+        row_pool::Pool::instance().run(rows, cols, threads, body);                                                 \
+    }                                                                                                              \
+    void bias_relu_##SUFFIX(T* y /*[rows*cols]*/, const T* bias /*[cols]*/, int64_t rows, int64_t cols,           \
+                            int threads) {                                                                         \
+        auto body = [=](int64_t r0, int64_t r1) { activations::bias_rows<T, true>(y + r0 * cols, bias, r1 - r0, cols); }; \
+        row_pool::Pool::instance().run(rows, cols, threads, body);                                                 \
     }                                                                                                              \
     void gelu_forward_##SUFFIX(const T* x /*[n]*/, T* y /*[n]*/, int64_t n, int threads) {                         \
         auto body = [=](int64_t i0, int64_t i1) { activations::gelu<T>(x + i0, y + i0, i1 - i0); };                \

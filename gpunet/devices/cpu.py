@@ -103,7 +103,12 @@ class CpuDevice(HostDevice):
             return out.astype(dtype, copy=False)
 
     def _bias_add(self, op, y, bias):
-        return op.numpy(numpy, y, bias)
+        """``y`` (a new C-contiguous product) updated in place with ``bias`` (and the op's activation)."""
+        fn = self._compiled_for(op, (y, bias))
+        if fn is None:
+            return op.numpy(numpy, y, bias)
+        fn(y, bias, y.shape[0], y.shape[1], host_threads())
+        return y
 
     def _update(self, op, params, grads, *state_lists, hyper=()):
         arrays = [*params, *grads, *(a for lst in state_lists if lst is not None for a in lst)]

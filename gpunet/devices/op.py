@@ -15,7 +15,10 @@ NumPy form. What each kind passes to its forms:
 - "update": ``run(op, params, grads, *state_lists, hyper=(...))``, every tensor in place. NumPy form
   ``numpy(xp, w, grad, *states, *hyper)`` per tensor; CUDA ``name(w, grad, *states, n, *hyper)`` per tensor;
   compiled ``name(ws, grads, *state_lists, sizes, count, *hyper, threads)`` for all tensors at once.
-- "cross_entropy", "cross_entropy_reduced", "cross_entropy_backward", "bias_add": the ops of those names in
+- "bias_add": ``run(op, y, bias) -> y``, a C-contiguous (rows, cols) ``y`` updated in place (``bias_add``,
+  ``bias_relu``). NumPy form ``numpy(xp, y, bias)``; CUDA kernel and compiled ``name(y, bias, rows, cols[,
+  threads])``.
+- "cross_entropy", "cross_entropy_reduced", "cross_entropy_backward": the ops of those names in
   ``gpunet.ops`` (``cross_entropy_reduced`` has a compiled CPU kernel; elsewhere its NumPy-form argument is the
   composition of its ``base`` op that every device runs).
 """

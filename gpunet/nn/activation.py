@@ -57,6 +57,11 @@ class ReLU(_Pointwise):
             return super().backward(dy)
         return ops.relu_backward(self._saved, dy, device=self.device, out=dy)
 
+    def adopt(self, y):
+        """Keep ``y``, ReLU already applied (by a fused Linear), as this layer's forward output."""
+        self._saved = y
+        return y
+
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
 

@@ -22,13 +22,16 @@ class Linear(Module):
         self.input_grad = True  # the first layer of a network has no use for dL/dx: set False to skip it
         self._x = None
 
-    def forward(self, x):
+    def forward(self, x, activation=None):
+        """``x W + b``; ``activation="relu"`` applies ReLU in the bias's pass (``nn.Sequential`` asks for it when
+        an in-place ReLU follows)."""
         x = self.device.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}) expects input of shape "
                              f"(N, {self.in_features}), got {tuple(x.shape)}")
         self._x = x
-        return ops.linear(x, self.weight.data, None if self.bias is None else self.bias.data, device=self.device)
+        return ops.linear(x, self.weight.data, None if self.bias is None else self.bias.data, device=self.device,
+                          activation=activation)
 
     def backward(self, dy):
         if self._x is None:

@@ -1,7 +1,18 @@
-"""A chain of layers: forward left to right, backward right to left (the chain rule, one layer at a time)."""
+"""A chain of layers: forward left to right, backward right to left (the chain rule, one layer at a time).
+
+One fusion: a Linear followed by an in-place ReLU runs as one op, the bias and the ReLU in one pass over the
+product (``ops.linear(..., activation="relu")``), the ReLU then keeping that output as its own forward would. The
+results are bit for bit those of the two layers run one after the other.
+"""
 from __future__ import annotations
 
+from .activation import ReLU
+from .linear import Linear
 from .module import Module
+
+
+def _fuses(layer, following) -> bool:
+    return type(layer) is Linear and type(following) is ReLU and following.inplace
 
 
 class Sequential(Module):
@@ -18,8 +29,15 @@ class Sequential(Module):
         return list(self._children.values())
 
     def forward(self, x):
-        for layer in self._children.values():
-            x = layer.forward(x)
+        layers = list(self._children.values())
+        i = 0
+        while i < len(layers):
+            if i + 1 < len(layers) and _fuses(layers[i], layers[i + 1]):
+                x = layers[i + 1].adopt(layers[i].forward(x, activation="relu"))
+                i += 2
+            else:
+                x = layers[i].forward(x)
+                i += 1
         return x
 
     def backward(self, dy):

@@ -6,6 +6,7 @@ Matrix products stay with the BLAS of the device (OpenBLAS/MKL through NumPy, cu
 from __future__ import annotations
 
 from ..devices import Op
+from .activations import RELU
 from .checks import native, on_device, require_ndim
 
 __all__ = ["linear", "linear_backward"]
@@ -16,10 +17,22 @@ def _bias_add(xp, y, bias):
     return y
 
 
-BIAS_ADD = Op("bias_add", "bias_add", "elementwise", _bias_add)
+def _bias_relu(xp, y, bias):
+    y += bias
+    return xp.maximum(y, 0, out=y)  # NaN stays NaN, as relu
 
 
-def linear(x, weight, bias=None, device=None):
+BIAS_ADD = Op("bias_add", "bias_add", "elementwise", _bias_add, compiled=True)
+# The bias and the ReLU after it in one pass over the product (nn.Sequential runs a Linear and an in-place ReLU
+# so); bit for bit the two passes it replaces.
+BIAS_RELU = Op("bias_relu", "bias_add", "elementwise", _bias_relu, compiled=True)
+ACTIVATIONS = (None, "relu")
+
+
+def linear(x, weight, bias=None, device=None, activation=None):
+    """``x W + b``, then ``activation`` (None, or "relu" in the same pass as the bias: ``relu(x W + b)``)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"linear fuses activation None or 'relu', got {activation!r}")
     dev, x = on_device(x, device)
     weight = native(dev.asarray(weight))
     require_ndim(x, 2, "x")
@@ -32,7 +45,9 @@ def linear(x, weight, bias=None, device=None):
         bias = native(dev.asarray(bias))
         if tuple(bias.shape) != (weight.shape[1],):
             raise ValueError(f"bias must have shape ({weight.shape[1]},), got {tuple(bias.shape)}")
-        y = dev.run(BIAS_ADD, y, bias.astype(y.dtype, copy=False))
+        return dev.run(BIAS_RELU if activation == "relu" else BIAS_ADD, y, bias.astype(y.dtype, copy=False))
+    if activation == "relu":
+        y = dev.run(RELU, y, out=y)
     return y
 
 

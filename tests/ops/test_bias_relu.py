@@ -1,0 +1,83 @@
+"""A Linear layer's bias and the ReLU after it in one pass (``ops.linear(..., activation="relu")``, which
+``nn.Sequential`` runs for a Linear followed by an in-place ReLU): bit for bit the two ops it replaces, on every
+device."""
+import numpy as np
+import pytest
+
+from gpunet import nn, ops, optim
+
+NAN, INF = np.nan, np.inf
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 33), (64, 512), (3, 1000)])
+def test_fused_bias_relu_equals_linear_then_relu(dev, rng, dtype, shape):
+    rows, cols = shape
+    x = rng.standard_normal((rows, 9)).astype(dtype)
+    w = rng.standard_normal((9, cols)).astype(dtype)
+    b = rng.standard_normal(cols).astype(dtype)
+    b[:3] = [NAN, INF, -INF][:cols] if cols >= 3 else b[:3]
+    x_d, w_d, b_d = dev.asarray(x), dev.asarray(w), dev.asarray(b)
+    separate = ops.relu(ops.linear(x_d, w_d, b_d))
+    fused = ops.linear(x_d, w_d, b_d, activation="relu")
+    np.testing.assert_array_equal(dev.to_numpy(fused), dev.to_numpy(separate))
+    np.testing.assert_array_equal(dev.to_numpy(ops.linear(x_d, w_d, None, activation="relu")),
+                                  dev.to_numpy(ops.relu(ops.linear(x_d, w_d))))
+    # And against the maths in float64: relu of the rounded sum (NaN stays NaN, -inf gives 0).
+    want = np.maximum((x.astype(np.float64) @ w.astype(np.float64)).astype(dtype) + b, 0)
+    got = dev.to_numpy(fused).astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    eps = np.finfo(dtype).eps
+    scale = np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)) + np.abs(b)
+    finite = np.isfinite(want)
+    assert np.all(np.abs(got[finite] - want[finite]) <= 16 * eps * scale[finite])
+
+
+def test_bias_add_alone_is_compiled_on_the_cpu_and_exact(rng):
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in [(300, 20), (20, 700), (700,)])
+    np.testing.assert_array_equal(ops.linear(x, w, b, device="cpu"), np.matmul(x, w) + b)
+
+
+def test_linear_names_the_activations_it_fuses():
+    with pytest.raises(ValueError, match="linear fuses activation None or 'relu', got 'tanh'"):
+        ops.linear(np.ones((2, 2)), np.ones((2, 2)), activation="tanh")
+
+
+def run_mlp(dev, fuse, steps=3):
+    rng = np.random.default_rng(1)
+    x = dev.asarray(rng.standard_normal((40, 12)).astype(np.float32))
+    y = dev.asarray(rng.integers(0, 3, 40))
+    model = nn.mlp([12, 16, 16, 3], "relu", seed=2, device=dev)
+    if not fuse:  # an out-of-place ReLU is not fused: the layers run one after the other
+        for layer in model.layers:
+            if isinstance(layer, nn.ReLU):
+                layer.inplace = False
+    loss_fn = nn.SoftmaxCrossEntropy(device=dev)
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    outputs = []
+    for _ in range(steps):
+        logits = model.forward(x)
+        outputs.append(dev.to_numpy(logits))
+        loss_fn.forward(logits, y)
+        model.backward(loss_fn.backward())
+        opt.step()
+    return outputs, {k: dev.to_numpy(v) for k, v in model.state_dict().items()}
+
+
+def test_sequential_fuses_linear_and_inplace_relu_bit_for_bit(dev, monkeypatch):
+    calls = []
+    real = ops.linear
+
+    def recording(*args, activation=None, **kwargs):
+        calls.append(activation)
+        return real(*args, activation=activation, **kwargs)
+    monkeypatch.setattr(ops, "linear", recording)
+    fused_out, fused_state = run_mlp(dev, True)
+    assert calls[:3] == ["relu", "relu", None]  # two hidden layers fused, the logits layer not
+    calls.clear()
+    plain_out, plain_state = run_mlp(dev, False)
+    assert set(calls) == {None}
+    for a, b in zip(fused_out, plain_out):
+        np.testing.assert_array_equal(a, b)
+    for name, value in plain_state.items():
+        np.testing.assert_array_equal(fused_state[name], value, err_msg=name)
