@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "row_pool.h"
@@ -98,9 +99,61 @@ using vf32::dot, vf32::exp_shifted, vf32::log_softmax_grad, vf32::row_max, vf32:
     vf32::softmax_grad, vf32::sum;  // float32 rows take these overloads (non-templates win)
 #endif
 
+// An op whose arrays (inputs and output) hold at least STREAM_BYTES (float32 with AVX2 or AVX-512) writes its
+// output around the cache (vector_f32.h): that much does not stay in a last-level cache until the next op, and
+// ordinary stores would first read every line of the output. Below it, back-to-back ops find their arrays in the
+// cache, and streaming measured 2-3x slower there (C = 100, 6.5 MB arrays). Log-softmax and both backwards stream; softmax does not: its write pass scales the exps
+// its sum pass stored (cached), and streaming would mean computing each exp twice, which measured slower
+// (docs/measurements/, the 2026-12-01 CPU notes).
+constexpr int64_t STREAM_BYTES = int64_t(32) << 20;
+
+template <class T>
+static bool streams(const T* out, int64_t rows, int64_t cols, int arrays) {
+#ifdef GPUNET_VECTOR_F32
+    return std::is_same_v<T, float> && rows * cols * (int64_t)sizeof(T) * arrays >= STREAM_BYTES &&
+           (uintptr_t)out % sizeof(T) == 0;
+#else
+    return false;
+#endif
+}
+
+#ifdef GPUNET_VECTOR_F32
+// The streaming forms of the row ops below (float32): the row's max and exp-sum in one read (max_and_sum), then
+// one write pass.
+static void log_softmax_rows_streamed(const float* x, float* y, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = x + r * cols;
+        const float m = vf32::row_max(xr, cols);
+        vf32::shift_stream(xr, y + r * cols, cols, m, (float)::log(vf32::exp_shifted(xr, nullptr, cols, m)));
+    }
+    _mm_sfence();
+}
+
+static void softmax_backward_rows_streamed(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols,
+                                           int log) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* yr = y + r * cols;
+        const float* dyr = dy + r * cols;
+        float* dxr = dx + r * cols;
+        if (log) {
+            vf32::log_softmax_grad_stream(yr, dyr, dxr, cols, (float)vf32::sum(dyr, cols));
+        } else {
+            vf32::softmax_grad_stream(yr, dyr, dxr, cols, (float)vf32::dot(yr, dyr, cols));
+        }
+    }
+    _mm_sfence();
+}
+#endif
+
 // The row ops, written once over the primitives.
 template <class T>
-static void softmax_rows(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t cols, int log) {
+static void softmax_rows(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t cols, int log,
+                         bool stream = false) {
+#ifdef GPUNET_VECTOR_F32
+    if constexpr (std::is_same_v<T, float>) {
+        if (stream && log) return log_softmax_rows_streamed(x, y, rows, cols);
+    }
+#endif
     for (int64_t r = 0; r < rows; ++r) {
         const T* __restrict__ xr = x + r * cols;
         T* __restrict__ yr = y + r * cols;
@@ -116,7 +169,12 @@ static void softmax_rows(const T* __restrict__ x, T* __restrict__ y, int64_t row
 // Backward from the forward output: softmax dx = y * (dy - sum(y * dy)); log-softmax dx = dy - exp(logy) * sum(dy).
 template <class T>
 static void softmax_backward_rows(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx,
-                                  int64_t rows, int64_t cols, int log) {
+                                  int64_t rows, int64_t cols, int log, bool stream = false) {
+#ifdef GPUNET_VECTOR_F32
+    if constexpr (std::is_same_v<T, float>) {
+        if (stream) return softmax_backward_rows_streamed(y, dy, dx, rows, cols, log);
+    }
+#endif
     for (int64_t r = 0; r < rows; ++r) {
         const T* yr = y + r * cols;
         const T* dyr = dy + r * cols;
@@ -203,26 +261,30 @@ extern "C" {
 #define GPUNET_ROW_ENTRY_POINTS(T, SUFFIX)                                                                          \
     void softmax_forward_##SUFFIX(const T* x /*[rows*cols]*/, T* y /*[rows*cols]*/, int64_t rows, int64_t cols,    \
                                   int threads) {                                                                    \
+        const bool stream = streams(y, rows, cols, 2);                                                                   \
         over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
-            softmax_rows(x + r0 * cols, y + r0 * cols, r1 - r0, cols, 0);                                           \
+            softmax_rows(x + r0 * cols, y + r0 * cols, r1 - r0, cols, 0, stream);                                   \
         });                                                                                                         \
     }                                                                                                               \
     void log_softmax_forward_##SUFFIX(const T* x /*[rows*cols]*/, T* y /*[rows*cols]*/, int64_t rows,              \
                                       int64_t cols, int threads) {                                                  \
+        const bool stream = streams(y, rows, cols, 2);                                                                   \
         over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
-            softmax_rows(x + r0 * cols, y + r0 * cols, r1 - r0, cols, 1);                                           \
+            softmax_rows(x + r0 * cols, y + r0 * cols, r1 - r0, cols, 1, stream);                                   \
         });                                                                                                         \
     }                                                                                                               \
     void softmax_backward_##SUFFIX(const T* y /*[rows*cols]*/, const T* dy /*[rows*cols]*/,                         \
                                    T* dx /*[rows*cols]*/, int64_t rows, int64_t cols, int threads) {                \
+        const bool stream = streams(dx, rows, cols, 3);                                                                 \
         over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
-            softmax_backward_rows(y + r0 * cols, dy + r0 * cols, dx + r0 * cols, r1 - r0, cols, 0);                 \
+            softmax_backward_rows(y + r0 * cols, dy + r0 * cols, dx + r0 * cols, r1 - r0, cols, 0, stream);         \
         });                                                                                                         \
     }                                                                                                               \
     void log_softmax_backward_##SUFFIX(const T* logy /*[rows*cols]*/, const T* dy /*[rows*cols]*/,                 \
                                        T* dx /*[rows*cols]*/, int64_t rows, int64_t cols, int threads) {            \
+        const bool stream = streams(dx, rows, cols, 3);                                                                 \
         over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
-            softmax_backward_rows(logy + r0 * cols, dy + r0 * cols, dx + r0 * cols, r1 - r0, cols, 1);              \
+            softmax_backward_rows(logy + r0 * cols, dy + r0 * cols, dx + r0 * cols, r1 - r0, cols, 1, stream);      \
         });                                                                                                         \
     }                                                                                                               \
     int64_t softmax_cross_entropy_##SUFFIX(const T* x /*[rows*cols]*/, const int64_t* labels /*[rows]*/,           \

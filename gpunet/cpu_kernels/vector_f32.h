@@ -193,4 +193,39 @@ static inline void log_softmax_grad(const float* logy, const float* dy, float* d
     });
 }
 
+// ---- outputs written around the cache ----------------------------------------------------------------------
+// An output too large to stay in the cache until it is read is written with streaming stores: no read of each
+// line before it is written, so a copy-like op moves two bytes per byte of output instead of three. A row's head
+// up to the vector alignment and its tail go through ordinary (masked) stores; the caller fences after its rows.
+#if defined(__AVX512F__)
+static inline void stream(float* p, vec v) { _mm512_stream_ps(p, (__m512)v); }
+#else
+static inline void stream(float* p, vec v) { _mm256_stream_ps(p, (__m256)v); }
+#endif
+
+// out[j] = value(j, lanes) over a row of n, streamed where aligned.
+template <class Value>
+static inline void stream_row(float* out, int64_t n, Value&& value) {
+    int64_t head = (int64_t)((-(uintptr_t)out) % (W * sizeof(float)) / sizeof(float));
+    if (head > n) head = n;
+    if (head > 0) store(out, value(0, Tail(head)), Tail(head));
+    int64_t j = head;
+    for (; j + W <= n; j += W) stream(out + j, value(j, Full{}));
+    if (j < n) store(out + j, value(j, Tail(n - j)), Tail(n - j));
+}
+
+static inline void shift_stream(const float* x, float* y, int64_t n, float m, float c) {
+    stream_row(y, n, [&](int64_t j, auto lanes) { return (load(x + j, lanes, 0) - m) - c; });
+}
+
+static inline void softmax_grad_stream(const float* y, const float* dy, float* dx, int64_t n, float d) {
+    stream_row(dx, n, [&](int64_t j, auto lanes) { return load(y + j, lanes, 0) * (load(dy + j, lanes, 0) - d); });
+}
+
+static inline void log_softmax_grad_stream(const float* logy, const float* dy, float* dx, int64_t n, float d) {
+    stream_row(dx, n, [&](int64_t j, auto lanes) {
+        return load(dy + j, lanes, 0) - exp_lanes<true>(load(logy + j, lanes, 0)) * d;
+    });
+}
+
 }  // namespace vf32

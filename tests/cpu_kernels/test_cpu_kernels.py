@@ -100,6 +100,13 @@ def test_softmax_and_log_softmax_match_the_numpy_form(numpy_form, rows, cols, dt
         assert_per_value(dx, numpy_form(lambda: backward(y, dy, device="cpu")), dtype, scale, purpose="numpy_form")
 
 
+# Arrays of at least 32 MB in all (float32): the log-softmax forward and both backwards write their output with
+# streaming stores, a row's unaligned head and its tail apart (rows of 1001 start at every alignment).
+@pytest.mark.parametrize("rows,cols", [(2801, 1001), (1000, 4100), (70, 60000)])
+def test_streamed_outputs_match_the_numpy_form(numpy_form, rows, cols):
+    test_softmax_and_log_softmax_match_the_numpy_form(numpy_form, rows, cols, np.float32)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 @pytest.mark.parametrize("rows,cols", [(4, 1), (5, 10), (4, 17), (4, 32), (6, 1000), (3, 20000), (2000, 50),
