@@ -80,6 +80,15 @@ def test_bench_prints_the_machine_it_ran_on(capsys):
     assert "BLAS: NumPy's " in out and machine["numpy_blas"] in out and "GPUNET_BLAS=numpy" in out
 
 
+def test_compare_cpu_kernels_against_this_commit_prints_a_ratio_per_op_and_width():
+    done = subprocess.run([sys.executable, str(SCRIPTS / "compare_cpu_kernels.py"), "--against", "HEAD", "--rounds",
+                           "1", "--calls", "1", "--shapes", "8x10,4x100"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [["10", "8"], ["100", "4"]]
+    assert all(len(row) == 6 and all(float(cell.rstrip("x")) > 0 for cell in row[2:]) for row in rows)
+
+
 def test_parity_report_runs_and_reports_small_errors():
     done = subprocess.run([sys.executable, str(SCRIPTS / "parity_report.py"), "--dtypes", "float64"],
                           capture_output=True, text=True, timeout=600)
