@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
+from gpunet import nn, optim
 from gpunet.devices import probe_cuda
 
 _cupy, _NO_GPU_REASON = probe_cuda(0)
@@ -103,3 +104,26 @@ def log_softmax_backward_scale(logy, dy):
     """dy - exp(logy) sum(dy): |dy| and exp(logy) times the row's sum of |dy|."""
     logy, dy = np.asarray(logy, np.float64), _finite(dy)
     return np.abs(dy) + np.exp(np.where(np.isfinite(logy), logy, -np.inf)) * np.abs(dy).sum(axis=-1, keepdims=True)
+
+
+def train_small_mlp(dev, sizes, steps, optimizer="sgd", inplace_relu=True, dropout=0.0, seed=0, batch=32):
+    """``steps`` full-batch steps of ``nn.mlp(sizes, "relu")`` on seeded data: the logits of each step and the
+    final weights, as NumPy arrays. ``inplace_relu=False`` turns nn.mlp's in-place (hence fused) ReLU off."""
+    rng = np.random.default_rng(seed)
+    x = dev.asarray(rng.standard_normal((batch, sizes[0])).astype(np.float32))
+    y = dev.asarray(rng.integers(0, sizes[-1], batch))
+    model = nn.mlp(sizes, "relu", dropout=dropout, seed=seed + 1, device=dev)
+    for layer in model.layers:
+        if isinstance(layer, nn.ReLU):
+            layer.inplace = inplace_relu
+    loss_fn = nn.SoftmaxCrossEntropy(device=dev)
+    opt = (optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if optimizer == "sgd"
+           else optim.Adam(model.parameters(), lr=1e-2))
+    logits = []
+    for _ in range(steps):
+        out = model.forward(x)
+        logits.append(dev.to_numpy(out))
+        loss_fn.forward(out, y)
+        model.backward(loss_fn.backward())
+        opt.step()
+    return logits, {k: dev.to_numpy(v) for k, v in model.state_dict().items()}

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 import gpunet
-from gpunet import nn, optim
 from gpunet.devices import blas as blas_module
 from gpunet.devices.blas import HostBlas, best, product_key
 from gpunet.devices.mkl import MklUnavailable, load
-from tests.helpers import tolerance
+from tests.helpers import tolerance, train_small_mlp
 
 
 @pytest.fixture
@@ -165,28 +164,13 @@ def test_the_cache_is_per_thread_count(host_blas, mkl):
     assert HostBlas(1).fingerprint() != host_blas.fingerprint()
 
 
-def train_steps(steps=5):
-    dev = gpunet.device("cpu")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((64, 20)).astype(np.float32)
-    y = rng.integers(0, 5, 64)
-    model = nn.mlp([20, 32, 5], "relu", seed=0, device=dev)
-    loss_fn = nn.SoftmaxCrossEntropy(device=dev)
-    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(steps):
-        loss_fn.forward(model.forward(x), y)
-        model.backward(loss_fn.backward())
-        opt.step()
-    return {k: np.array(v) for k, v in model.state_dict().items()}
-
-
 def test_training_on_mkl_matches_training_on_numpy(mkl, monkeypatch):
     """Five steps of a small MLP: the two BLASes sum in other orders, so the weights agree as two devices' do
     (the "training_run" tolerance: rtol of each weight, and an atol of a hundredth of it for weights near 0)."""
     monkeypatch.setenv("GPUNET_BLAS", "numpy")
-    on_numpy = train_steps()
+    _, on_numpy = train_small_mlp(gpunet.device("cpu"), [20, 32, 5], steps=5, batch=64)
     monkeypatch.setenv("GPUNET_BLAS", "mkl")
-    on_mkl = train_steps()
+    _, on_mkl = train_small_mlp(gpunet.device("cpu"), [20, 32, 5], steps=5, batch=64)
     rtol, atol = tolerance("training_run", np.float32)
     for name, value in on_numpy.items():
         np.testing.assert_allclose(on_mkl[name], value, rtol=rtol, atol=atol, err_msg=name)

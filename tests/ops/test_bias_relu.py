@@ -4,7 +4,8 @@ device."""
 import numpy as np
 import pytest
 
-from gpunet import nn, ops, optim
+from gpunet import ops
+from tests.helpers import train_small_mlp
 
 NAN, INF = np.nan, np.inf
 
@@ -43,27 +44,6 @@ def test_linear_names_the_activations_it_fuses():
         ops.linear(np.ones((2, 2)), np.ones((2, 2)), activation="tanh")
 
 
-def run_mlp(dev, fuse, steps=3):
-    rng = np.random.default_rng(1)
-    x = dev.asarray(rng.standard_normal((40, 12)).astype(np.float32))
-    y = dev.asarray(rng.integers(0, 3, 40))
-    model = nn.mlp([12, 16, 16, 3], "relu", seed=2, device=dev)
-    if not fuse:  # an out-of-place ReLU is not fused: the layers run one after the other
-        for layer in model.layers:
-            if isinstance(layer, nn.ReLU):
-                layer.inplace = False
-    loss_fn = nn.SoftmaxCrossEntropy(device=dev)
-    opt = optim.Adam(model.parameters(), lr=1e-2)
-    outputs = []
-    for _ in range(steps):
-        logits = model.forward(x)
-        outputs.append(dev.to_numpy(logits))
-        loss_fn.forward(logits, y)
-        model.backward(loss_fn.backward())
-        opt.step()
-    return outputs, {k: dev.to_numpy(v) for k, v in model.state_dict().items()}
-
-
 def test_sequential_fuses_linear_and_inplace_relu_bit_for_bit(dev, monkeypatch):
     calls = []
     real = ops.linear
@@ -72,10 +52,11 @@ def test_sequential_fuses_linear_and_inplace_relu_bit_for_bit(dev, monkeypatch):
         calls.append(activation)
         return real(*args, activation=activation, **kwargs)
     monkeypatch.setattr(ops, "linear", recording)
-    fused_out, fused_state = run_mlp(dev, True)
+    fused_out, fused_state = train_small_mlp(dev, [12, 16, 16, 3], steps=3, optimizer="adam", batch=40)
     assert calls[:3] == ["relu", "relu", None]  # two hidden layers fused, the logits layer not
     calls.clear()
-    plain_out, plain_state = run_mlp(dev, False)
+    plain_out, plain_state = train_small_mlp(dev, [12, 16, 16, 3], steps=3, optimizer="adam", batch=40,
+                                             inplace_relu=False)  # an out-of-place ReLU is not fused
     assert set(calls) == {None}
     for a, b in zip(fused_out, plain_out):
         np.testing.assert_array_equal(a, b)

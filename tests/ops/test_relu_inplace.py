@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from gpunet import nn, ops, optim
+from gpunet import nn, ops
+from tests.helpers import train_small_mlp
 
 NAN, INF = np.nan, np.inf
 
@@ -61,25 +62,9 @@ def test_inplace_layer_overwrites_its_input_and_gradient_and_agrees(dev, rng):
     np.testing.assert_array_equal(dev.to_numpy(dx), dx_plain.astype(np.float64))
 
 
-def train(dev, inplace, steps=4):
-    rng = np.random.default_rng(0)
-    x = dev.asarray(rng.standard_normal((32, 12)).astype(np.float32))
-    y = dev.asarray(rng.integers(0, 3, 32))
-    model = nn.mlp([12, 16, 16, 3], "relu", dropout=0.25, seed=3, device=dev)
-    for layer in model.layers:
-        if isinstance(layer, nn.ReLU):
-            layer.inplace = inplace
-    loss_fn = nn.SoftmaxCrossEntropy(device=dev)
-    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(steps):
-        loss_fn.forward(model.forward(x), y)
-        model.backward(loss_fn.backward())
-        opt.step()
-    return {k: dev.to_numpy(v) for k, v in model.state_dict().items()}
-
-
 def test_mlp_uses_inplace_relu_and_trains_bit_for_bit_as_without(dev):
     assert all(layer.inplace for layer in nn.mlp([4, 5, 5, 2], "relu").layers if isinstance(layer, nn.ReLU))
-    with_inplace, without = train(dev, True), train(dev, False)
+    _, with_inplace = train_small_mlp(dev, [12, 16, 16, 3], steps=4, dropout=0.25, seed=3)
+    _, without = train_small_mlp(dev, [12, 16, 16, 3], steps=4, dropout=0.25, seed=3, inplace_relu=False)
     for name, value in without.items():
         np.testing.assert_array_equal(with_inplace[name], value, err_msg=name)
