@@ -58,6 +58,7 @@ class HostBlas:
         self._setting = None  # the $GPUNET_BLAS the state below belongs to
         self._routes = {}     # (dtypes, shapes, layouts) -> the BLAS chosen for them
         self._wanted = "auto"
+        self._loaded = False
         self._mkl = None
         self._mkl_error = None
         self.timings: dict[str, dict] = {}  # key -> {candidate: median seconds}: saved, and measured here
@@ -85,13 +86,17 @@ class HostBlas:
         """The setting now, reloading the saved timings when ``$GPUNET_BLAS`` changed (tests change it; the
         cache folder is read then too)."""
         environ = _environ_get("GPUNET_BLAS")
-        if environ != self._setting or self.cache_file is None:
+        if environ != self._setting or not self._loaded:
             setting = wanted()
             with self._lock:
-                self.cache_file = native.cache_dir("blas") / f"timings-{self.fingerprint()}.json"
+                try:
+                    self.cache_file = native.cache_dir("blas") / f"timings-{self.fingerprint()}.json"
+                except OSError as exc:  # no cache folder: the timings hold for this process only
+                    _warn_once(f"gpunet: no folder for the BLAS timings ({exc}); measuring in this process only")
+                    self.cache_file = None
                 self.timings, self.seen, self.current = _read(self.cache_file), {}, "numpy"
                 self._routes = {}
-                self._setting, self._wanted = environ, setting
+                self._setting, self._wanted, self._loaded = environ, setting, True
         return self._wanted
 
     def fingerprint(self) -> str:
@@ -215,8 +220,19 @@ def numpy_blas(exclude=None) -> str:
     return "; ".join(found) or "unknown"
 
 
-def _read(path: Path) -> dict:
+_warned: set = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        _log.warning(message)
+
+
+def _read(path: Path | None) -> dict:
     """The saved timings: key -> {candidate: seconds}; entries of another shape are dropped."""
+    if path is None:
+        return {}
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -227,8 +243,10 @@ def _read(path: Path) -> dict:
         isinstance(v.get(name), (int, float)) and v[name] > 0 for name in CANDIDATES)}
 
 
-def _save(path: Path, key: str, medians: dict) -> None:
+def _save(path: Path | None, key: str, medians: dict) -> None:
     """Merge one key's timings into the file (another process may have added others) by atomic rename."""
+    if path is None:
+        return
     try:
         data = _read(path)
         data[key] = medians
@@ -236,4 +254,4 @@ def _save(path: Path, key: str, medians: dict) -> None:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, path)
     except OSError as exc:  # a read-only cache: the timings still hold for this process
-        _log.warning("gpunet: could not save the BLAS timings to %s (%s)", path, exc)
+        _warn_once(f"gpunet: could not save the BLAS timings to {path} ({exc})")

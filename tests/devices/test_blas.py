@@ -1,6 +1,7 @@
 """The host BLAS: oneMKL's checked binding, and the choice of one BLAS per process by measurement
 (gpunet.devices.mkl, gpunet.devices.blas)."""
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -175,3 +176,17 @@ def test_training_on_mkl_matches_training_on_numpy(mkl, monkeypatch):
     for name, value in on_numpy.items():
         np.testing.assert_allclose(on_mkl[name], value, rtol=rtol, atol=atol, err_msg=name)
     assert any(not np.array_equal(on_mkl[n], on_numpy[n]) for n in on_numpy)  # oneMKL did run
+
+
+def test_no_cache_folder_means_measuring_in_this_process_with_one_warning(mkl, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv("GPUNET_CACHE", str(blocker / "cache"))  # under a file: no folder can be made there
+    monkeypatch.setenv("GPUNET_BLAS", "auto")
+    blas = HostBlas(2)
+    a, b = np.ones((8, 16), np.float32), np.ones((16, 4), np.float32)
+    with caplog.at_level(logging.WARNING, logger="gpunet"):
+        np.testing.assert_array_equal(blas.matmul(a, b), a @ b)
+        np.testing.assert_array_equal(blas.matmul(b.T, a.T), b.T @ a.T)
+    assert blas.cache_file is None and len(blas.timings) == 2
+    assert sum("no folder for the BLAS timings" in r.message for r in caplog.records) == 1
