@@ -265,7 +265,8 @@ def _save(out, checkpoint_path, model, opt, state, config, comm, parallel, dev) 
 def _write(out, checkpoint_path, model_state, optim_state, state, config, comm, dev) -> None:
     save_checkpoint(checkpoint_path, model_state, optim_state, state)
     history = state["history"]
-    metrics = {"config": _jsonable(config), "device": dev.name, "world_size": comm.size, "history": history,
+    metrics = {"config": _jsonable(config), "device": dev.name, "device_details": dev.describe(),
+               "world_size": comm.size, "history": history,
                "test_accuracy": history[-1]["test_accuracy"], "checkpoint": str(checkpoint_path)}
     atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2).encode()))
     if config.plot:

@@ -41,6 +41,11 @@ class Device:
         """The matrix product ``a @ b`` of two 2-D arrays (into ``out`` when given), on this device's BLAS."""
         return self.xp.matmul(a, b, out=out)
 
+    def describe(self) -> dict:
+        """What a run's record should say of this device (``metrics.json``): its name, and what else decides its
+        speed (the host BLAS chosen, the GPU's model)."""
+        return {"name": self.name}
+
     def seed_rng(self, seed: int):
         """A random generator of this device's array module, seeded."""
         return self.xp.random.default_rng(seed)

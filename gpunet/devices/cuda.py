@@ -60,6 +60,8 @@ class CudaLauncher(KernelLauncher):
         props = cupy.cuda.runtime.getDeviceProperties(index)
         self.max_grid = int(props["multiProcessorCount"]) * 32
         self.arch = f"sm_{props['major']}{props['minor']}"
+        name = props["name"]
+        self.gpu_name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
 
     def load_module(self, module: str, config):
         # The NVRTC tests' options, minus the architecture (CuPy picks the device's own) and the ptxas flags (CuPy
@@ -102,6 +104,9 @@ class CudaDevice(Device):
         self.xp = cupy
         self.launcher = CudaLauncher(cupy, index)
         self._gpu = self.launcher.gpu
+
+    def describe(self) -> dict:
+        return {**super().describe(), "gpu": self.launcher.gpu_name, "arch": self.launcher.arch}
 
     def run(self, op, *args, **params):
         with self._gpu:

@@ -51,3 +51,8 @@ class HostDevice(Device):
 
     def owns(self, a) -> bool:
         return isinstance(a, numpy.ndarray)
+
+    def describe(self) -> dict:
+        summary = host_blas().summary()
+        return {**super().describe(), "host_threads": host_threads(), "blas": summary["current"],
+                "blas_setting": summary["setting"]}

@@ -8,6 +8,7 @@ from gpunet import nn, optim
 from gpunet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gpunet.cli import main
 from gpunet.data import Batches, spiral
+from gpunet.devices.host import host_threads
 from gpunet.training import TrainConfig, accuracy, fit
 
 
@@ -37,6 +38,9 @@ def test_cli_train_then_eval(tmp_path, capsys):
                  "--lr", "0.02", "--optimizer", "adam", "--out", str(out), "--device", "cpu"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 40 and metrics["test_accuracy"] > 0.9
+    # What decided the run's speed: the conftest pins NumPy's BLAS.
+    assert metrics["device_details"] == {"name": "cpu", "host_threads": host_threads(), "blas": "numpy",
+                                         "blas_setting": "numpy"}
     assert "final test accuracy" in capsys.readouterr().out
     assert main(["eval", str(out / "checkpoint.npz"), "--device", "cpu"]) == 0
     assert f"{100 * metrics['test_accuracy']:.2f}%" in capsys.readouterr().out
