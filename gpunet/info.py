@@ -86,9 +86,13 @@ def render(info: dict) -> str:
     lines.append(f"BLAS       NumPy's: {blas['numpy_blas']}")
     lines.append("           oneMKL: " + (f"{blas['mkl']} ({blas['mkl_path']})" if blas["mkl"]
                                           else f"not available ({blas['mkl_error']})"))
-    lines.append(f"           GPUNET_BLAS={blas['setting']}: this process multiplies on "
-                 f"{'oneMKL' if blas['current'] == 'mkl' else 'NumPy' + chr(39) + 's BLAS'}"
-                 + (" (measured over the shapes below)" if blas["setting"] == "auto" and blas["seen"] else ""))
+    if blas["current"] is None:
+        lines.append(f"           GPUNET_BLAS=mkl, but oneMKL is not available: every product will raise")
+    else:
+        lines.append(f"           GPUNET_BLAS={blas['setting']}: this process multiplies on "
+                     f"{'oneMKL' if blas['current'] == 'mkl' else 'NumPy' + chr(39) + 's BLAS'}"
+                     + (" (measured over the first step's shapes below)" if blas["setting"] == "auto"
+                        and blas["seen"] else ""))
     if blas["timings"]:
         lines.append(f"           timings ({blas['cache_file']}), microseconds:")
         lines.append(f"           {'product':28} {'numpy':>9} {'mkl':>9}  faster")

@@ -118,8 +118,8 @@ static bool streams(const T* out, int64_t rows, int64_t cols, int arrays) {
 }
 
 #ifdef GPUNET_VECTOR_F32
-// The streaming forms of the row ops below (float32): the row's max and exp-sum in one read (max_and_sum), then
-// one write pass.
+// The streaming forms of the row ops below (float32): the same passes and arithmetic as theirs (the max, the
+// exp-sum or dot, read from the cache after the first), the write pass streamed.
 static void log_softmax_rows_streamed(const float* x, float* y, int64_t rows, int64_t cols) {
     for (int64_t r = 0; r < rows; ++r) {
         const float* xr = x + r * cols;

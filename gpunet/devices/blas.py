@@ -4,14 +4,16 @@ by name.
 Why: no BLAS wins everywhere. On a 2-core AMD Zen 4 NumPy's OpenBLAS ran a training step's products faster than
 oneMKL; on a 2-core Intel Xeon oneMKL ran them up to 1.5x faster. And one process must use one BLAS: each keeps
 its threads spinning on the cores for a while after a product, so mixing the two by shape made a 784-512-512-10
-step three times slower than either alone (docs/performance.md). So the first time a product of a new (dtype, M,
-K, N, layout) comes, each candidate (NumPy's BLAS; oneMKL where ``gpunet[mkl]`` installed it) runs it in blocks
-on the very operands, and the process uses the BLAS with the least total time over the shapes it has seen. The
-timings are kept per machine (CPU, instruction sets, library versions, threads) in ``~/.cache/gpunet/blas/``, so
-a later run skips the measurement and, seeing the same shapes in the same order, makes the same choices and
-repeats bit for bit. ``gpunet info`` prints them.
+step three times slower than either alone (docs/measurements/cpu-amd-epyc-2core-2026-12-01-notes.md). So the
+first time a product of a new (dtype, M, K, N, layout) comes, each candidate (NumPy's BLAS; oneMKL where
+``gpunet[mkl]`` installed it) runs it in blocks on the very operands, and the process uses the BLAS with the least
+total time over its first step's shapes; when a shape comes a second time (the second step) the choice is fixed.
+The timings are kept per machine (CPU, instruction sets, library versions, threads) in ``~/.cache/gpunet/blas/``,
+so a later run, or a resumed one, skips the measurement and makes the same choice; oneMKL runs in its
+reproducible mode (``mkl.py``), so a run repeats bit for bit on one machine. ``gpunet info`` prints the timings.
 
-``$GPUNET_BLAS``: ``auto`` (the default: measure), ``numpy`` or ``mkl`` (that one for every product it takes).
+``$GPUNET_BLAS``: ``auto`` (the default: measure), ``numpy`` (NumPy's BLAS; oneMKL is not even loaded: bit for bit
+the same results on every machine with the same NumPy) or ``mkl`` (oneMKL for every product it takes).
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ CANDIDATES = ("numpy", "mkl")
 SWITCH_MARGIN = 0.95  # oneMKL must beat NumPy's BLAS by 5%: noise must not flip the choice
 TRIAL_SECONDS = 0.05  # about how long one key's measurement may take, over all candidates
 BLOCK = 3  # timed calls in a row of one candidate
-MIN_ROUNDS, MAX_ROUNDS = 3, 15
+MIN_ROUNDS, MAX_ROUNDS = 1, 15
 
 
 def wanted() -> str:
@@ -54,24 +56,26 @@ class HostBlas:
     def __init__(self, threads: int):
         self.threads = threads
         self._numpy = BlasThreads()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the choice, the measurements and the routes change under it
         self._setting = None  # the $GPUNET_BLAS the state below belongs to
-        self._routes = {}     # (dtypes, shapes, layouts) -> the BLAS chosen for them
+        self._routes = {}     # (types, dtypes, shapes, strides) -> the BLAS chosen for them
         self._wanted = "auto"
         self._loaded = False
         self._mkl = None
         self._mkl_error = None
         self.timings: dict[str, dict] = {}  # key -> {candidate: median seconds}: saved, and measured here
-        self.seen: dict[str, None] = {}     # the keys this process has multiplied, in order
-        self.current = "numpy"              # the BLAS of "auto" over ``seen``
+        self.seen: dict[str, None] = {}     # the keys of this process's first step, in order
+        self.frozen = False                 # a key came again: the first step is over, the choice is made
+        self.current = "numpy"              # the BLAS of "auto"
         self.cache_file: Path | None = None
 
     # ---- the candidates -----------------------------------------------------------------------------------
     def mkl(self):
-        """oneMKL, or None (why: ``mkl_error``)."""
+        """oneMKL, or None (why: ``mkl_error``). Loaded only when the setting may use it."""
         if self._mkl is None and self._mkl_error is None:
             try:
                 self._mkl = load_mkl(self.threads)
+                self._numpy.exclude(self._mkl.path)  # NumPy's thread policy is for NumPy's BLAS only
             except MklUnavailable as exc:
                 self._mkl_error = str(exc)
         return self._mkl
@@ -84,17 +88,19 @@ class HostBlas:
     # ---- the choice -------------------------------------------------------------------------------------------
     def _refresh(self) -> str:
         """The setting now, reloading the saved timings when ``$GPUNET_BLAS`` changed (tests change it; the
-        cache folder is read then too)."""
+        cache folder is read then too). ``numpy`` neither loads oneMKL nor reads the cache."""
         environ = _environ_get("GPUNET_BLAS")
         if environ != self._setting or not self._loaded:
             setting = wanted()
             with self._lock:
-                try:
-                    self.cache_file = native.cache_dir("blas") / f"timings-{self.fingerprint()}.json"
-                except OSError as exc:  # no cache folder: the timings hold for this process only
-                    _warn_once(f"gpunet: no folder for the BLAS timings ({exc}); measuring in this process only")
-                    self.cache_file = None
-                self.timings, self.seen, self.current = _read(self.cache_file), {}, "numpy"
+                self.cache_file = None
+                if setting == "auto" and self.mkl() is not None:
+                    try:
+                        self.cache_file = native.cache_dir("blas") / f"timings-{self.fingerprint()}.json"
+                    except OSError as exc:  # no cache folder: the timings hold for this process only
+                        _warn_once(f"gpunet: no folder for the BLAS timings ({exc}); measuring in this process "
+                                   "only")
+                self.timings, self.seen, self.frozen, self.current = _read(self.cache_file), {}, False, "numpy"
                 self._routes = {}
                 self._setting, self._wanted, self._loaded = environ, setting, True
         return self._wanted
@@ -121,53 +127,57 @@ class HostBlas:
             return "mkl" if mkl.supports(a, b) else "numpy"
         if mkl is None or not mkl.supports(a, b):
             return "numpy"
-        key = product_key(a, b)
-        if key not in self.seen:
-            self._see(key, a, b)
-        return self.current
+        with self._lock:
+            key = product_key(a, b)
+            if key in self.seen:
+                self.frozen = True
+            elif not self.frozen:
+                self._see(key, a, b)
+            return self.current
 
     def _see(self, key: str, a, b) -> None:
-        """A new shape for this process: measured unless the cache has it, then the choice over all seen."""
+        """A new shape of the first step: measured unless the cache has it, then the choice over the first
+        step's shapes. Once a shape comes again (the second step) the choice is fixed: shapes seen later (a last
+        partial batch, an evaluation) do not change it, so a resumed run chooses as the uninterrupted one did."""
         if key not in self.timings:
-            medians = self._measure(a, b)
-            with self._lock:
-                self.timings[key] = medians
-                _save(self.cache_file, key, medians)
-        with self._lock:
-            self.seen[key] = None
-            self.current = best(self.timings[k] for k in self.seen)
+            self.timings[key] = medians = self._measure(a, b)
+            _save(self.cache_file, key, medians)
+        self.seen[key] = None
+        self.current = best(self.timings[k] for k in self.seen)
 
     def matmul(self, a, b, out=None):
-        """``a @ b`` (into ``out``) on the BLAS chosen. The route of a (dtype, shapes, layout) is kept after its
-        first product: a small network's step runs a product every 50 microseconds."""
+        """``a @ b`` (into ``out``) on the BLAS chosen. The route of a (type, dtype, shape, strides) is kept after
+        its first product: a small network's step runs a product every 50 microseconds."""
         if _environ_get("GPUNET_BLAS") != self._setting:
             self._refresh()
-        route = (a.dtype, b.dtype, a.shape, b.shape, a.flags.c_contiguous, b.flags.c_contiguous)
+        route = (type(a), type(b), a.dtype, b.dtype, a.shape, b.shape, a.strides, b.strides)
         name = self._routes.get(route)
         if name is None:
-            name = self.choose(a, b)
             with self._lock:  # a new shape may change the process's choice: every route is asked again
+                name = self.choose(a, b)
                 if self._routes.get("current") != self.current:
                     self._routes = {"current": self.current}
                 self._routes[route] = name
-        if name == "mkl" and out is not None and (type(out) is not numpy.ndarray or not out.flags.c_contiguous
-                                                   or numpy.may_share_memory(out, a)
-                                                   or numpy.may_share_memory(out, b)):
-            name = "numpy"  # an ``out`` cblas cannot write: NumPy handles it
+        if name == "mkl" and out is not None and not self._mkl.writes(out, a, b):
+            name = "numpy"  # an ``out`` cblas cannot write (another dtype NumPy casts to, a strided view)
         return self._run(name, a, b, out)
 
     def _measure(self, a, b) -> dict:
         """Each candidate's time for ``a @ b``, in blocks: a block starts with an untimed call (the other BLAS's
         threads may still spin on the cores after its last product), then BLOCK timed calls, as a step that uses
         this BLAS throughout would run it; blocks alternate, the order reversed every round. Returns each
-        candidate's median over its blocks' medians."""
+        candidate's median over its blocks' medians. A product slower than TRIAL_SECONDS is decided by one call
+        of each."""
         scratch = numpy.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-        once = 0.0
+        once = {}
         for name in CANDIDATES:
             start = time.perf_counter()
             self._run(name, a, b, scratch)
-            once += time.perf_counter() - start
-        rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, TRIAL_SECONDS / max(once * (BLOCK + 1), 1e-7))))
+            once[name] = time.perf_counter() - start
+        total = sum(once.values())
+        if total > TRIAL_SECONDS:
+            return once
+        rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, TRIAL_SECONDS / max(total * (BLOCK + 1), 1e-7))))
         blocks = {name: [] for name in CANDIDATES}
         for r in range(rounds):
             for name in (CANDIDATES if r % 2 == 0 else CANDIDATES[::-1]):
@@ -181,14 +191,19 @@ class HostBlas:
         return {name: statistics.median(t) for name, t in blocks.items()}
 
     def summary(self) -> dict:
-        """The setting, the candidates, the timings and the choice so far, for ``gpunet info`` and the bench."""
+        """The setting, the candidates, the timings and the choice so far, for ``gpunet info`` and the bench
+        (this loads oneMKL, to say whether it is there)."""
         setting = self._refresh()
         mkl = self.mkl()
+        current = self.current if setting == "auto" else setting
+        if setting == "mkl" and mkl is None:
+            current = None  # every product raises
         return {"setting": setting, "numpy_blas": numpy_blas(exclude=mkl.path if mkl else None),
                 "mkl": mkl.version if mkl else None, "mkl_path": mkl.path if mkl else None,
-                "mkl_error": self._mkl_error, "threads": self.threads, "cache_file": str(self.cache_file),
-                "current": {"numpy": "numpy", "mkl": "mkl" if mkl else "numpy"}.get(setting, self.current),
-                "seen": list(self.seen), "timings": {k: dict(v) for k, v in self.timings.items()}}
+                "mkl_error": self._mkl_error, "threads": self.threads,
+                "cache_file": None if self.cache_file is None else str(self.cache_file), "current": current,
+                "frozen": self.frozen, "seen": list(self.seen),
+                "timings": {k: dict(v) for k, v in self.timings.items()}}
 
 
 def best(timings) -> str:

@@ -15,6 +15,7 @@ last bits from the same product on two; the choice depends only on the shape, so
 """
 from __future__ import annotations
 
+import os
 import threading
 
 SMALL_PRODUCT = 1 << 23  # multiply-adds (m * k * n); about 0.1 ms on one core
@@ -29,6 +30,13 @@ class BlasThreads:
     def __init__(self):
         self._lock = threading.Lock()
         self._controllers = None  # found on first use, once NumPy has loaded its BLAS
+        self._excluded: set = set()
+
+    def exclude(self, path: str) -> None:
+        """Leave the BLAS at ``path`` alone (the oneMKL gpunet loaded itself has its own thread policy)."""
+        with self._lock:
+            self._excluded.add(os.path.realpath(path))
+            self._controllers = None
 
     def _find(self) -> list:
         try:
@@ -36,7 +44,8 @@ class BlasThreads:
         except ImportError:
             return []
         return [c for c in ThreadpoolController().select(user_api="blas").lib_controllers
-                if hasattr(c, "set_num_threads") and hasattr(c, "get_num_threads")]
+                if hasattr(c, "set_num_threads") and hasattr(c, "get_num_threads")
+                and os.path.realpath(getattr(c, "filepath", "")) not in self._excluded]
 
     def matmul(self, product, a, b, out=None):
         """``product(a, b, out=out)`` (a BLAS matrix product of 2-D arrays) on one thread if it is small."""

@@ -13,6 +13,8 @@ import functools
 import glob
 import logging
 import os
+import platform
+import subprocess
 import sys
 
 import numpy
@@ -21,6 +23,21 @@ _log = logging.getLogger("gpunet")
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 INT32_MAX = 2**31 - 1  # libmkl_rt's default interface (LP64) takes 32-bit sizes
+# Conditional numerical reproducibility: the same bits on every run on one CPU, whatever the arrays' alignment
+# (AUTO: the CPU's best code path; STRICT: independent of alignment).
+MKL_CBWR_AUTO, MKL_CBWR_STRICT = 2, 0x10000
+
+# Loads the library and runs a 2 x 2 product, in a process of its own: a broken install makes oneMKL print a
+# fatal error and end the process that loaded it, which must not be the user's.
+_PROBE = """
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+a = (ctypes.c_float * 4)(1, 2, 3, 4); c = (ctypes.c_float * 4)()
+lib.cblas_sgemm.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                            ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+lib.cblas_sgemm(101, 111, 111, 2, 2, 2, 1.0, a, 2, a, 2, 0.0, c, 2)
+sys.exit(0 if list(c) == [7.0, 10.0, 15.0, 22.0] else 3)
+"""
 
 
 class MklUnavailable(RuntimeError):
@@ -51,6 +68,9 @@ class Mkl:
             fn.restype = None
             fn.argtypes = [int_, int_, int_, size, size, size, scalar, ptr, size, ptr, size, scalar, ptr, size]
             self._gemm[numpy.dtype(dtype)] = fn
+        lib.MKL_CBWR_Set.argtypes = [ctypes.c_int]
+        if lib.MKL_CBWR_Set(MKL_CBWR_AUTO | MKL_CBWR_STRICT) != 0:
+            lib.MKL_CBWR_Set(MKL_CBWR_AUTO)
         lib.MKL_Set_Num_Threads.argtypes = [ctypes.c_int]
         lib.MKL_Set_Num_Threads(threads)
         lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
@@ -67,6 +87,12 @@ class Mkl:
         return (a.dtype in self._gemm and b.dtype == a.dtype and a.ndim == 2 and b.ndim == 2
                 and a.dtype.isnative and _layout(a) is not None and _layout(b) is not None
                 and 0 < max(a.shape + b.shape) <= INT32_MAX and min(a.shape + b.shape) > 0)
+
+    def writes(self, out, a, b) -> bool:
+        """True when ``gemm`` can write ``a @ b`` into ``out`` (else NumPy, which also casts, should)."""
+        return (type(out) is numpy.ndarray and out.dtype == a.dtype and out.shape == (a.shape[0], b.shape[1])
+                and out.flags.c_contiguous and out.flags.writeable and not numpy.may_share_memory(out, a)
+                and not numpy.may_share_memory(out, b))
 
     def gemm(self, a, b, out=None, threads: int = 0):
         """``a @ b`` into ``out`` (C-contiguous, writable, of shape (M, N) and the inputs' dtype, sharing no
@@ -111,14 +137,33 @@ def _layout(m):
     return None
 
 
+def _probe(path: str) -> str | None:
+    """None when ``path`` loads and multiplies in a test process, else why not."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the test process failed ({exc})"
+    if done.returncode == 0:
+        return None
+    said = (done.stdout + done.stderr).strip().splitlines()
+    return f"it failed in a test process (exit {done.returncode}{': ' + said[-1] if said else ''})"
+
+
 @functools.cache
 def load(threads: int) -> Mkl:
-    """oneMKL with ``threads`` threads, or :class:`MklUnavailable` saying why."""
+    """oneMKL with ``threads`` threads, or :class:`MklUnavailable` saying why. Each candidate library is first
+    tried in a process of its own (about 0.1 s, once per process that may use oneMKL)."""
     tried = []
     for path in _candidates():
-        try:
-            return Mkl(path, threads)
-        except (OSError, AttributeError) as exc:
-            tried.append(f"{path}: {exc}")
-    raise MklUnavailable("oneMKL not found (pip install gpunet[mkl])" + (f"; tried {'; '.join(tried)}" if tried
-                                                                          else ""))
+        why = _probe(path)
+        if why is None:
+            try:
+                return Mkl(path, threads)
+            except (OSError, AttributeError) as exc:
+                why = str(exc)
+        tried.append(f"{path}: {why}")
+    if platform.machine() not in ("x86_64", "AMD64"):
+        hint = f"oneMKL is built for x86-64 only, this is {platform.machine()}"
+    else:
+        hint = "pip install gpunet[mkl]"
+    raise MklUnavailable(f"oneMKL not found ({hint})" + (f"; tried {'; '.join(tried)}" if tried else ""))

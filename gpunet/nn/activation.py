@@ -31,9 +31,10 @@ class _Pointwise(Module):
 
 
 class ReLU(_Pointwise):
-    """``inplace=True`` writes the output over the input and the gradient over the incoming one, as PyTorch's
-    ``ReLU(inplace=True)``: for a layer whose input and incoming gradient nobody else keeps (``nn.mlp``'s, after
-    a Linear), it saves two new arrays and two cold passes over memory in every step."""
+    """``inplace=True`` writes the output over the input, as PyTorch's ``ReLU(inplace=True)``; inside a
+    ``Sequential`` the backward also writes over a gradient the next layer has just made (never over the one the
+    caller passed in). For a layer whose input nobody else keeps (``nn.mlp``'s, after a Linear) that saves two new
+    arrays and two cold passes over memory in every step."""
     init = "he"
     _forward = staticmethod(ops.relu)
     _backward = staticmethod(ops.relu_backward)
@@ -49,11 +50,13 @@ class ReLU(_Pointwise):
         self._saved = ops.relu(x, device=self.device, out=x)
         return self._saved
 
-    def backward(self, dy):
+    def backward(self, dy, overwrite: bool = False):
+        """``overwrite``: ``dy`` is a temporary of the caller's (Sequential passes True for a gradient the next
+        layer made), which an in-place ReLU may write its result over."""
         if self._saved is None:
             return super().backward(dy)
         dy = self.device.asarray(dy)
-        if not (self.inplace and writable_like(dy, self._saved, self.device)):
+        if not (self.inplace and overwrite and writable_like(dy, self._saved, self.device)):
             return super().backward(dy)
         return ops.relu_backward(self._saved, dy, device=self.device, out=dy)
 

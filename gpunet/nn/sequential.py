@@ -41,8 +41,13 @@ class Sequential(Module):
         return x
 
     def backward(self, dy):
+        given = dy
         for layer in reversed(self._children.values()):
-            dy = layer.backward(dy)
+            if type(layer) is ReLU and layer.inplace:
+                # A gradient the next layer made is ours to overwrite; the caller's (or a view of it) is not.
+                dy = layer.backward(dy, overwrite=not self.device.xp.may_share_memory(dy, given))
+            else:
+                dy = layer.backward(dy)
             if dy is None:
                 break
         return dy

@@ -46,9 +46,10 @@ def _sigmoid(xp, x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
-# ReLU as PyTorch: relu(NaN) is NaN (xp.maximum propagates it); the backward passes dy where y > 0 or y is NaN and
+# ReLU as PyTorch: relu(NaN) is NaN (xp.maximum propagates it), relu(-0.0) is +0.0 as in the kernels (maximum
+# keeps -0.0; adding 0 makes it +0.0 and changes nothing else); the backward passes dy where y > 0 or y is NaN and
 # gives exactly 0 where y <= 0, even for an inf or NaN dy (a select, not dy * [y > 0], which would make 0 * inf).
-RELU = Op("relu_forward", "elementwise", "elementwise", lambda xp, x: xp.maximum(x, 0), compiled=True)
+RELU = Op("relu_forward", "elementwise", "elementwise", lambda xp, x: xp.maximum(x, 0) + 0, compiled=True)
 RELU_BACKWARD = Op("relu_backward", "elementwise", "elementwise",
                    lambda xp, y, dy: xp.where(y <= 0, xp.zeros((), dy.dtype), dy), compiled=True)
 TANH = Op("tanh_forward", "elementwise", "elementwise", _in_float32_or_wider(lambda xp, x: xp.tanh(x)))
@@ -65,9 +66,18 @@ def writable_like(out, like, dev) -> bool:
             and getattr(out.flags, "writeable", True))
 
 
-def _into(out, like, dev, name="out"):
+def _data_pointer(a) -> int:
+    return a.data.ptr if hasattr(a.data, "ptr") else a.ctypes.data  # CuPy, NumPy
+
+
+def _into(out, like, dev, *inputs, name="out"):
     """``out`` checked as a place for a result like ``like``: an array of the same device, shape and dtype,
-    C-contiguous and writable (it may be an input: ReLU reads each element before it writes it)."""
+    C-contiguous and writable, and either apart from every input or exactly one of them (ReLU reads each element
+    before it writes it; an ``out`` shifted against an input would read elements already written)."""
+    for a in inputs:
+        if dev.xp.may_share_memory(out, a) and not (_data_pointer(out) == _data_pointer(a)
+                                                     and out.strides == a.strides):
+            raise ValueError(f"{name} overlaps an input without being it: pass the input itself or an array apart")
     if not writable_like(out, like, dev):
         raise ValueError(f"{name} must be a writable, C-contiguous {like.dtype} array of shape {tuple(like.shape)} "
                          f"on {dev.name}; got {type(out).__name__} {getattr(out, 'dtype', '')}"
@@ -79,13 +89,13 @@ def relu(x, device=None, out=None):
     """``max(x, 0)`` (NaN stays NaN), into ``out`` where given; ``out=x`` overwrites the input (nn.ReLU's
     ``inplace``: no new array in a training step)."""
     dev, x = on_device(x, device)
-    return dev.run(RELU, x, out=None if out is None else _into(out, x, dev))
+    return dev.run(RELU, x, out=None if out is None else _into(out, x, dev, x))
 
 
 def relu_backward(y, dy, device=None, out=None):
     """``dy`` where ``y > 0`` (or NaN), else 0; into ``out`` where given (``out=dy`` overwrites the gradient)."""
     dev, y, dy = pair_on_device(y, dy, device, "y")
-    return dev.run(RELU_BACKWARD, y, dy, out=None if out is None else _into(out, dy, dev))
+    return dev.run(RELU_BACKWARD, y, dy, out=None if out is None else _into(out, dy, dev, y, dy))
 
 
 def tanh(x, device=None):

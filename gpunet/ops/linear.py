@@ -19,7 +19,9 @@ def _bias_add(xp, y, bias):
 
 def _bias_relu(xp, y, bias):
     y += bias
-    return xp.maximum(y, 0, out=y)  # NaN stays NaN, as relu
+    xp.maximum(y, 0, out=y)  # NaN stays NaN, as relu
+    y += 0  # and -0.0 becomes +0.0, as in the kernels
+    return y
 
 
 BIAS_ADD = Op("bias_add", "bias_add", "elementwise", _bias_add, compiled=True)

@@ -100,9 +100,10 @@ def test_softmax_and_log_softmax_match_the_numpy_form(numpy_form, rows, cols, dt
         assert_per_value(dx, numpy_form(lambda: backward(y, dy, device="cpu")), dtype, scale, purpose="numpy_form")
 
 
-# Arrays of at least 32 MB in all (float32): the log-softmax forward and both backwards write their output with
-# streaming stores, a row's unaligned head and its tail apart (rows of 1001 start at every alignment).
-@pytest.mark.parametrize("rows,cols", [(2801, 1001), (1000, 4100), (70, 60000)])
+# Arrays of at least 32 MiB in all (float32): the log-softmax forward (input and output: from 4.2 M elements)
+# and both backwards (from 2.8 M) write their output with streaming stores, a row's unaligned head and its tail
+# apart. Rows of 1001 floats start at every 4-byte offset of a vector; (2801, 1001) streams the backwards only.
+@pytest.mark.parametrize("rows,cols", [(2801, 1001), (4200, 1001), (70, 60000)])
 def test_streamed_outputs_match_the_numpy_form(numpy_form, rows, cols):
     test_softmax_and_log_softmax_match_the_numpy_form(numpy_form, rows, cols, np.float32)
 

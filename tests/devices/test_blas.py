@@ -65,13 +65,13 @@ def test_mkl_refuses_what_cblas_cannot_read(mkl):
         mkl.gemm(square, square, square)
 
 
-def test_a_planted_transpose_mixup_fails_the_layout_test(mkl, rng):
-    """Mutation: reading a transposed view as if stored as given (the flag a binding could get wrong) gives a
-    wrong product that the comparison above catches."""
-    a = operand(rng, (5, 5), "t", "float64")
-    b = operand(rng, (5, 5), "n", "float64")
-    wrong = mkl.gemm(np.ascontiguousarray(a.T), b)  # what the stored bytes read as given would give
-    assert not np.allclose(wrong, a @ b)
+def test_a_planted_transpose_mixup_fails_the_layout_test(mkl, rng, monkeypatch):
+    """Mutation: a binding that passed every operand as stored row-major (no transpose flag) must fail the
+    layout test above, else that test proves nothing about the flags."""
+    from gpunet.devices import mkl as mkl_module
+    monkeypatch.setattr(mkl_module, "_layout", lambda m: (mkl_module.NO_TRANS, m.shape[1]))
+    with pytest.raises(AssertionError):
+        test_mkl_products_equal_numpy_in_every_layout(mkl, rng, "float64", "tn", 5, 5, 5)
 
 
 @pytest.fixture
@@ -190,3 +190,80 @@ def test_no_cache_folder_means_measuring_in_this_process_with_one_warning(mkl, t
         np.testing.assert_array_equal(blas.matmul(b.T, a.T), b.T @ a.T)
     assert blas.cache_file is None and len(blas.timings) == 2
     assert sum("no folder for the BLAS timings" in r.message for r in caplog.records) == 1
+
+
+def test_numpy_setting_never_loads_mkl(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUNET_BLAS", "numpy")
+    monkeypatch.setattr(blas_module, "load_mkl", lambda threads: pytest.fail("oneMKL loaded under numpy"))
+    blas = HostBlas(2)
+    a = np.ones((3, 4), np.float32)
+    np.testing.assert_array_equal(blas.matmul(a, a.T), a @ a.T)
+    assert blas._mkl is None and blas.cache_file is None
+
+
+def test_a_broken_mkl_is_reported_not_fatal(mkl, tmp_path, monkeypatch):
+    """libmkl_rt without the libraries it loads makes oneMKL end the process that calls it: the library is tried
+    in a test process first, and the user's process goes on with NumPy's BLAS."""
+    import shutil
+    broken = tmp_path / "libmkl_rt.so.3"
+    shutil.copy(mkl.path, broken)
+    monkeypatch.setenv("GPUNET_MKL", str(broken))
+    monkeypatch.setenv("LD_LIBRARY_PATH", "")
+    from gpunet.devices import mkl as mkl_module
+    monkeypatch.setattr(mkl_module, "load", mkl_module.load.__wrapped__)  # no cached library
+    with pytest.raises(MklUnavailable, match="failed in a test process"):
+        mkl_module.load(2)
+
+
+def test_routes_follow_the_layout_and_out_that_mkl_cannot_write_goes_to_numpy(mkl, rng, monkeypatch):
+    monkeypatch.setenv("GPUNET_BLAS", "mkl")
+    blas = HostBlas(2)
+    b = rng.standard_normal((8, 3)).astype(np.float32)
+    # A transposed view, then a strided slice of the same shape: the second is not one cblas reads.
+    a = rng.standard_normal((8, 6)).astype(np.float32)
+    np.testing.assert_allclose(blas.matmul(a.T, b), a.T @ b, rtol=1e-5, atol=1e-6)
+    strided = np.ascontiguousarray(np.repeat(a, 2, axis=1))[:, ::2]  # same shape as a, neither C nor F
+    np.testing.assert_allclose(blas.matmul(strided.T, b), a.T @ b, rtol=1e-5, atol=1e-6)
+    # A float64 product into a float32 out: NumPy casts, cblas cannot.
+    x64, w64 = rng.standard_normal((5, 4)), rng.standard_normal((4, 3))
+    out = np.empty((5, 3), np.float32)
+    blas.matmul(x64, w64, out=out)
+    np.testing.assert_allclose(out, (x64 @ w64).astype(np.float32), rtol=1e-6)
+
+
+def test_the_choice_is_fixed_once_a_shape_comes_again(host_blas, mkl):
+    """The first step's shapes decide; a later shape (a last partial batch, an evaluation) does not change the
+    choice, so a run resumed at a later epoch, which sees the first step's shapes first, chooses the same."""
+    host_blas._refresh()
+    host_blas.timings.update({"float32 4x4x4 nn": {"numpy": 2e-3, "mkl": 1e-3},
+                              "float32 8x8x8 nn": {"numpy": 1e-4, "mkl": 9e-3}})
+    a4, a8 = np.ones((4, 4), np.float32), np.ones((8, 8), np.float32)
+    assert host_blas.choose(a4, a4) == "mkl"
+    assert host_blas.choose(a4, a4) == "mkl" and host_blas.frozen  # the second step
+    assert host_blas.choose(a8, a8) == "mkl"  # would tip the total to numpy, but the choice is made
+    assert "float32 8x8x8 nn" not in host_blas.seen
+
+
+def test_a_slow_product_is_decided_by_one_call_each(host_blas, mkl, monkeypatch):
+    monkeypatch.setattr(blas_module, "TRIAL_SECONDS", 0.0)
+    host_blas._refresh()
+    calls = []
+    real = host_blas._run
+    monkeypatch.setattr(host_blas, "_run", lambda name, a, b, out: calls.append(name) or real(name, a, b, out))
+    a = np.ones((16, 16), np.float32)
+    medians = host_blas._measure(a, a)
+    assert sorted(calls) == ["mkl", "numpy"] and set(medians) == {"numpy", "mkl"}
+
+
+def test_info_says_when_mkl_is_wanted_but_missing(monkeypatch, capsys):
+    from gpunet import cli
+    from gpunet.devices import host
+
+    def missing(threads):
+        raise MklUnavailable("oneMKL not found (pip install gpunet[mkl])")
+    monkeypatch.setattr(blas_module, "load_mkl", missing)
+    monkeypatch.setattr(host, "host_blas", lambda: HostBlas(2))
+    monkeypatch.setattr("gpunet.info.host_blas", lambda: HostBlas(2))
+    monkeypatch.setenv("GPUNET_BLAS", "mkl")
+    assert cli.main(["info"]) == 0
+    assert "GPUNET_BLAS=mkl, but oneMKL is not available: every product will raise" in capsys.readouterr().out
