@@ -60,7 +60,7 @@ class CudaLauncher(KernelLauncher):
         props = cupy.cuda.runtime.getDeviceProperties(index)
         self.max_grid = int(props["multiProcessorCount"]) * 32
         self.arch = f"sm_{props['major']}{props['minor']}"
-        name = props["name"]
+        name = props.get("name", "unknown GPU")
         self.gpu_name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
 
     def load_module(self, module: str, config):
