@@ -75,6 +75,8 @@ def _into(out, like, dev, *inputs, name="out"):
     C-contiguous and writable, and either apart from every input or exactly one of them (ReLU reads each element
     before it writes it; an ``out`` shifted against an input would read elements already written)."""
     for a in inputs:
+        if out is a:  # the in-place call of nn.ReLU: nothing to look at
+            continue
         if dev.xp.may_share_memory(out, a) and not (_data_pointer(out) == _data_pointer(a)
                                                      and out.strides == a.strides):
             raise ValueError(f"{name} overlaps an input without being it: pass the input itself or an array apart")
