@@ -76,6 +76,8 @@ class Mkl:
         lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
         lib.MKL_Set_Num_Threads_Local.restype = ctypes.c_int
         self.threads = threads
+        warm = numpy.ones((64, 64), numpy.float32)  # the library's first call sets it up: not in a measurement
+        self.gemm(warm, warm)
         text = ctypes.create_string_buffer(256)
         lib.MKL_Get_Version_String.argtypes = [ctypes.c_char_p, ctypes.c_int]
         lib.MKL_Get_Version_String(text, len(text))
