@@ -190,14 +190,19 @@ class HostBlas:
                 blocks[name].append(statistics.median(times))
         return {name: statistics.median(t) for name, t in blocks.items()}
 
+    def choice(self) -> tuple[str, str | None]:
+        """(the setting, the BLAS products run on now: "numpy", "mkl", or None where GPUNET_BLAS=mkl cannot work),
+        without loading oneMKL where the setting has not."""
+        setting = self._refresh()
+        if setting == "mkl":
+            return setting, "mkl" if self.mkl() is not None else None
+        return setting, self.current if setting == "auto" else setting
+
     def summary(self) -> dict:
         """The setting, the candidates, the timings and the choice so far, for ``gpunet info`` and the bench
         (this loads oneMKL, to say whether it is there)."""
-        setting = self._refresh()
+        setting, current = self.choice()
         mkl = self.mkl()
-        current = self.current if setting == "auto" else setting
-        if setting == "mkl" and mkl is None:
-            current = None  # every product raises
         return {"setting": setting, "numpy_blas": numpy_blas(exclude=mkl.path if mkl else None),
                 "mkl": mkl.version if mkl else None, "mkl_path": mkl.path if mkl else None,
                 "mkl_error": self._mkl_error, "threads": self.threads,

@@ -53,6 +53,5 @@ class HostDevice(Device):
         return isinstance(a, numpy.ndarray)
 
     def describe(self) -> dict:
-        summary = host_blas().summary()
-        return {**super().describe(), "host_threads": host_threads(), "blas": summary["current"],
-                "blas_setting": summary["setting"]}
+        setting, current = host_blas().choice()
+        return {**super().describe(), "host_threads": host_threads(), "blas": current, "blas_setting": setting}

@@ -198,6 +198,7 @@ def test_numpy_setting_never_loads_mkl(tmp_path, monkeypatch):
     blas = HostBlas(2)
     a = np.ones((3, 4), np.float32)
     np.testing.assert_array_equal(blas.matmul(a, a.T), a @ a.T)
+    assert blas.choice() == ("numpy", "numpy")  # what metrics.json records
     assert blas._mkl is None and blas.cache_file is None
 
 
