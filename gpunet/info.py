@@ -14,7 +14,7 @@ import sys
 import numpy
 
 from . import cpu_kernels
-from .devices import probe_cuda
+from .devices import device, probe_cuda
 from .devices.host import host_blas, host_threads
 from .machine import cpu_model, cpu_vendor, notable_flags
 
@@ -61,14 +61,8 @@ def collect(measure: bool = False) -> dict:
         "compiled_kernels": compiled,
         "blas": blas.summary(),
         "cuda": {"available": cupy is not None, "why_not": cuda_reason,
-                 "device": _gpu_name(cupy) if cupy is not None else None},
+                 "device": device("cuda:0").describe()["gpu"] if cupy is not None else None},
     }
-
-
-def _gpu_name(cupy) -> str:
-    props = cupy.cuda.runtime.getDeviceProperties(0)
-    name = props["name"]
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def render(info: dict) -> str:
