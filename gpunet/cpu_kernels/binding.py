@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import functools
+import platform
 import re
 import threading
 import weakref
@@ -25,6 +26,33 @@ _SCALARS = {"int": (ctypes.c_int, numpy.dtype("int32")), "int64_t": (ctypes.c_in
             "double": (ctypes.c_double, None)}
 _ELEMENTS = {"int64_t": numpy.dtype("int64"), "double": numpy.dtype("float64")}  # besides T, the kernel's dtype
 SUFFIXES = {"float32": "f32", "float64": "f64"}
+
+
+def _data_offset() -> int | None:
+    """Where an ndarray object holds its data pointer: right after the object header (NumPy's C struct,
+    ``PyArrayObject_fields``, whose layout NumPy's ABI keeps), checked here on arrays whose pointers are known;
+    None (and ``.ctypes.data``) where that does not hold or ``id`` is no address (not CPython)."""
+    if platform.python_implementation() != "CPython":
+        return None
+    offset = object.__basicsize__
+    probes = [numpy.arange(5.0), numpy.arange(6, dtype=numpy.float32)[2:], numpy.zeros((3, 4))[1]]
+    try:
+        if all(ctypes.c_void_p.from_address(id(a) + offset).value == a.ctypes.data for a in probes):
+            return offset
+    except (ValueError, OSError):
+        pass
+    return None
+
+
+_DATA_OFFSET = _data_offset()
+_from_address = ctypes.c_void_p.from_address
+
+
+def data_pointer(a: numpy.ndarray) -> int:
+    """``a.ctypes.data`` in a tenth of its time (0.1 against 1.2 us: a small op passes three buffers)."""
+    if _DATA_OFFSET is None:
+        return a.ctypes.data
+    return _from_address(id(a) + _DATA_OFFSET).value or 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +177,7 @@ class Function:
         if value.size != length:
             raise ValueError(f"{self.name}: {param.name}{where} must hold {length} elements, got {value.size} "
                              f"(shape {value.shape})")
-        return value.ctypes.data
+        return data_pointer(value)
 
     def _list(self, param: Param, value, args):
         """A ctypes array of the buffers' data pointers (the array object itself, so that the call holds it). An

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy
 
 from .. import native
+from ..env import setting
 from ..machine import cpu_flags, cpu_model
 from .blas_threads import BlasThreads, is_small
 from .mkl import MklUnavailable, load as load_mkl
 
 _log = logging.getLogger("gpunet")
-_environ_get = os.environ.get
 
 CHOICES = ("auto", "numpy", "mkl")
 CANDIDATES = ("numpy", "mkl")
@@ -89,12 +89,12 @@ class HostBlas:
     def _refresh(self) -> str:
         """The setting now, reloading the saved timings when ``$GPUNET_BLAS`` changed (tests change it; the
         cache folder is read then too). ``numpy`` neither loads oneMKL nor reads the cache."""
-        environ = _environ_get("GPUNET_BLAS")
+        environ = setting("GPUNET_BLAS")
         if environ != self._setting or not self._loaded:
-            setting = wanted()
+            choice = wanted()
             with self._lock:
                 self.cache_file = None
-                if setting == "auto" and self.mkl() is not None:
+                if choice == "auto" and self.mkl() is not None:
                     try:
                         self.cache_file = native.cache_dir("blas") / f"timings-{self.fingerprint()}.json"
                     except OSError as exc:  # no cache folder: the timings hold for this process only
@@ -102,7 +102,7 @@ class HostBlas:
                                    "only")
                 self.timings, self.seen, self.frozen, self.current = _read(self.cache_file), {}, False, "numpy"
                 self._routes = {}
-                self._setting, self._wanted, self._loaded = environ, setting, True
+                self._setting, self._wanted, self._loaded = environ, choice, True
         return self._wanted
 
     def fingerprint(self) -> str:
@@ -148,7 +148,7 @@ class HostBlas:
     def matmul(self, a, b, out=None):
         """``a @ b`` (into ``out``) on the BLAS chosen. The route of a (type, dtype, shape, strides) is kept after
         its first product: a small network's step runs a product every 50 microseconds."""
-        if _environ_get("GPUNET_BLAS") != self._setting:
+        if setting("GPUNET_BLAS") != self._setting:
             self._refresh()
         route = (type(a), type(b), a.dtype, b.dtype, a.shape, b.shape, a.strides, b.strides)
         name = self._routes.get(route)

@@ -7,11 +7,11 @@ over cache-sized row blocks spread over the cores (NumPy releases the GIL inside
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy
 
 from .. import cpu_kernels
+from ..env import setting
 from ..errors import check_label_range, label_out_of_range
 from ..numerics import quiet, widened
 from .host import HostDevice, host_pool, host_threads
@@ -41,7 +41,7 @@ class CpuDevice(HostDevice):
     def compiled(self, name: str, dtype):
         """The checked compiled entry point ``name`` for ``dtype`` (``cpu_kernels.library``), or None. Looked up
         once per entry point, dtype and setting: ops ask at every call."""
-        key = (name, dtype, _environ_get("GPUNET_CPU_KERNELS"), _environ_get("GPUNET_CPU_ISA"))
+        key = (name, dtype, setting("GPUNET_CPU_KERNELS"), setting("GPUNET_CPU_ISA"))
         try:
             return _COMPILED[key]
         except KeyError:
@@ -92,15 +92,17 @@ class CpuDevice(HostDevice):
 
     def _rows(self, op, *inputs):
         dtype = inputs[0].dtype
-        wide = [widened(a) for a in inputs]
+        wide = inputs if dtype.itemsize >= 4 else [widened(a) for a in inputs]
         out = numpy.empty_like(wide[0])
         fn = self._compiled_for(op, wide)
         if fn is not None:
             fn(*wide, out, out.shape[0], out.shape[1], host_threads())
         else:
             self.map_rows(quietly(functools.partial(op.numpy, numpy)), wide, [out])
+        if out.dtype == dtype:
+            return out
         with quiet():  # float16: values past its range become inf, as the kernels' conversion does
-            return out.astype(dtype, copy=False)
+            return out.astype(dtype)
 
     def _bias_add(self, op, y, bias):
         """``y`` (a new C-contiguous product) updated in place with ``bias`` (and the op's activation)."""
@@ -169,7 +171,6 @@ class CpuDevice(HostDevice):
 
 
 _COMPILED: dict = {}
-_environ_get = os.environ.get
 
 
 def reset_compiled_cache() -> None:

@@ -7,6 +7,7 @@ import pytest
 
 import gpunet
 from gpunet import cpu_kernels, ops
+from gpunet.cpu_kernels import binding
 from gpunet.cpu_kernels.binding import parse_signatures
 
 BUILT = cpu_kernels.library() is not None
@@ -176,3 +177,34 @@ def test_byte_swapped_arrays_give_the_native_answer(device):
                     ops.softmax_cross_entropy_with_grad(x, labels, reduction="none", device=device)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(ops.linear(swapped, w.astype(">f4"), device=device), ops.linear(x, w, device=device))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: np.arange(12, dtype=np.float32),
+    lambda: np.arange(24.0).reshape(4, 6)[1:3],         # a view into another array's memory
+    lambda: np.arange(24.0).reshape(4, 6)[:, 2],        # a strided view
+    lambda: np.zeros((0, 5), np.float32),                # no elements
+    lambda: np.asarray(np.arange(6.0)).view(np.recarray),  # a subclass
+], ids=["owner", "rows-view", "column-view", "empty", "subclass"])
+def test_data_pointer_is_the_arrays_own_address(make):
+    """The binding reads a buffer's address from the array object (a tenth of ``.ctypes.data``'s time): the
+    same address as NumPy gives, for owners, views, empty arrays and subclasses alike."""
+    a = make()
+    assert binding.data_pointer(a) == a.ctypes.data
+
+
+def test_data_pointer_falls_back_to_ctypes_where_the_layout_is_unknown(monkeypatch):
+    a = np.arange(10.0)[3:]
+    monkeypatch.setattr(binding, "_DATA_OFFSET", None)
+    assert binding.data_pointer(a) == a.ctypes.data
+
+
+def test_data_pointer_mutation_a_wrong_offset_is_caught_by_the_probe(monkeypatch):
+    """The probe behind ``_DATA_OFFSET`` refuses an offset that does not give the known addresses: planted here by
+    making the header size it assumes wrong, it must answer None (and the binding falls back to ``.ctypes``)."""
+    class Header:
+        __basicsize__ = object.__basicsize__ + 8  # the dimension count's field, not the data pointer
+    monkeypatch.setattr(binding, "object", Header, raising=False)
+    assert binding._data_offset() is None
+    monkeypatch.delattr(binding, "object")
+    assert binding._data_offset() == binding._DATA_OFFSET is not None
