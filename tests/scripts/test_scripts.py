@@ -24,7 +24,9 @@ def test_bench_row_worker_and_table(capsys):
     results = {"row_ops": []}
     bench.print_row_ops("cpu", rows, {"same": rows}, results)
     assert all(r["gpunet_over_same"] == 1.0 for r in results["row_ops"])
-    assert "softmax fwd" in capsys.readouterr().out
+    assert all(r["fraction_of_new_copy"] == r["gpunet_gbs"] / r["new_copy_gbs"] > 0 for r in results["row_ops"])
+    printed = capsys.readouterr().out
+    assert "softmax fwd" in printed and "of new" in printed
 
 
 def test_bench_training_table_takes_medians_of_alternating_rounds(capsys):
@@ -106,10 +108,10 @@ def test_kernel_report_shows_no_spills():
 
 def test_bench_row_rounds_take_medians():
     bench = load("bench")
-    runs = [[{"op": "softmax fwd", "shape": [2, 3], "seconds": s, "copy_seconds": c, "bytes": 48}]
-            for s, c in ((1.0, 4.0), (3.0, 2.0), (2.0, 9.0))]
+    runs = [[{"op": "softmax fwd", "shape": [2, 3], "seconds": s, "copy_seconds": c, "new_copy_seconds": n,
+              "bytes": 48}] for s, c, n in ((1.0, 4.0, 7.0), (3.0, 2.0, 5.0), (2.0, 9.0, 6.0))]
     assert bench.median_rows(runs) == [{"op": "softmax fwd", "shape": [2, 3], "seconds": 2.0, "copy_seconds": 4.0,
-                                        "bytes": 48}]
+                                        "new_copy_seconds": 6.0, "bytes": 48}]
     assert bench.median_rows(runs + [None]) is None
 
 
