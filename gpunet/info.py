@@ -15,6 +15,7 @@ import numpy
 
 from . import cpu_kernels
 from .devices import device, probe_cuda
+from .devices.blas import product_key
 from .devices.host import host_blas, host_threads
 from .machine import cpu_model, cpu_vendor, notable_flags
 
@@ -40,9 +41,7 @@ def collect(measure: bool = False) -> dict:
     """Everything ``gpunet info`` prints, as a dict (``--json``)."""
     blas = host_blas()
     if measure:
-        for sizes, batch in BENCH_STEPS:
-            for a, b in step_products(sizes, batch):
-                blas.matmul(a, b)
+        blas.measure_keys([product_key(a, b) for sizes, batch in BENCH_STEPS for a, b in step_products(sizes, batch)])
     cupy, cuda_reason = probe_cuda(0)
     try:
         isa = cpu_kernels.chosen_isa()

@@ -5,9 +5,10 @@ Why: no BLAS wins everywhere. On a 2-core AMD Zen 4 NumPy's OpenBLAS ran a train
 oneMKL; on a 2-core Intel Xeon oneMKL ran them up to 1.5x faster. And one process must use one BLAS: each keeps
 its threads spinning on the cores for a while after a product, so mixing the two by shape made a 784-512-512-10
 step three times slower than either alone (docs/measurements/cpu-amd-epyc-2core-2026-12-01-notes.md). So the
-first time a product of a new (dtype, M, K, N, layout) comes, each candidate (NumPy's BLAS; oneMKL where
-``gpunet[mkl]`` installed it) runs it in blocks on the very operands, and the process uses the BLAS with the least
-total time over its first step's shapes; when a shape comes a second time (the second step) the choice is fixed.
+first step's products run on NumPy's BLAS; when a shape comes a second time (the second step), each candidate
+(NumPy's BLAS; oneMKL where ``gpunet[mkl]`` installed it) runs the first step's products (each (dtype, M, K, N,
+layout)) in blocks, alone in a process of its own (``blas_timing``: another BLAS's spinning threads would slow
+it), and the process uses the BLAS with the least total time; that choice is fixed.
 The timings are kept per machine (CPU, instruction sets, library versions, threads) in ``~/.cache/gpunet/blas/``,
 so a later run, or a resumed one, skips the measurement and makes the same choice; oneMKL runs in its
 reproducible mode (``mkl.py``), so a run repeats bit for bit on one machine. ``gpunet info`` prints the timings.
@@ -30,7 +31,8 @@ import numpy
 from .. import native
 from ..env import setting
 from ..machine import cpu_flags, cpu_model
-from .blas_threads import BlasThreads, is_small
+from . import blas_timing
+from .blas_threads import BlasThreads, run_on
 from .mkl import MklUnavailable, load as load_mkl
 
 _log = logging.getLogger("gpunet")
@@ -39,6 +41,10 @@ CHOICES = ("auto", "numpy", "mkl")
 CANDIDATES = ("numpy", "mkl")
 SWITCH_MARGIN = 0.95  # oneMKL must beat NumPy's BLAS by 5%: noise must not flip the choice
 TRIAL_SECONDS = 0.05  # about how long one key's measurement may take, over all candidates
+# 2: each BLAS in processes of its own, the step's products in order (1, in this process, under-rated oneMKL up
+# to 6x): timings saved by another method are not reused.
+TIMING_METHOD = 2
+CHILD_SECONDS = 0.2  # the least time the timing processes take together, besides their start (0.2 s each)
 BLOCK = 3  # timed calls in a row of one candidate
 MIN_ROUNDS, MAX_ROUNDS = 1, 15
 
@@ -81,9 +87,7 @@ class HostBlas:
         return self._mkl
 
     def _run(self, name: str, a, b, out):
-        if name == "mkl":  # the same thread policy as NumPy's BLAS gets (blas_threads): small products on one
-            return self._mkl.gemm(a, b, out, threads=1 if is_small(a, b) else 0)
-        return self._numpy.matmul(numpy.matmul, a, b, out=out)
+        return run_on(name, self._numpy, self._mkl, a, b, out)
 
     # ---- the choice -------------------------------------------------------------------------------------------
     def _refresh(self) -> str:
@@ -113,37 +117,62 @@ class HostBlas:
         blas = sorted((i.get("internal_api"), i.get("version"), i.get("architecture"))
                       for i in threadpool_info() if i.get("user_api") == "blas")
         return native.digest_of(cpu_model(), sorted(cpu_flags()), numpy.__version__, blas,
-                                mkl.version if mkl else None, self.threads)
+                                mkl.version if mkl else None, self.threads, TIMING_METHOD)
+
+    def measure_keys(self, keys) -> None:
+        """Timings for the product keys that have none yet (saved and cached): each candidate in processes of its
+        own, NumPy's BLAS, oneMKL, oneMKL, NumPy's BLAS (the machine drifts: each candidate's two runs are
+        averaged). Where a timing process fails, one warning, and the products are timed here."""
+        missing = [k for k in dict.fromkeys(keys) if k not in self.timings]
+        if not missing or self._refresh() != "auto" or self.mkl() is None:
+            return
+        _log.info("gpunet: timing NumPy's BLAS and oneMKL on %d products, once for this machine", len(missing))
+        seconds = max(CHILD_SECONDS, TRIAL_SECONDS * len(missing)) / 2
+        runs = {name: [] for name in CANDIDATES}
+        try:
+            for name in (*CANDIDATES, *CANDIDATES[::-1]):
+                runs[name].append(blas_timing.in_child(name, missing, self.threads, self._mkl.path, seconds / 2))
+            measured = {k: {name: statistics.fmean(r[k] for r in runs[name]) for name in CANDIDATES}
+                        for k in missing}
+        except RuntimeError as exc:
+            _warn_once(f"gpunet: {exc}; timing the BLASes in this process instead")
+            rng = numpy.random.default_rng(0)
+            measured = {k: self._measure(*blas_timing.operands(k, rng)) for k in missing}
+        for key, medians in measured.items():
+            self.timings[key] = medians
+            _save(self.cache_file, key, medians)
 
     def choose(self, a, b) -> str:
         """The BLAS that runs ``a @ b``: "numpy" or "mkl"."""
+        return self._choose(a, b)[0]
+
+    def _choose(self, a, b) -> tuple[str, bool]:
+        """(the BLAS for ``a @ b``, whether that is final for its route: not while the first step's shapes are
+        being collected, whose second step must come through here to make the choice)."""
         setting = self._refresh()
         if setting == "numpy":
-            return "numpy"
+            return "numpy", True
         mkl = self.mkl()
         if setting == "mkl":
             if mkl is None:
                 raise RuntimeError(f"GPUNET_BLAS=mkl: {self._mkl_error}")
-            return "mkl" if mkl.supports(a, b) else "numpy"
+            return ("mkl" if mkl.supports(a, b) else "numpy"), True
         if mkl is None or not mkl.supports(a, b):
-            return "numpy"
+            return "numpy", True
         with self._lock:
             key = product_key(a, b)
-            if key in self.seen:
+            if self.frozen:
+                return self.current, True
+            if key in self.seen:  # the second step: the first step's products are timed, the choice is made
+                self.measure_keys(self.seen)
                 self.frozen = True
-            elif not self.frozen:
-                self._see(key, a, b)
-            return self.current
-
-    def _see(self, key: str, a, b) -> None:
-        """A new shape of the first step: measured unless the cache has it, then the choice over the first
-        step's shapes. Once a shape comes again (the second step) the choice is fixed: shapes seen later (a last
-        partial batch, an evaluation) do not change it, so a resumed run chooses as the uninterrupted one did."""
-        if key not in self.timings:
-            self.timings[key] = medians = self._measure(a, b)
-            _save(self.cache_file, key, medians)
-        self.seen[key] = None
-        self.current = best(self.timings[k] for k in self.seen)
+            else:
+                self.seen[key] = None
+            # Over the first step's shapes (those with timings while it runs: a rerun's, from the cache). Shapes
+            # seen later (a last partial batch, an evaluation) do not change it, so a resumed run chooses as the
+            # uninterrupted one did.
+            self.current = best(self.timings[k] for k in self.seen if k in self.timings)
+            return self.current, self.frozen
 
     def matmul(self, a, b, out=None):
         """``a @ b`` (into ``out``) on the BLAS chosen. The route of a (type, dtype, shape, strides) is kept after
@@ -154,16 +183,17 @@ class HostBlas:
         name = self._routes.get(route)
         if name is None:
             with self._lock:  # a new shape may change the process's choice: every route is asked again
-                name = self.choose(a, b)
+                name, final = self._choose(a, b)
                 if self._routes.get("current") != self.current:
                     self._routes = {"current": self.current}
-                self._routes[route] = name
+                if final:
+                    self._routes[route] = name
         if name == "mkl" and out is not None and not self._mkl.writes(out, a, b):
             name = "numpy"  # an ``out`` cblas cannot write (another dtype NumPy casts to, a strided view)
         return self._run(name, a, b, out)
 
     def _measure(self, a, b) -> dict:
-        """Each candidate's time for ``a @ b``, in blocks: a block starts with an untimed call (the other BLAS's
+        """Each candidate's time for ``a @ b`` in this process (where the timing processes fail), in blocks: a block starts with an untimed call (the other BLAS's
         threads may still spin on the cores after its last product), then BLOCK timed calls, as a step that uses
         this BLAS throughout would run it; blocks alternate, the order reversed every round. Returns each
         candidate's median over its blocks' medians. A product slower than TRIAL_SECONDS is decided by one call

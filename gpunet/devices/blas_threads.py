@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import threading
 
+import numpy
+
 SMALL_PRODUCT = 1 << 23  # multiply-adds (m * k * n); about 0.1 ms on one core
 
 
@@ -66,3 +68,11 @@ class BlasThreads:
         finally:
             for controller, threads in lowered:
                 controller.set_num_threads(threads)
+
+
+def run_on(name: str, numpy_threads: BlasThreads, mkl, a, b, out):
+    """``a @ b`` into ``out`` on the BLAS ``name`` ("numpy", or "mkl": the loaded ``mkl.Mkl``), small products
+    on one thread on either (a training process and a timing process run products alike)."""
+    if name == "mkl":
+        return mkl.gemm(a, b, out, threads=1 if is_small(a, b) else 0)
+    return numpy_threads.matmul(numpy.matmul, a, b, out=out)

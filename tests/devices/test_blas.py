@@ -109,23 +109,66 @@ def test_mkl_wanted_but_missing_is_an_error_and_auto_uses_numpy(tmp_path, monkey
     assert blas.summary()["mkl_error"].startswith("oneMKL not found")
 
 
-def test_auto_measures_each_new_shape_once_and_saves_it(host_blas, mkl, monkeypatch):
-    measured = []
-    real = host_blas._measure
-    monkeypatch.setattr(host_blas, "_measure", lambda a, b: measured.append(product_key(a, b)) or real(a, b))
+def test_auto_times_the_first_steps_products_in_processes_of_their_own_and_saves_them(host_blas, mkl,
+                                                                                       monkeypatch):
+    """Nothing is timed during the first step; at the second, each candidate times the first step's products in
+    processes of its own, NumPy's BLAS, oneMKL, oneMKL, NumPy's BLAS; the timings are saved and a second process
+    (here: a second HostBlas) reads them instead of timing again."""
+    calls = []
+    real = blas_module.blas_timing.in_child
+    monkeypatch.setattr(blas_module.blas_timing, "in_child",
+                        lambda name, keys, *rest: calls.append((name, list(keys))) or real(name, keys, *rest))
     a, b = np.ones((8, 16), np.float32), np.ones((16, 4), np.float32)
-    for _ in range(3):
-        host_blas.matmul(a, b)
+    host_blas.matmul(a, b)
+    host_blas.matmul(b.T, a.T)
+    assert calls == [] and not host_blas.frozen
+    for _ in range(2):
+        np.testing.assert_array_equal(host_blas.matmul(a, b), a @ b)
         host_blas.matmul(b.T, a.T)
-    assert measured == ["float32 8x16x4 nn", "float32 4x16x8 tt"]
+    keys = ["float32 8x16x4 nn", "float32 4x16x8 tt"]
+    assert calls == [(name, keys) for name in ("numpy", "mkl", "mkl", "numpy")] and host_blas.frozen
     saved = json.loads(host_blas.cache_file.read_text())
-    assert set(saved) == set(measured)
+    assert set(saved) == set(keys)
     assert all(set(t) == {"numpy", "mkl"} and min(t.values()) > 0 for t in saved.values())
-    # A second process (here: a second HostBlas) reads the timings instead of measuring again.
     again = HostBlas(2)
-    monkeypatch.setattr(again, "_measure", lambda a, b: pytest.fail("measured a saved shape"))
-    again.matmul(a, b)
-    assert again.seen == {"float32 8x16x4 nn": None}
+    monkeypatch.setattr(blas_module.blas_timing, "in_child", lambda *args: pytest.fail("timed a saved shape"))
+    for _ in range(2):
+        again.matmul(a, b)
+    assert again.seen == {"float32 8x16x4 nn": None} and again.frozen
+
+
+def test_a_failing_timing_process_means_timing_here_with_one_warning(host_blas, mkl, monkeypatch, caplog):
+    def broken(name, keys, *rest):
+        raise RuntimeError(f"the {name} timing process failed (exit 1)")
+    monkeypatch.setattr(blas_module.blas_timing, "in_child", broken)
+    a = np.ones((8, 8), np.float32)
+    with caplog.at_level(logging.WARNING, logger="gpunet"):
+        host_blas.matmul(a, a)
+        host_blas.matmul(a, a)
+    assert set(host_blas.timings["float32 8x8x8 nn"]) == {"numpy", "mkl"}
+    assert sum("timing the BLASes in this process instead" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("key", ["float32 5x7x3 nn", "float64 4x6x2 tn", "float32 3x9x5 nt", "float32 2x3x4 tt"])
+def test_the_timing_process_multiplies_the_operands_its_key_names(key):
+    a, b = blas_module.blas_timing.operands(key, np.random.default_rng(0))
+    assert product_key(a, b) == key
+
+
+def test_the_timing_process_answers_each_products_time(mkl):
+    keys = ["float32 16x32x8 nn", "float32 8x16x32 tn"]
+    for name in ("numpy", "mkl"):
+        timings = blas_module.blas_timing.in_child(name, keys, 2, mkl.path, 0.01)
+        assert set(timings) == set(keys) and all(0 < t < 1 for t in timings.values())
+    with pytest.raises(RuntimeError, match="mkl timing process failed"):
+        blas_module.blas_timing.in_child("mkl", keys, 2, "/no/such/libmkl_rt.so", 0.01)
+
+
+def test_time_products_runs_the_products_in_the_step_order():
+    order = []
+    keys = ["float32 2x3x4 nn", "float32 4x3x2 tn", "float32 2x4x3 nt"]
+    timings = blas_module.blas_timing.time_products(lambda a, b, out: order.append(product_key(a, b)), keys, 0.0)
+    assert order == keys * 2 and set(timings) == set(keys)  # an untimed pass, then one timed pass
 
 
 def test_one_blas_for_the_process_the_least_total_over_the_shapes_seen(host_blas, mkl):
@@ -186,8 +229,9 @@ def test_no_cache_folder_means_measuring_in_this_process_with_one_warning(mkl, t
     blas = HostBlas(2)
     a, b = np.ones((8, 16), np.float32), np.ones((16, 4), np.float32)
     with caplog.at_level(logging.WARNING, logger="gpunet"):
-        np.testing.assert_array_equal(blas.matmul(a, b), a @ b)
-        np.testing.assert_array_equal(blas.matmul(b.T, a.T), b.T @ a.T)
+        for _ in range(2):  # two steps: the second times the first's products
+            np.testing.assert_array_equal(blas.matmul(a, b), a @ b)
+            np.testing.assert_array_equal(blas.matmul(b.T, a.T), b.T @ a.T)
     assert blas.cache_file is None and len(blas.timings) == 2
     assert sum("no folder for the BLAS timings" in r.message for r in caplog.records) == 1
 

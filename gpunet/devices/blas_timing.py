@@ -1,0 +1,89 @@
+"""One BLAS timed on a training step's products, alone in a process of its own (``python -m
+gpunet.devices.blas_timing``, run by ``blas.HostBlas``).
+
+Why a process of its own: a BLAS keeps its threads spinning on the cores for a while after each product, so two
+BLASes timed in turn in one process each run against the other's spinning threads. On a 2-core AMD Zen 4 that
+made oneMKL look up to 6x slower than NumPy's OpenBLAS on a batch-128 product where, each in a process of its
+own, the whole step's products were 1.2x slower (docs/measurements/, the CPU notes of 2026-12-01): a measurement
+that could keep a faster oneMKL from being chosen.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy
+
+from .blas_threads import BlasThreads, run_on
+from .mkl import Mkl
+
+def operands(key: str, rng) -> tuple:
+    """The operands of the product ``key`` names (``float32 MxKxN tn``, ``blas.product_key``), each stored as
+    given ("n") or as the transposed view of a row-major array ("t"), as the step passes them."""
+    dtype, dims, layout = key.split()
+    m, k, n = (int(d) for d in dims.split("x"))
+
+    def make(rows, cols, how):
+        if how == "n":
+            return rng.standard_normal((rows, cols)).astype(dtype)
+        return rng.standard_normal((cols, rows)).astype(dtype).T
+    return make(m, k, layout[0]), make(k, n, layout[1])
+
+
+def time_products(run, keys: list, seconds: float) -> dict:
+    """key -> median seconds of ``run(a, b, out)`` for each product, the products run in the order given (a
+    step's), pass after pass, for about ``seconds`` after an untimed pass (at least one timed pass): in a step's
+    order rather than each product over and over, so that each finds the caches as a step leaves them."""
+    rng = numpy.random.default_rng(0)
+    cases = []
+    for key in keys:
+        a, b = operands(key, rng)
+        cases.append((key, a, b, numpy.empty((a.shape[0], b.shape[1]), dtype=a.dtype)))
+    for _, a, b, out in cases:
+        run(a, b, out)
+    times = {key: [] for key in keys}
+    deadline = time.perf_counter() + seconds
+    while True:
+        for key, a, b, out in cases:
+            start = time.perf_counter()
+            run(a, b, out)
+            times[key].append(time.perf_counter() - start)
+        if time.perf_counter() >= deadline:
+            return {key: statistics.median(t) for key, t in times.items()}
+
+
+def in_child(candidate: str, keys: list, threads: int, mkl_path: str | None, seconds: float) -> dict:
+    """``time_products`` for ``candidate`` in a new Python process: key -> seconds. A RuntimeError if it fails."""
+    request = {"candidate": candidate, "keys": keys, "threads": threads, "mkl_path": mkl_path, "seconds": seconds}
+    try:
+        done = subprocess.run([sys.executable, "-m", "gpunet.devices.blas_timing"], input=json.dumps(request),
+                              capture_output=True, text=True, timeout=60 + 10 * seconds)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"the {candidate} timing process failed ({exc})") from exc
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()
+        raise RuntimeError(f"the {candidate} timing process failed (exit {done.returncode}"
+                           f"{': ' + said[-1] if said else ''})")
+    timings = json.loads(done.stdout)
+    if set(timings) != set(keys) or not all(isinstance(v, float) and v > 0 for v in timings.values()):
+        raise RuntimeError(f"the {candidate} timing process answered {done.stdout[:200]!r}")
+    return timings
+
+
+def main() -> int:
+    request = json.loads(sys.stdin.read())
+    name, threads = request["candidate"], int(request["threads"])
+    # oneMKL at the path the parent process loaded (mkl.load tried it in a process of its own first).
+    mkl = Mkl(request["mkl_path"], threads) if name == "mkl" else None
+    numpy_threads = BlasThreads()
+    timings = time_products(lambda a, b, out: run_on(name, numpy_threads, mkl, a, b, out), request["keys"],
+                            float(request["seconds"]))
+    print(json.dumps(timings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
