@@ -130,7 +130,8 @@ def naive_cupy_cases(cupy, x, dy, labels):
 
 
 def rows_worker(framework, device_name, shapes, repeats):
-    """Time every row op of one framework on one device; returns rows of {op, shape, seconds, copy_seconds}."""
+    """Time every row op of one framework on one device; returns rows of {op, shape, seconds, copy_seconds,
+    new_copy_seconds}."""
     out = []
     if framework == "torch":
         import torch
@@ -157,8 +158,9 @@ def rows_worker(framework, device_name, shapes, repeats):
             x, dy, labels = dev.asarray(x_np), dev.asarray(dy_np), dev.asarray(labels_np)
             dst = xp.empty_like(x)
             copy_s = timer(lambda: xp.copyto(dst, x), repeats)
-            # Every op returns a new array, as this copy does: past the last-level cache the fresh pages' faults and
-            # zeroing cost as much as the op's own traffic, and no op that returns a new array can beat this rate.
+            # Every op returns a new array, as this copy does: on a CPU, past the last-level cache, the fresh pages'
+            # faults and zeroing cost as much as the op's own traffic, and no op that returns a new array can beat
+            # this rate (on a GPU the memory pool hands back a block it had: about the same as the copy).
             new_copy_s = timer(lambda: x.copy(), repeats)
             if framework == "cupy-naive":
                 cases = naive_cupy_cases(xp, x, dy, labels)

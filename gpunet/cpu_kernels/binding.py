@@ -50,7 +50,7 @@ _from_address = ctypes.c_void_p.from_address
 
 def data_pointer(a: numpy.ndarray) -> int:
     """``a.ctypes.data`` in a tenth of its time (0.1 against 1.2 us: a small op passes three buffers)."""
-    if _DATA_OFFSET is None:
+    if _DATA_OFFSET is None or not issubclass(type(a), numpy.ndarray):  # type(): a proxy can fake __class__
         return a.ctypes.data
     return _from_address(id(a) + _DATA_OFFSET).value or 0
 

@@ -5,10 +5,11 @@ Why: no BLAS wins everywhere. On a 2-core AMD Zen 4 NumPy's OpenBLAS ran a train
 oneMKL; on a 2-core Intel Xeon oneMKL ran them up to 1.5x faster. And one process must use one BLAS: each keeps
 its threads spinning on the cores for a while after a product, so mixing the two by shape made a 784-512-512-10
 step three times slower than either alone (docs/measurements/cpu-amd-epyc-2core-2026-12-01-notes.md). So the
-first step's products run on NumPy's BLAS; when a shape comes a second time (the second step), each candidate
-(NumPy's BLAS; oneMKL where ``gpunet[mkl]`` installed it) runs the first step's products (each (dtype, M, K, N,
-layout)) in blocks, alone in a process of its own (``blas_timing``: another BLAS's spinning threads would slow
-it), and the process uses the BLAS with the least total time; that choice is fixed.
+first step's products run on NumPy's BLAS (or, in a later run, on the BLAS the saved timings of the shapes seen so
+far favour); when a shape comes a second time (the second step), each candidate (NumPy's BLAS; oneMKL where
+``gpunet[mkl]`` installed it) runs the first step's products (each (dtype, M, K, N, layout)) pass after pass in
+the step's order, alone in a process of its own (``blas_timing``: another BLAS's spinning threads would slow it),
+and the process uses the BLAS with the least total time; that choice is fixed.
 The timings are kept per machine (CPU, instruction sets, library versions, threads) in ``~/.cache/gpunet/blas/``,
 so a later run, or a resumed one, skips the measurement and makes the same choice; oneMKL runs in its
 reproducible mode (``mkl.py``), so a run repeats bit for bit on one machine. ``gpunet info`` prints the timings.
@@ -44,6 +45,7 @@ TRIAL_SECONDS = 0.05  # about how long one key's measurement may take, over all 
 # 2: each BLAS in processes of its own, the step's products in order (1, in this process, under-rated oneMKL up
 # to 6x): timings saved by another method are not reused.
 TIMING_METHOD = 2
+MAX_FIRST_STEP_PRODUCTS = 64  # shapes before the choice is made even if none repeats
 CHILD_SECONDS = 0.2  # the least time the timing processes take together, besides their start (0.2 s each)
 BLOCK = 3  # timed calls in a row of one candidate
 MIN_ROUNDS, MAX_ROUNDS = 1, 15
@@ -123,9 +125,14 @@ class HostBlas:
         """Timings for the product keys that have none yet (saved and cached): each candidate in processes of its
         own, NumPy's BLAS, oneMKL, oneMKL, NumPy's BLAS (the machine drifts: each candidate's two runs are
         averaged). Where a timing process fails, one warning, and the products are timed here."""
-        missing = [k for k in dict.fromkeys(keys) if k not in self.timings]
-        if not missing or self._refresh() != "auto" or self.mkl() is None:
-            return
+        with self._lock:  # held while the timing processes run: a product of a new shape waits for the choice
+            if self._refresh() != "auto" or self.mkl() is None:
+                return
+            missing = [k for k in dict.fromkeys(keys) if k not in self.timings]
+            if missing:
+                self._time(missing)
+
+    def _time(self, missing: list) -> None:
         _log.info("gpunet: timing NumPy's BLAS and oneMKL on %d products, once for this machine", len(missing))
         seconds = max(CHILD_SECONDS, TRIAL_SECONDS * len(missing)) / 2
         runs = {name: [] for name in CANDIDATES}
@@ -168,6 +175,9 @@ class HostBlas:
                 self.frozen = True
             else:
                 self.seen[key] = None
+                if len(self.seen) >= MAX_FIRST_STEP_PRODUCTS:  # shapes that never repeat (inference, say)
+                    self.measure_keys(self.seen)
+                    self.frozen = True
             # Over the first step's shapes (those with timings while it runs: a rerun's, from the cache). Shapes
             # seen later (a last partial batch, an evaluation) do not change it, so a resumed run chooses as the
             # uninterrupted one did.

@@ -10,10 +10,12 @@ that could keep a faster oneMKL from being chosen.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy
 
@@ -55,11 +57,19 @@ def time_products(run, keys: list, seconds: float) -> dict:
             return {key: statistics.median(t) for key, t in times.items()}
 
 
+# The child imports the very gpunet of its parent (not one on its working directory or its default path).
+_CHILD = "import sys; sys.path.insert(0, {root!r}); from gpunet.devices.blas_timing import main; sys.exit(main())"
+
+
 def in_child(candidate: str, keys: list, threads: int, mkl_path: str | None, seconds: float) -> dict:
-    """``time_products`` for ``candidate`` in a new Python process: key -> seconds. A RuntimeError if it fails."""
+    """``time_products`` for ``candidate`` in a new Python process: key -> seconds. A RuntimeError if it fails,
+    or where no Python can be started (a frozen application's executable is the application itself)."""
+    if not sys.executable or getattr(sys, "frozen", False):
+        raise RuntimeError("no Python interpreter to start a timing process with")
     request = {"candidate": candidate, "keys": keys, "threads": threads, "mkl_path": mkl_path, "seconds": seconds}
+    root = str(Path(__file__).resolve().parents[2])
     try:
-        done = subprocess.run([sys.executable, "-m", "gpunet.devices.blas_timing"], input=json.dumps(request),
+        done = subprocess.run([sys.executable, "-c", _CHILD.format(root=root)], input=json.dumps(request),
                               capture_output=True, text=True, timeout=60 + 10 * seconds)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RuntimeError(f"the {candidate} timing process failed ({exc})") from exc
@@ -67,13 +77,23 @@ def in_child(candidate: str, keys: list, threads: int, mkl_path: str | None, sec
         said = done.stderr.strip().splitlines()
         raise RuntimeError(f"the {candidate} timing process failed (exit {done.returncode}"
                            f"{': ' + said[-1] if said else ''})")
-    timings = json.loads(done.stdout)
-    if set(timings) != set(keys) or not all(isinstance(v, float) and v > 0 for v in timings.values()):
+    try:
+        timings = json.loads(done.stdout)
+        valid = (isinstance(timings, dict) and set(timings) == set(keys)
+                 and all(isinstance(v, float) and v > 0 for v in timings.values()))
+    except ValueError:
+        valid = False
+    if not valid:
         raise RuntimeError(f"the {candidate} timing process answered {done.stdout[:200]!r}")
     return timings
 
 
 def main() -> int:
+    """The child: a request on stdin, the timings as JSON on stdout. Whatever a library prints (oneMKL's
+    ``MKL_VERBOSE`` log, say) goes to stderr: stdout is kept for the answer alone."""
+    answer = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     request = json.loads(sys.stdin.read())
     name, threads = request["candidate"], int(request["threads"])
     # oneMKL at the path the parent process loaded (mkl.load tried it in a process of its own first).
@@ -81,7 +101,8 @@ def main() -> int:
     numpy_threads = BlasThreads()
     timings = time_products(lambda a, b, out: run_on(name, numpy_threads, mkl, a, b, out), request["keys"],
                             float(request["seconds"]))
-    print(json.dumps(timings))
+    answer.write(json.dumps(timings))
+    answer.close()
     return 0
 
 

@@ -208,3 +208,22 @@ def test_data_pointer_mutation_a_wrong_offset_is_caught_by_the_probe(monkeypatch
     assert binding._data_offset() is None
     monkeypatch.delattr(binding, "object")
     assert binding._data_offset() == binding._DATA_OFFSET is not None
+
+
+def test_data_pointer_of_a_proxy_is_the_proxied_arrays():
+    """A forwarding proxy that reports ndarray as its __class__ passes isinstance; its own object holds no data
+    pointer where an ndarray's does, so only a true ndarray (by type) is read directly."""
+    class Proxy:
+        def __init__(self, wrapped):
+            object.__setattr__(self, "_wrapped", wrapped)
+
+        @property
+        def __class__(self):
+            return np.ndarray
+
+        def __getattr__(self, name):
+            return getattr(self._wrapped, name)
+    a = np.arange(8.0)
+    proxy = Proxy(a)
+    assert isinstance(proxy, np.ndarray)
+    assert binding.data_pointer(proxy) == a.ctypes.data

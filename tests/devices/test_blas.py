@@ -312,3 +312,39 @@ def test_info_says_when_mkl_is_wanted_but_missing(monkeypatch, capsys):
     monkeypatch.setenv("GPUNET_BLAS", "mkl")
     assert cli.main(["info"]) == 0
     assert "GPUNET_BLAS=mkl, but oneMKL is not available: every product will raise" in capsys.readouterr().out
+
+
+def test_what_a_library_prints_in_the_timing_process_does_not_spoil_its_answer(mkl, monkeypatch):
+    """oneMKL's MKL_VERBOSE log goes to stdout, where the answer is read: the child sends it to stderr."""
+    monkeypatch.setenv("MKL_VERBOSE", "1")
+    keys = ["float32 16x32x8 nn"]
+    assert set(blas_module.blas_timing.in_child("mkl", keys, 2, mkl.path, 0.01)) == set(keys)
+
+
+def test_no_timing_process_where_python_cannot_be_started(monkeypatch):
+    monkeypatch.setattr(blas_module.blas_timing.sys, "frozen", True, raising=False)
+    with pytest.raises(RuntimeError, match="no Python interpreter"):
+        blas_module.blas_timing.in_child("numpy", ["float32 2x2x2 nn"], 1, None, 0.01)
+
+
+def test_measure_keys_reads_the_saved_timings_before_it_times_anything(host_blas, mkl, monkeypatch):
+    keys = ["float32 16x32x8 nn", "float32 8x16x32 tn"]
+    host_blas.measure_keys(keys)
+    assert set(json.loads(host_blas.cache_file.read_text())) == set(keys)
+    fresh = HostBlas(2)  # as gpunet info --measure gets it: nothing read yet
+    monkeypatch.setattr(blas_module.blas_timing, "in_child", lambda *args: pytest.fail("timed a saved shape"))
+    fresh.measure_keys(keys)
+    assert set(fresh.timings) == set(keys)
+
+
+def test_shapes_that_never_repeat_still_end_in_a_choice(host_blas, mkl, monkeypatch):
+    """Inference over ever new batch sizes: after MAX_FIRST_STEP_PRODUCTS new shapes the choice is made."""
+    monkeypatch.setattr(blas_module, "MAX_FIRST_STEP_PRODUCTS", 3)
+    host_blas._refresh()
+    for n in (4, 5, 6):
+        host_blas.timings[f"float32 {n}x{n}x{n} nn"] = {"numpy": 1e-3, "mkl": 1e-4}
+    for n in (4, 5):
+        host_blas.choose(np.ones((n, n), np.float32), np.ones((n, n), np.float32))
+    assert not host_blas.frozen
+    assert host_blas.choose(np.ones((6, 6), np.float32), np.ones((6, 6), np.float32)) == "mkl"
+    assert host_blas.frozen and len(host_blas.seen) == 3
