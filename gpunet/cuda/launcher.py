@@ -55,11 +55,14 @@ class KernelLauncher:
                         [*inputs, out, out.size])
         return out.reshape(shape) if given is None else given
 
-    def rows(self, op, *inputs):
+    def rows(self, op, *inputs, out=None):
+        """``out``, where given, is C-contiguous, of the inputs' shape and dtype and apart from them (checked by
+        the op)."""
         xp = self.xp
         inputs = [xp.ascontiguousarray(a) for a in inputs]
         rows, cols = inputs[0].shape
-        out = xp.empty_like(inputs[0])
+        if out is None:
+            out = xp.empty_like(inputs[0])
         acc = dtype_config(out.dtype).acc_numpy_dtype.itemsize
         plan = row_plan(op.name, rows, cols, acc, self.max_grid, op.cached_arrays)
         self.launch(op.module, plan, out.dtype, [*inputs, out, rows, cols, *plan.extra_args])
@@ -78,8 +81,10 @@ class KernelLauncher:
             self.launch(op.module, elementwise_plan(op.name, w.size, self.max_grid), w.dtype,
                         [w, grad, *states, w.size, *hyper])
 
-    def cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True):
-        """Per-row losses and the probabilities (or, given a 1-element ``grad_scale``, the gradient).
+    def cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True,
+                      out=None):
+        """Per-row losses and the probabilities (or, given a 1-element ``grad_scale``, the gradient), into ``out``
+        where given (C-contiguous, of the logits' shape and dtype, apart from them: checked by the op).
 
         ``check=False``: the kernel still flags a label out of range (its row's loss is NaN), but nobody reads
         the flag back, which saves a host sync per call.
@@ -89,7 +94,8 @@ class KernelLauncher:
         labels64 = xp.ascontiguousarray(labels.astype(xp.int64, copy=False))
         rows, cols = logits.shape
         loss = xp.empty(rows, dtype=logits.dtype)
-        out = xp.empty_like(logits)
+        if out is None:
+            out = xp.empty_like(logits)
         if grad_scale is not None:
             grad_scale = xp.ascontiguousarray(grad_scale.astype(logits.dtype, copy=False))
         error_row = xp.full(1, NO_ERROR, dtype=xp.uint64) if check else self._unread_error_word()
@@ -104,10 +110,11 @@ class KernelLauncher:
                 raise label_out_of_range(bad_row, int(labels[bad_row]), cols, ignore_index)
         return loss, out
 
-    def cross_entropy_reduced(self, op, logits, labels, ignore_index: int, mean: bool, check: bool = True):
+    def cross_entropy_reduced(self, op, logits, labels, ignore_index: int, mean: bool, check: bool = True,
+                              out=None):
         """The reduced loss and its gradient, composed from the per-row kernel (``op.numpy`` is the composition)."""
         return op.numpy(self.xp, functools.partial(self.cross_entropy, op.base), logits, labels, ignore_index, mean,
-                        check)
+                        check, out=out)
 
     def _unread_error_word(self):
         if self._error_scratch is None:

@@ -90,19 +90,15 @@ class CpuDevice(HostDevice):
         fn(*inputs, out, out.size, host_threads())
         return out
 
-    def _rows(self, op, *inputs):
-        dtype = inputs[0].dtype
-        wide = inputs if dtype.itemsize >= 4 else [widened(a) for a in inputs]
-        out = numpy.empty_like(wide[0])
+    def _rows(self, op, *inputs, out=None):
+        wide = inputs if inputs[0].dtype.itemsize >= 4 else [widened(a) for a in inputs]
+        result = _place(out, wide[0])
         fn = self._compiled_for(op, wide)
         if fn is not None:
-            fn(*wide, out, out.shape[0], out.shape[1], host_threads())
+            fn(*wide, result, result.shape[0], result.shape[1], host_threads())
         else:
-            self.map_rows(quietly(functools.partial(op.numpy, numpy)), wide, [out])
-        if out.dtype == dtype:
-            return out
-        with quiet():  # float16: values past its range become inf, as the kernels' conversion does
-            return out.astype(dtype)
+            self.map_rows(quietly(functools.partial(op.numpy, numpy)), wide, [result])
+        return _delivered(result, out, inputs[0].dtype)
 
     def _bias_add(self, op, y, bias):
         """``y`` (a new C-contiguous product) updated in place with ``bias`` (and the op's activation)."""
@@ -122,11 +118,12 @@ class CpuDevice(HostDevice):
         for i, (w, grad) in enumerate(zip(params, grads)):
             op.numpy(numpy, w, grad, *(None if lst is None else lst[i] for lst in state_lists), *hyper)
 
-    def _cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True):
-        """Per-row losses and the probabilities, or the gradient scaled by ``grad_scale`` (the kernel devices'
-        contract; labels are always checked here, which costs no device sync)."""
+    def _cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True,
+                       out=None):
+        """Per-row losses and the probabilities, or the gradient scaled by ``grad_scale``, into ``out`` where given
+        (the kernel devices' contract; labels are always checked here, which costs no device sync)."""
         wide = numpy.ascontiguousarray(widened(logits))
-        out = numpy.empty_like(wide)
+        given, out = out, _place(out, wide)
         loss = numpy.empty(wide.shape[0], dtype=wide.dtype)
         row_scale = None
         if grad_scale is not None:
@@ -137,23 +134,25 @@ class CpuDevice(HostDevice):
                 bad_row = fn(wide, labels64, row_scale, loss, out, *wide.shape, int(ignore_index), host_threads())
                 if bad_row >= 0:
                     raise label_out_of_range(bad_row, int(labels[bad_row]), logits.shape[1], ignore_index)
-                return loss.astype(logits.dtype, copy=False), out.astype(logits.dtype, copy=False)
+                return loss.astype(logits.dtype, copy=False), _delivered(out, given, logits.dtype)
         check_label_range(numpy, labels, logits.shape[1], ignore_index)
         form = quietly(functools.partial(op.numpy, numpy, ignore_index=ignore_index))
         if row_scale is None:
             self.map_rows(lambda x, lab, lo, o: form(x, lab, None, lo, o), [wide, labels], [loss, out])
         else:
             self.map_rows(form, [wide, labels, row_scale], [loss, out])
-        return loss.astype(logits.dtype, copy=False), out.astype(logits.dtype, copy=False)
+        return loss.astype(logits.dtype, copy=False), _delivered(out, given, logits.dtype)
 
-    def _cross_entropy_reduced(self, op, logits, labels, ignore_index: int, mean: bool, check: bool = True):
-        """The loss reduced ("mean" or "sum") and its gradient; one compiled call that also checks the labels (a
-        small batch's loss otherwise costs a dozen NumPy calls, more than the arithmetic)."""
+    def _cross_entropy_reduced(self, op, logits, labels, ignore_index: int, mean: bool, check: bool = True,
+                               out=None):
+        """The loss reduced ("mean" or "sum") and its gradient (into ``out`` where given); one compiled call that
+        also checks the labels (a small batch's loss otherwise costs a dozen NumPy calls, more than the
+        arithmetic)."""
         fn = self._compiled_for(op, [logits])
         if fn is None:
             return op.numpy(numpy, functools.partial(self._cross_entropy, op.base), logits, labels, ignore_index,
-                            mean, check)
-        grad = numpy.empty(logits.shape, dtype=logits.dtype)
+                            mean, check, out=out)
+        grad = numpy.empty(logits.shape, dtype=logits.dtype) if out is None else out
         loss = numpy.zeros(1, dtype=numpy.float64)
         bad_row = fn(logits, numpy.ascontiguousarray(labels, dtype=numpy.int64), grad,
                      *logits.shape, int(ignore_index), int(mean), host_threads(), loss)
@@ -168,6 +167,23 @@ class CpuDevice(HostDevice):
         form = functools.partial(op.numpy, numpy, ignore_index=ignore_index)
         self.map_rows(quietly(form), [wide, labels, row_scale.astype(wide.dtype, copy=False)], [grad])
         return grad.astype(probs.dtype, copy=False)
+
+
+def _place(out, wide):
+    """Where a form writes a result like ``wide`` (float32 or wider): ``out`` itself where it has that dtype,
+    else a new array."""
+    return out if out is not None and out.dtype == wide.dtype else numpy.empty_like(wide)
+
+
+def _delivered(result, out, dtype):
+    """``result`` as the op returns it: in ``dtype`` (float16 past its range becomes inf, as the kernels'
+    conversion does), copied into ``out`` where given and not already there."""
+    with quiet():
+        if out is None:
+            return result.astype(dtype, copy=False)
+        if result is not out:
+            numpy.copyto(out, result, casting="unsafe")
+        return out
 
 
 _COMPILED: dict = {}

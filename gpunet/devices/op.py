@@ -9,7 +9,8 @@ NumPy form. What each kind passes to its forms:
 - "elementwise": ``run(op, *inputs, out=None) -> out`` (one shape; ``out``, where given, C-contiguous and of that
   shape and dtype, and it may be an input where the op says so). NumPy form ``numpy(xp, *inputs) -> out``; CUDA
   kernel ``name(*inputs, out, n)``; compiled ``name(*inputs, out, n, threads)``.
-- "rows": ``run(op, *inputs) -> out`` over C-contiguous (rows, C) arrays. NumPy form ``numpy(xp, *inputs, out)``
+- "rows": ``run(op, *inputs, out=None) -> out`` over C-contiguous (rows, C) arrays (``out``, where given, of
+  that shape and dtype and apart from the inputs). NumPy form ``numpy(xp, *inputs, out)``
   over a block of rows, in float32 or wider; CUDA kernels ``name_<variant>(*inputs, out, rows, C, ...)``
   (``gpunet.cuda.plans.row_plan``); compiled ``name(*inputs, out, rows, C, threads)``.
 - "update": ``run(op, params, grads, *state_lists, hyper=(...))``, every tensor in place. NumPy form

@@ -3,7 +3,7 @@ GELU, which caches its input."""
 from __future__ import annotations
 
 from .. import ops
-from ..ops.activations import writable_like
+from ..ops.checks import writable_like
 from .module import Module
 
 __all__ = ["ReLU", "Tanh", "Sigmoid", "GELU", "Softmax", "LogSoftmax", "ACTIVATIONS"]

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from ..devices import Op
 from ..numerics import quiet, widened
-from .checks import on_device, pair_on_device
+from .checks import checked_out, on_device, pair_on_device
 
-__all__ = ["writable_like", "relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "gelu", "gelu_backward"]
+__all__ = ["relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "gelu", "gelu_backward"]
 
 
 def _forward(op: Op, x, device):
@@ -60,44 +60,17 @@ SIGMOID_BACKWARD = Op("sigmoid_backward", "elementwise", "elementwise",
                       _in_float32_or_wider(lambda xp, y, dy: dy * y * (1 - y)))
 
 
-def writable_like(out, like, dev) -> bool:
-    """True when ``out`` can take a result like ``like`` (CuPy arrays are always writable)."""
-    return (dev.owns(out) and out.shape == like.shape and out.dtype == like.dtype and out.flags.c_contiguous
-            and getattr(out.flags, "writeable", True))
-
-
-def _data_pointer(a) -> int:
-    return a.data.ptr if hasattr(a.data, "ptr") else a.ctypes.data  # CuPy, NumPy
-
-
-def _into(out, like, dev, *inputs, name="out"):
-    """``out`` checked as a place for a result like ``like``: an array of the same device, shape and dtype,
-    C-contiguous and writable, and either apart from every input or exactly one of them (ReLU reads each element
-    before it writes it; an ``out`` shifted against an input would read elements already written)."""
-    for a in inputs:
-        if out is a:  # the in-place call of nn.ReLU: nothing to look at
-            continue
-        if dev.xp.may_share_memory(out, a) and not (_data_pointer(out) == _data_pointer(a)
-                                                     and out.strides == a.strides):
-            raise ValueError(f"{name} overlaps an input without being it: pass the input itself or an array apart")
-    if not writable_like(out, like, dev):
-        raise ValueError(f"{name} must be a writable, C-contiguous {like.dtype} array of shape {tuple(like.shape)} "
-                         f"on {dev.name}; got {type(out).__name__} {getattr(out, 'dtype', '')}"
-                         f"{tuple(getattr(out, 'shape', ()))}")
-    return out
-
-
 def relu(x, device=None, out=None):
     """``max(x, 0)`` (NaN stays NaN), into ``out`` where given; ``out=x`` overwrites the input (nn.ReLU's
     ``inplace``: no new array in a training step)."""
     dev, x = on_device(x, device)
-    return dev.run(RELU, x, out=None if out is None else _into(out, x, dev, x))
+    return dev.run(RELU, x, out=None if out is None else checked_out(out, x, dev, x))
 
 
 def relu_backward(y, dy, device=None, out=None):
     """``dy`` where ``y > 0`` (or NaN), else 0; into ``out`` where given (``out=dy`` overwrites the gradient)."""
     dev, y, dy = pair_on_device(y, dy, device, "y")
-    return dev.run(RELU_BACKWARD, y, dy, out=None if out is None else _into(out, dy, dev, y, dy))
+    return dev.run(RELU_BACKWARD, y, dy, out=None if out is None else checked_out(out, dy, dev, y, dy))
 
 
 def tanh(x, device=None):

@@ -116,3 +116,36 @@ def pair_on_device(y, dy, device, name: str = "y", nonempty: bool = False):
     require_floating(dy, "dy")
     require_same_shape(y, dy, (name, "dy"))
     return (dev, *promoted(dev.xp, y, dy))
+
+
+def writable_like(out, like, dev) -> bool:
+    """True when ``out`` can take a result like ``like`` (CuPy arrays are always writable)."""
+    return (dev.owns(out) and out.shape == like.shape and out.dtype == like.dtype and out.flags.c_contiguous
+            and getattr(out.flags, "writeable", True))
+
+
+def _data_pointer(a) -> int:
+    return a.data.ptr if hasattr(a.data, "ptr") else a.ctypes.data  # CuPy, NumPy
+
+
+def checked_out(out, like, dev, *inputs, may_be_input: bool = True, name: str = "out"):
+    """``out`` checked as a place for a result like ``like``: an array of the same device, shape and dtype,
+    C-contiguous and writable. Where ``may_be_input`` (pointwise ops, which read each element before they write
+    it), it may be exactly one of the inputs; otherwise (row ops, which read a row again after writing part of
+    it) it must be apart from every input. An ``out`` shifted against an input is refused either way: it would
+    read elements already written."""
+    for a in inputs:
+        if may_be_input and out is a:  # the in-place call of nn.ReLU: nothing to look at
+            continue
+        if not dev.xp.may_share_memory(out, a):
+            continue
+        if not may_be_input:
+            raise ValueError(f"{name} overlaps an input: this op reads its inputs again after it writes, so it "
+                             "needs an array apart from them")
+        if not (_data_pointer(out) == _data_pointer(a) and out.strides == a.strides):
+            raise ValueError(f"{name} overlaps an input without being it: pass the input itself or an array apart")
+    if not writable_like(out, like, dev):
+        raise ValueError(f"{name} must be a writable, C-contiguous {like.dtype} array of shape {tuple(like.shape)} "
+                         f"on {dev.name}; got {type(out).__name__} {getattr(out, 'dtype', '')}"
+                         f"{tuple(getattr(out, 'shape', ()))}")
+    return out

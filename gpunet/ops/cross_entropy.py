@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 
 from ..devices import Op, device_of
-from .checks import labels_as_int64, on_device, require_int64, require_labels, require_ndim, require_reduction
+from .checks import (checked_out, labels_as_int64, on_device, require_int64, require_labels, require_ndim,
+                     require_reduction)
 from ..numerics import quiet, wide_dtype
 from .rows import row_max, row_sum
 
@@ -48,7 +49,7 @@ def _cross_entropy_backward_rows(xp, probs, labels, scale, grad, ignore_index):
     grad[~valid] = 0
 
 
-def _reduced_from_rows(xp, cross_entropy_rows, logits, labels, ignore_index, mean, check, count=None):
+def _reduced_from_rows(xp, cross_entropy_rows, logits, labels, ignore_index, mean, check, count=None, out=None):
     """The "mean" or "sum" loss and its gradient from the per-row form: the gradient is scaled by ``1 / n_valid``
     as it is written (``n_valid``: ``count`` where given, else this batch's counted rows). ``1 / n_valid`` is inf
     when no row counts, harmless since ignored rows never use it (their gradient is 0 by rule), and it makes the
@@ -57,7 +58,8 @@ def _reduced_from_rows(xp, cross_entropy_rows, logits, labels, ignore_index, mea
     n_valid = (labels != ignore_index).sum() if count is None else xp.asarray(count)
     with quiet(xp):
         scale = xp.reciprocal(n_valid, dtype=dtype) if mean else xp.ones((), dtype=dtype)
-    loss_rows, grad = cross_entropy_rows(logits, labels, ignore_index, grad_scale=scale.reshape(1), check=check)
+    loss_rows, grad = cross_entropy_rows(logits, labels, ignore_index, grad_scale=scale.reshape(1), check=check,
+                                         out=out)
     with quiet(xp):
         total = loss_rows.sum()
         return ((total * scale).astype(loss_rows.dtype, copy=False) if mean else total), grad
@@ -71,32 +73,37 @@ SOFTMAX_CROSS_ENTROPY_BACKWARD = Op("softmax_cross_entropy_backward", "cross_ent
                                     _cross_entropy_backward_rows)
 
 
-def _prepare(scores, labels, name, reduction, device, ignore_index):
+def _prepare(scores, labels, name, reduction, device, ignore_index, out=None):
     """Both arrays on the op's device, checked: (N, C) floating scores, (N,) integer labels as int64, a known
-    reduction, an ``ignore_index`` that fits int64. The label range is checked where the loss runs (a GPU's
-    kernels flag it without a sync of their own)."""
+    reduction, an ``ignore_index`` that fits int64, an ``out`` (where given) that can take a result like the
+    scores. The label range is checked where the loss runs (a GPU's kernels flag it without a sync of their
+    own)."""
     dev, scores = on_device(scores, device, name, nonempty=True)
     labels = dev.asarray(labels)
     require_ndim(scores, 2, name)
+    if out is not None:
+        checked_out(out, scores, dev, scores, labels, may_be_input=False)
     require_reduction(reduction)
     require_labels(labels, scores.shape[0])
     require_int64(ignore_index, "ignore_index")
     return dev, scores, labels_as_int64(dev.xp, labels, scores.shape[1], ignore_index)
 
 
-def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: str = "mean", device=None):
+def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: str = "mean", device=None,
+                          out=None):
     """Return ``(loss, probs)`` for (N, C) ``logits`` and (N,) integer ``labels``.
 
     ``reduction``: "mean" over the rows whose label is not ``ignore_index`` (NaN if there are none, as in
-    PyTorch), "sum", or "none" (an (N,) array with 0 for ignored rows). The loss is a device array.
+    PyTorch), "sum", or "none" (an (N,) array with 0 for ignored rows). The loss is a device array. ``out``: an
+    array of the logits' shape and dtype, apart from them, that takes the probabilities (no new array).
     """
-    dev, logits, labels = _prepare(logits, labels, "logits", reduction, device, ignore_index)
-    loss_rows, probs = dev.run(SOFTMAX_CROSS_ENTROPY, logits, labels, ignore_index)
+    dev, logits, labels = _prepare(logits, labels, "logits", reduction, device, ignore_index, out)
+    loss_rows, probs = dev.run(SOFTMAX_CROSS_ENTROPY, logits, labels, ignore_index, out=out)
     return _reduce(dev.xp, loss_rows, labels, ignore_index, reduction), probs
 
 
 def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, reduction: str = "mean",
-                                    check_labels: bool = True, count=None, device=None):
+                                    check_labels: bool = True, count=None, device=None, out=None):
     """Return ``(loss, grad)``: the loss as in :func:`softmax_cross_entropy`, and its gradient with respect to the
     logits for ``dloss = 1``, ``(p - onehot(labels)) / n_valid`` for "mean" (no division for "sum" and "none").
 
@@ -109,18 +116,20 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
     ``count`` (reduction "mean" only): divide by this many rows instead of this batch's counted rows; a
     data-parallel rank passes the count of the whole global batch (``gpunet.distributed``), so that the ranks'
     gradients sum to the global batch's.
+
+    ``out``: an array of the logits' shape and dtype, apart from them, that takes the gradient (no new array).
     """
-    dev, logits, labels = _prepare(logits, labels, "logits", reduction, device, ignore_index)
+    dev, logits, labels = _prepare(logits, labels, "logits", reduction, device, ignore_index, out)
     if count is not None:
         if reduction != "mean":
             raise ValueError(f"count divides a mean: it needs reduction='mean', not {reduction!r}")
         return _reduced_from_rows(dev.xp, functools.partial(dev.run, SOFTMAX_CROSS_ENTROPY), logits, labels,
-                                  ignore_index, True, check_labels, count)
+                                  ignore_index, True, check_labels, count, out=out)
     if reduction != "none":
         return dev.run(SOFTMAX_CROSS_ENTROPY_REDUCED, logits, labels, ignore_index, reduction == "mean",
-                       check=check_labels)
+                       check=check_labels, out=out)
     return dev.run(SOFTMAX_CROSS_ENTROPY, logits, labels, ignore_index,
-                   grad_scale=dev.xp.ones(1, dtype=wide_dtype(logits.dtype)), check=check_labels)
+                   grad_scale=dev.xp.ones(1, dtype=wide_dtype(logits.dtype)), check=check_labels, out=out)
 
 
 def scale_grad(grad, dloss, reduction: str = "mean"):

@@ -13,7 +13,7 @@ anyway, for teaching and for the tests that check the product against it.
 from __future__ import annotations
 
 from ..devices import Op
-from .checks import normalize_axis, on_device, pair_on_device, require_ndim
+from .checks import checked_out, normalize_axis, on_device, pair_on_device, require_ndim
 from .rows import from_rows, row_max, row_sum, to_rows
 
 __all__ = ["softmax", "softmax_backward", "softmax_jacobian", "log_softmax", "log_softmax_backward"]
@@ -50,26 +50,38 @@ LOG_SOFTMAX_BACKWARD = Op("log_softmax_backward", "rows", "softmax", _log_softma
                           cached_arrays=2)
 
 
-def _rowwise(dev, op, axis, *arrays):
-    """Run row op ``op`` on ``arrays`` viewed as contiguous (rows, C) along ``axis``, the layout every form reads."""
+def _rowwise(dev, op, axis, *arrays, out=None):
+    """Run row op ``op`` on ``arrays`` viewed as contiguous (rows, C) along ``axis``, the layout every form reads;
+    into ``out`` where given (written in place when ``axis`` is the last, else through one temporary)."""
     xp = dev.xp
+    if out is not None:
+        checked_out(out, arrays[0], dev, *arrays, may_be_input=False)
+        if axis == out.ndim - 1:
+            dev.run(op, *(to_rows(xp, a, axis)[0] for a in arrays), out=out.reshape(-1, out.shape[-1]))
+            return out
     rows, layout = [], None
     for a in arrays:
         r, layout = to_rows(xp, a, axis)
         rows.append(r)
-    return from_rows(xp, dev.run(op, *rows), layout)
+    result = from_rows(xp, dev.run(op, *rows), layout)
+    if out is None:
+        return result
+    out[...] = result
+    return out
 
 
-def softmax(x, axis: int = -1, device=None):
-    """Numerically stable softmax along ``axis``."""
+def softmax(x, axis: int = -1, device=None, out=None):
+    """Numerically stable softmax along ``axis``, into ``out`` where given (an array of ``x``'s shape and dtype,
+    apart from ``x``: reusing one saves a new array's page faults, as much time as the op itself on large rows)."""
     dev, x = on_device(x, device, nonempty=True)
-    return _rowwise(dev, SOFTMAX, normalize_axis(axis, x.ndim), x)
+    return _rowwise(dev, SOFTMAX, normalize_axis(axis, x.ndim), x, out=out)
 
 
-def softmax_backward(y, dy, axis: int = -1, device=None):
-    """``dx = y * (dy - sum(dy * y, axis))``: the softmax Jacobian applied to ``dy``, never built."""
+def softmax_backward(y, dy, axis: int = -1, device=None, out=None):
+    """``dx = y * (dy - sum(dy * y, axis))``: the softmax Jacobian applied to ``dy``, never built (into ``out``
+    where given, as :func:`softmax`)."""
     dev, y, dy = pair_on_device(y, dy, device, "y", nonempty=True)
-    return _rowwise(dev, SOFTMAX_BACKWARD, normalize_axis(axis, y.ndim), y, dy)
+    return _rowwise(dev, SOFTMAX_BACKWARD, normalize_axis(axis, y.ndim), y, dy, out=out)
 
 
 def softmax_jacobian(y, device=None):
@@ -82,13 +94,15 @@ def softmax_jacobian(y, device=None):
     return eye * y[..., None, :] - outer
 
 
-def log_softmax(x, axis: int = -1, device=None):
-    """``x - m - log(sum(exp(x - m)))``: finite for any finite logits, however large."""
+def log_softmax(x, axis: int = -1, device=None, out=None):
+    """``x - m - log(sum(exp(x - m)))``: finite for any finite logits, however large (into ``out`` where given,
+    as :func:`softmax`)."""
     dev, x = on_device(x, device, nonempty=True)
-    return _rowwise(dev, LOG_SOFTMAX, normalize_axis(axis, x.ndim), x)
+    return _rowwise(dev, LOG_SOFTMAX, normalize_axis(axis, x.ndim), x, out=out)
 
 
-def log_softmax_backward(logy, dy, axis: int = -1, device=None):
-    """``dx = dy - exp(logy) * sum(dy, axis)``: the log-softmax Jacobian ``I - 1 y^T`` applied to ``dy``."""
+def log_softmax_backward(logy, dy, axis: int = -1, device=None, out=None):
+    """``dx = dy - exp(logy) * sum(dy, axis)``: the log-softmax Jacobian ``I - 1 y^T`` applied to ``dy`` (into
+    ``out`` where given, as :func:`softmax`)."""
     dev, logy, dy = pair_on_device(logy, dy, device, "logy", nonempty=True)
-    return _rowwise(dev, LOG_SOFTMAX_BACKWARD, normalize_axis(axis, logy.ndim), logy, dy)
+    return _rowwise(dev, LOG_SOFTMAX_BACKWARD, normalize_axis(axis, logy.ndim), logy, dy, out=out)
