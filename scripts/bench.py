@@ -91,33 +91,44 @@ def torch_cuda_timer(torch):
 
 # ---- (a) row ops -----------------------------------------------------------------------------------------------
 def row_op_cases(dev, x, dy, labels):
-    """name -> gpunet thunk (the bytes each must move at least are MIN_BYTES per element)."""
+    """name -> (a thunk returning a new array, a thunk writing into a preallocated one), for gpunet (the bytes
+    each must move at least are MIN_BYTES per element)."""
     y = ops.softmax(x, device=dev)
     logy = ops.log_softmax(x, device=dev)
+    out = dev.xp.empty_like(x)
     return {
-        "softmax fwd": lambda: ops.softmax(x, device=dev),
-        "softmax bwd": lambda: ops.softmax_backward(y, dy, device=dev),
-        "log_softmax fwd": lambda: ops.log_softmax(x, device=dev),
-        "log_softmax bwd": lambda: ops.log_softmax_backward(logy, dy, device=dev),
+        "softmax fwd": (lambda: ops.softmax(x, device=dev), lambda: ops.softmax(x, device=dev, out=out)),
+        "softmax bwd": (lambda: ops.softmax_backward(y, dy, device=dev),
+                        lambda: ops.softmax_backward(y, dy, device=dev, out=out)),
+        "log_softmax fwd": (lambda: ops.log_softmax(x, device=dev), lambda: ops.log_softmax(x, device=dev, out=out)),
+        "log_softmax bwd": (lambda: ops.log_softmax_backward(logy, dy, device=dev),
+                            lambda: ops.log_softmax_backward(logy, dy, device=dev, out=out)),
         # loss and gradient w.r.t. the logits in one pass, as the training layer runs it (labels checked up front)
-        "cross_entropy f+b": lambda: ops.softmax_cross_entropy_with_grad(x, labels, check_labels=False, device=dev),
+        "cross_entropy f+b": (
+            lambda: ops.softmax_cross_entropy_with_grad(x, labels, check_labels=False, device=dev),
+            lambda: ops.softmax_cross_entropy_with_grad(x, labels, check_labels=False, device=dev, out=out)),
     }
 
 
 def torch_cases(torch, device, x_np, dy_np, labels_np):
+    """The same for PyTorch: its public ops return new tensors, ATen's ``.out`` forms write a given one
+    (cross-entropy through autograd has none)."""
     x = torch.from_numpy(x_np).to(device)
     dy = torch.from_numpy(dy_np).to(device)
     labels = torch.from_numpy(labels_np).to(device)
     y = torch.softmax(x, 1)
     logy = torch.log_softmax(x, 1)
     xg = x.clone().requires_grad_(True)
+    out = torch.empty_like(x)
     aten = torch.ops.aten
     return {
-        "softmax fwd": lambda: torch.softmax(x, 1),
-        "softmax bwd": lambda: aten._softmax_backward_data(dy, y, 1, x.dtype),
-        "log_softmax fwd": lambda: torch.log_softmax(x, 1),
-        "log_softmax bwd": lambda: aten._log_softmax_backward_data(dy, logy, 1, x.dtype),
-        "cross_entropy f+b": lambda: torch.autograd.grad(torch.nn.functional.cross_entropy(xg, labels), xg),
+        "softmax fwd": (lambda: torch.softmax(x, 1), lambda: aten._softmax.out(x, 1, False, out=out)),
+        "softmax bwd": (lambda: aten._softmax_backward_data(dy, y, 1, x.dtype),
+                        lambda: aten._softmax_backward_data.out(dy, y, 1, x.dtype, grad_input=out)),
+        "log_softmax fwd": (lambda: torch.log_softmax(x, 1), lambda: aten._log_softmax.out(x, 1, False, out=out)),
+        "log_softmax bwd": (lambda: aten._log_softmax_backward_data(dy, logy, 1, x.dtype),
+                            lambda: aten._log_softmax_backward_data.out(dy, logy, 1, x.dtype, out=out)),
+        "cross_entropy f+b": (lambda: torch.autograd.grad(torch.nn.functional.cross_entropy(xg, labels), xg), None),
     }
 
 
@@ -126,12 +137,13 @@ def naive_cupy_cases(cupy, x, dy, labels):
         e = cupy.exp(v - v.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
     y = softmax(x)
-    return {"softmax fwd": lambda: softmax(x), "softmax bwd": lambda: y * (dy - (dy * y).sum(axis=1, keepdims=True))}
+    return {"softmax fwd": (lambda: softmax(x), None),
+            "softmax bwd": (lambda: y * (dy - (dy * y).sum(axis=1, keepdims=True)), None)}
 
 
 def rows_worker(framework, device_name, shapes, repeats):
-    """Time every row op of one framework on one device; returns rows of {op, shape, seconds, copy_seconds,
-    new_copy_seconds}."""
+    """Time every row op of one framework on one device, into a new array and into a preallocated one; returns
+    rows of {op, shape, seconds, out_seconds (None without an out form), copy_seconds, new_copy_seconds}."""
     out = []
     if framework == "torch":
         import torch
@@ -158,17 +170,18 @@ def rows_worker(framework, device_name, shapes, repeats):
             x, dy, labels = dev.asarray(x_np), dev.asarray(dy_np), dev.asarray(labels_np)
             dst = xp.empty_like(x)
             copy_s = timer(lambda: xp.copyto(dst, x), repeats)
-            # Every op returns a new array, as this copy does: on a CPU, past the last-level cache, the fresh pages'
-            # faults and zeroing cost as much as the op's own traffic, and no op that returns a new array can beat
-            # this rate (on a GPU the memory pool hands back a block it had: about the same as the copy).
+            # An op that returns a new array is compared with this copy: on a CPU, past the last-level cache, the
+            # fresh pages' faults and zeroing cost as much as the op's own traffic, and no op that returns a new
+            # array can beat this rate (on a GPU the memory pool hands back a block it had: about the same).
             new_copy_s = timer(lambda: x.copy(), repeats)
             if framework == "cupy-naive":
                 cases = naive_cupy_cases(xp, x, dy, labels)
             else:
                 cases = row_op_cases(dev, x, dy, labels)
-        for name, run in cases.items():
-            out.append({"op": name, "shape": [rows, cols], "seconds": timer(run, repeats), "copy_seconds": copy_s,
-                        "new_copy_seconds": new_copy_s,
+        for name, (new_fn, out_fn) in cases.items():
+            out.append({"op": name, "shape": [rows, cols], "seconds": timer(new_fn, repeats),
+                        "out_seconds": None if out_fn is None else timer(out_fn, repeats),
+                        "copy_seconds": copy_s, "new_copy_seconds": new_copy_s,
                         "bytes": MIN_BYTES[name] * rows * cols * 4})
     return out
 
@@ -178,31 +191,44 @@ MIN_BYTES = {"softmax fwd": 2, "softmax bwd": 3, "log_softmax fwd": 2, "log_soft
 
 
 def print_row_ops(device_name, ours, others, results):
-    """``others``: framework -> rows of the same ops and shapes."""
-    print(f"\n(a) row ops on {device_name}, float32: GB/s over the minimum bytes each op must move; 'of copy' = "
-          "that over a same-size copy on the device into an existing array, 'of new' = over a copy into a new one "
-          "(as each op returns); each time the median over the rounds' medians")
+    """``others``: framework -> rows of the same ops and shapes. Like is compared with like: an op returning a
+    new array with a copy into a new array and with the other framework's op returning one; an op writing a
+    preallocated array (``out=``) with a copy into an existing array and with the other's ``.out`` form."""
+    print(f"\n(a) row ops on {device_name}, float32: GB/s over the minimum bytes each op must move, median over the "
+          "rounds' medians. 'new': each op returns a new array, 'of copy' = over a copy into a new array; 'out': "
+          "each writes a preallocated array, 'of copy' = over a copy into an existing array")
     columns = list(others)
-    print(f"{'op':18} {'shape':>13} {'gpunet GB/s':>11} {'of copy':>8} {'of new':>7}"
-          + "".join(f" {c + ' GB/s':>16} {'gpunet/' + c:>16}" for c in columns))
+    print(f"{'':32} {'--- new ---':>19}" + "".join(f" {'':>9}" for _ in columns) + f" {'--- out ---':>19}")
+    print(f"{'op':18} {'shape':>13} {'gpunet GB/s':>11} {'of copy':>7}"
+          + "".join(f" {'/' + c:>9}" for c in columns) + f" {'gpunet GB/s':>11} {'of copy':>7}"
+          + "".join(f" {'/' + c:>9}" for c in columns))
     index = {name: {(r["op"], tuple(r["shape"])): r for r in rows} for name, rows in others.items()}
+
+    def ratio(seconds, other_seconds):
+        return None if seconds is None or other_seconds is None else other_seconds / seconds
+
+    def fmt(value, width, spec, unit=""):
+        return f"{'-':>{width + len(unit)}}" if value is None else f"{value:{width}{spec}}{unit}"
     for r in ours:
-        gbs = r["bytes"] / r["seconds"] / 1e9
         copy_gbs = 2 * r["bytes"] / MIN_BYTES[r["op"]] / r["copy_seconds"] / 1e9
         new_copy_gbs = 2 * r["bytes"] / MIN_BYTES[r["op"]] / r["new_copy_seconds"] / 1e9
-        row = {"device": device_name, "op": r["op"], "shape": r["shape"], "gpunet_gbs": gbs, "copy_gbs": copy_gbs,
-               "fraction_of_copy": gbs / copy_gbs, "new_copy_gbs": new_copy_gbs,
-               "fraction_of_new_copy": gbs / new_copy_gbs}
-        line = f"{r['op']:18} {str(tuple(r['shape'])):>13} {gbs:11.2f} {gbs / copy_gbs:8.0%} {gbs / new_copy_gbs:7.0%}"
+        gbs = r["bytes"] / r["seconds"] / 1e9
+        out_gbs = None if r.get("out_seconds") is None else r["bytes"] / r["out_seconds"] / 1e9
+        row = {"device": device_name, "op": r["op"], "shape": r["shape"], "gpunet_gbs": gbs,
+               "new_copy_gbs": new_copy_gbs, "fraction_of_new_copy": gbs / new_copy_gbs,
+               "gpunet_out_gbs": out_gbs, "copy_gbs": copy_gbs,
+               "fraction_of_copy": None if out_gbs is None else out_gbs / copy_gbs}
+        new_part, out_part = "", ""
         for c in columns:
             other = index[c].get((r["op"], tuple(r["shape"])))
-            if other is None:
-                line += f" {'-':>16} {'-':>16}"
-                continue
-            row[f"{c}_gbs"] = other["bytes"] / other["seconds"] / 1e9
-            row[f"gpunet_over_{c}"] = other["seconds"] / r["seconds"]
-            line += f" {row[f'{c}_gbs']:16.2f} {row[f'gpunet_over_{c}']:15.2f}x"
-        print(line)
+            row[f"{c}_gbs"] = None if other is None else other["bytes"] / other["seconds"] / 1e9
+            row[f"gpunet_over_{c}"] = ratio(r["seconds"], None if other is None else other["seconds"])
+            row[f"gpunet_out_over_{c}_out"] = ratio(r.get("out_seconds"),
+                                                    None if other is None else other.get("out_seconds"))
+            new_part += f" {fmt(row[f'gpunet_over_{c}'], 8, '.2f', 'x')}"
+            out_part += f" {fmt(row[f'gpunet_out_over_{c}_out'], 8, '.2f', 'x')}"
+        print(f"{r['op']:18} {str(tuple(r['shape'])):>13} {gbs:11.2f} {gbs / new_copy_gbs:7.0%}{new_part}"
+              f" {fmt(out_gbs, 11, '.2f')} {fmt(row['fraction_of_copy'], 7, '.0%')}{out_part}")
         results["row_ops"].append(row)
 
 
@@ -355,7 +381,9 @@ def median_rows(runs):
         return None
     rows = []
     for i, first in enumerate(runs[0]):
+        out_seconds = [r[i].get("out_seconds") for r in runs]
         rows.append(dict(first, seconds=statistics.median(r[i]["seconds"] for r in runs),
+                         out_seconds=None if None in out_seconds else statistics.median(out_seconds),
                          copy_seconds=statistics.median(r[i]["copy_seconds"] for r in runs),
                          new_copy_seconds=statistics.median(r[i]["new_copy_seconds"] for r in runs)))
     return rows

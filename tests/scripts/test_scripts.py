@@ -21,12 +21,17 @@ def test_bench_row_worker_and_table(capsys):
     bench = load("bench")
     rows = bench.rows_worker("gpunet", "cpu", [(64, 10), (8, 2000)], 2)
     assert {r["op"] for r in rows} == set(bench.MIN_BYTES) and all(r["seconds"] > 0 for r in rows)
+    assert all(r["out_seconds"] > 0 for r in rows)  # every gpunet row op has an out= form
+    without_out = [dict(r, out_seconds=None) if r["op"] == "softmax fwd" else r for r in rows]
     results = {"row_ops": []}
-    bench.print_row_ops("cpu", rows, {"same": rows}, results)
-    assert all(r["gpunet_over_same"] == 1.0 for r in results["row_ops"])
-    assert all(r["fraction_of_new_copy"] == r["gpunet_gbs"] / r["new_copy_gbs"] > 0 for r in results["row_ops"])
+    bench.print_row_ops("cpu", rows, {"same": rows, "other": without_out}, results)
+    table = results["row_ops"]
+    assert all(r["gpunet_over_same"] == 1.0 and r["gpunet_out_over_same_out"] == 1.0 for r in table)
+    assert all(r["fraction_of_new_copy"] == r["gpunet_gbs"] / r["new_copy_gbs"] > 0 for r in table)
+    assert all(r["fraction_of_copy"] == r["gpunet_out_gbs"] / r["copy_gbs"] > 0 for r in table)
+    assert [r["gpunet_out_over_other_out"] is None for r in table] == [r["op"] == "softmax fwd" for r in table]
     printed = capsys.readouterr().out
-    assert "softmax fwd" in printed and "of new" in printed
+    assert "softmax fwd" in printed and "--- out ---" in printed
 
 
 def test_bench_training_table_takes_medians_of_alternating_rounds(capsys):
@@ -108,10 +113,13 @@ def test_kernel_report_shows_no_spills():
 
 def test_bench_row_rounds_take_medians():
     bench = load("bench")
-    runs = [[{"op": "softmax fwd", "shape": [2, 3], "seconds": s, "copy_seconds": c, "new_copy_seconds": n,
-              "bytes": 48}] for s, c, n in ((1.0, 4.0, 7.0), (3.0, 2.0, 5.0), (2.0, 9.0, 6.0))]
-    assert bench.median_rows(runs) == [{"op": "softmax fwd", "shape": [2, 3], "seconds": 2.0, "copy_seconds": 4.0,
-                                        "new_copy_seconds": 6.0, "bytes": 48}]
+    runs = [[{"op": "softmax fwd", "shape": [2, 3], "seconds": s, "out_seconds": o, "copy_seconds": c,
+              "new_copy_seconds": n, "bytes": 48}]
+            for s, o, c, n in ((1.0, 3.0, 4.0, 7.0), (3.0, 1.0, 2.0, 5.0), (2.0, 8.0, 9.0, 6.0))]
+    assert bench.median_rows(runs) == [{"op": "softmax fwd", "shape": [2, 3], "seconds": 2.0, "out_seconds": 3.0,
+                                        "copy_seconds": 4.0, "new_copy_seconds": 6.0, "bytes": 48}]
+    runs[1][0]["out_seconds"] = None  # a framework without an out form in some round: none
+    assert bench.median_rows(runs)[0]["out_seconds"] is None
     assert bench.median_rows(runs + [None]) is None
 
 
