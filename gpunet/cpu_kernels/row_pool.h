@@ -7,23 +7,30 @@
 // a worker has claimed. In training, OpenBLAS's threads spin on every core for a while after each matrix
 // product; a worker that the scheduler does not run then simply claims nothing instead of holding up the
 // caller. Idle workers sleep on a condition variable after SPIN_US, so the pool takes little from the BLAS
-// products between row ops. (The numbers behind these choices: docs/measurements/, the CPU notes.)
+// products between row ops; but where jobs come back to back (row ops one after another, nothing between them
+// that needs the cores), they spin for BACK_TO_BACK_US, since waking a sleeping thread takes about as long as a
+// row op of a few MB. (The numbers behind these choices: docs/measurements/, the CPU notes.)
 #pragma once
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <system_error>
 #include <thread>
 
+// In an unnamed namespace: each library that includes this has a pool of its own (two builds loaded in one
+// process, as scripts/compare_cpu_kernels.py does, would otherwise share the first one's, whatever its layout).
+namespace {
 namespace row_pool {
 
 constexpr int64_t MIN_PART_ELEMENTS = 1 << 17;  // fewer, and waking a thread costs more than it saves
 constexpr int64_t PARTS_PER_THREAD = 4;          // claimed as they come: a slow thread holds up less
 constexpr int SPIN_US = 5;
+constexpr int BACK_TO_BACK_US = 100;  // a job started within this of the last one's end: the next may be as near
 
 class Pool {
   public:
@@ -43,6 +50,9 @@ class Pool {
             return;
         }
         grow(threads - 1);
+        const int64_t started = now_us();
+        spin_us_.store(started - last_end_us_ < BACK_TO_BACK_US ? BACK_TO_BACK_US : SPIN_US,
+                       std::memory_order_relaxed);
         rows_ = rows;
         job_ = &body;
         call_part_ = [](void* job, int64_t r0, int64_t r1) { (*static_cast<Body*>(job))(r0, r1); };
@@ -55,7 +65,11 @@ class Pool {
         sleeping_.notify_all();
         claim_parts(generation);
         while (done_.load(std::memory_order_acquire) != parts) pause();
+        last_end_us_ = now_us();
     }
+
+    // How long idle workers spin before they sleep, in microseconds (for tests).
+    int spin_us() const { return spin_us_.load(std::memory_order_relaxed); }
 
     static Pool& instance() {
         // Never destroyed (its threads run until the process ends); a forked child, which has none of the
@@ -104,7 +118,8 @@ class Pool {
 
     void work(uint64_t seen) {
         for (;;) {
-            const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(SPIN_US);
+            const auto until = std::chrono::steady_clock::now() +
+                               std::chrono::microseconds(spin_us_.load(std::memory_order_relaxed));
             while (generation() == seen && std::chrono::steady_clock::now() < until) pause();
             if (generation() == seen) {
                 std::unique_lock<std::mutex> lock(wake_);
@@ -117,6 +132,11 @@ class Pool {
 
     uint64_t generation() const { return ticket_.load(std::memory_order_acquire) >> 32; }
 
+    static int64_t now_us() {
+        return std::chrono::duration_cast<std::chrono::microseconds>(
+                   std::chrono::steady_clock::now().time_since_epoch()).count();
+    }
+
     static inline void pause() {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
@@ -127,6 +147,8 @@ class Pool {
     std::condition_variable sleeping_;
     std::atomic<uint64_t> ticket_{0};
     std::atomic<int64_t> done_{0};
+    std::atomic<int> spin_us_{SPIN_US};
+    int64_t last_end_us_ = INT64_MIN / 2;  // the last job's end (written under call_)
     int64_t workers_ = 0;  // threads started
     int64_t rows_ = 0;
     void* job_ = nullptr;
@@ -134,3 +156,4 @@ class Pool {
 };
 
 }  // namespace row_pool
+}  // namespace

@@ -385,6 +385,39 @@ def test_optimizer_updates_match_the_numpy_form(numpy_form, make, dtype):
         same(a, b, dtype)
 
 
+# Tensors laid end to end are one job for the pool: 1 048 598 elements make 8 parts on 2+ threads, whose bounds
+# fall inside the big tensors and inside the 5-element one (262 149), so parts start and end mid-tensor.
+UPDATE_SIZES = [262147, 5, 262139, 3, 524287, 17]
+
+
+def _updated(dtype, threads, adam: bool, one_call: bool = True):
+    """The tensors and states after one SGD (Nesterov, decay) or Adam update: in one call, or a call per tensor."""
+    rng = np.random.default_rng(7)
+    w = [rng.standard_normal(n).astype(dtype) for n in UPDATE_SIZES]
+    g = [rng.standard_normal(n).astype(dtype) for n in UPDATE_SIZES]
+    states = [[rng.standard_normal(n).astype(dtype) for n in UPDATE_SIZES]]
+    if adam:
+        states.append([np.abs(rng.standard_normal(n)).astype(dtype) for n in UPDATE_SIZES])
+    name, hyper = ("adam_update", (0.01, 0.9, 0.999, 1e-8, 0.1, 0, 0.05, 1.2)) if adam else \
+        ("sgd_update", (0.1, 0.9, 1, 0.01))
+    groups = [slice(None)] if one_call else [slice(k, k + 1) for k in range(len(w))]
+    for part in groups:
+        sizes = np.array(UPDATE_SIZES[part], dtype=np.int64)
+        entry(name, dtype)(w[part], g[part], *(lst[part] for lst in states), sizes, len(sizes), *hyper, threads)
+    return w + [a for lst in states for a in lst]
+
+
+@pytest.mark.parametrize("adam", [False, True], ids=["sgd", "adam"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_update_split_over_threads_across_tensors_changes_no_bit(dtype, adam):
+    """Every element of every tensor updated once, with its own tensor's arguments, whichever thread's part it
+    falls in: the same bits as a call per tensor on one thread."""
+    want = _updated(dtype, 1, adam, one_call=False)
+    for threads in (1, 2, 3, 8):
+        for a, b in zip(want, _updated(dtype, threads, adam)):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_optimizers_use_the_compiled_update(monkeypatch):
     calls = spy_compiled(monkeypatch)
     layer = gpunet.nn.Linear(3, 4, device="cpu")
