@@ -15,7 +15,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <climits>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -67,9 +66,6 @@ class Pool {
         while (done_.load(std::memory_order_acquire) != parts) pause();
         last_end_us_ = now_us();
     }
-
-    // How long idle workers spin before they sleep, in microseconds (for tests).
-    int spin_us() const { return spin_us_.load(std::memory_order_relaxed); }
 
     static Pool& instance() {
         // Never destroyed (its threads run until the process ends); a forked child, which has none of the

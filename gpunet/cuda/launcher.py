@@ -63,6 +63,8 @@ class KernelLauncher:
         rows, cols = inputs[0].shape
         if out is None:
             out = xp.empty_like(inputs[0])
+        else:
+            _check_out(op, out, inputs[0])
         acc = dtype_config(out.dtype).acc_numpy_dtype.itemsize
         plan = row_plan(op.name, rows, cols, acc, self.max_grid, op.cached_arrays)
         self.launch(op.module, plan, out.dtype, [*inputs, out, rows, cols, *plan.extra_args])
@@ -96,6 +98,10 @@ class KernelLauncher:
         loss = xp.empty(rows, dtype=logits.dtype)
         if out is None:
             out = xp.empty_like(logits)
+        else:
+            _check_out(op, out, logits)
+            if check:  # a caller's array is left as it was when a label is bad, as on the CPU (one more sync)
+                check_label_range(xp, labels, cols, ignore_index)
         if grad_scale is not None:
             grad_scale = xp.ascontiguousarray(grad_scale.astype(logits.dtype, copy=False))
         error_row = xp.full(1, NO_ERROR, dtype=xp.uint64) if check else self._unread_error_word()
@@ -133,3 +139,10 @@ class KernelLauncher:
                     [probs, labels64, xp.ascontiguousarray(row_scale.astype(probs.dtype, copy=False)), grad, rows,
                      cols, int(ignore_index)])
         return grad
+
+
+def _check_out(op, out, like) -> None:
+    """A given output must fit the launch exactly: the kernels index it by rows and cols, not by its size."""
+    if out.shape != like.shape or out.dtype != like.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"{op.name}: out must be a C-contiguous {like.dtype} array of shape {tuple(like.shape)}, "
+                         f"got {out.dtype} {tuple(out.shape)}")

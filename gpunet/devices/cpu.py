@@ -95,7 +95,7 @@ class CpuDevice(HostDevice):
         result = _place(out, wide[0])
         fn = self._compiled_for(op, wide)
         if fn is not None:
-            fn(*wide, result, result.shape[0], result.shape[1], host_threads())
+            fn(*wide, result, *wide[0].shape, host_threads())
         else:
             self.map_rows(quietly(functools.partial(op.numpy, numpy)), wide, [result])
         return _delivered(result, out, inputs[0].dtype)
@@ -171,8 +171,12 @@ class CpuDevice(HostDevice):
 
 def _place(out, wide):
     """Where a form writes a result like ``wide`` (float32 or wider): ``out`` itself where it has that dtype,
-    else a new array."""
-    return out if out is not None and out.dtype == wide.dtype else numpy.empty_like(wide)
+    else a new array. A given ``out`` must have ``wide``'s shape (the forms index it by rows and columns)."""
+    if out is None:
+        return numpy.empty_like(wide)
+    if out.shape != wide.shape or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous array of shape {tuple(wide.shape)}, got {tuple(out.shape)}")
+    return out if out.dtype == wide.dtype else numpy.empty_like(wide)
 
 
 def _delivered(result, out, dtype):

@@ -132,20 +132,20 @@ def checked_out(out, like, dev, *inputs, may_be_input: bool = True, name: str = 
     """``out`` checked as a place for a result like ``like``: an array of the same device, shape and dtype,
     C-contiguous and writable. Where ``may_be_input`` (pointwise ops, which read each element before they write
     it), it may be exactly one of the inputs; otherwise (row ops, which read a row again after writing part of
-    it) it must be apart from every input. An ``out`` shifted against an input is refused either way: it would
+    it) it must lie apart from every input. An ``out`` shifted against an input is refused either way: it would
     read elements already written."""
+    if not writable_like(out, like, dev):  # first: the overlap test below takes only this device's arrays
+        raise ValueError(f"{name} must be a writable, C-contiguous {like.dtype} array of shape {tuple(like.shape)} "
+                         f"on {dev.name}; got {type(out).__name__} {getattr(out, 'dtype', '')}"
+                         f"{tuple(getattr(out, 'shape', ()))}")
     for a in inputs:
         if may_be_input and out is a:  # the in-place call of nn.ReLU: nothing to look at
             continue
         if not dev.xp.may_share_memory(out, a):
             continue
         if not may_be_input:
-            raise ValueError(f"{name} overlaps an input: this op reads its inputs again after it writes, so it "
-                             "needs an array apart from them")
+            raise ValueError(f"{name} may overlap an input (their memory ranges meet): this op reads its inputs "
+                             "again after it writes, so it needs an array apart from them")
         if not (_data_pointer(out) == _data_pointer(a) and out.strides == a.strides):
             raise ValueError(f"{name} overlaps an input without being it: pass the input itself or an array apart")
-    if not writable_like(out, like, dev):
-        raise ValueError(f"{name} must be a writable, C-contiguous {like.dtype} array of shape {tuple(like.shape)} "
-                         f"on {dev.name}; got {type(out).__name__} {getattr(out, 'dtype', '')}"
-                         f"{tuple(getattr(out, 'shape', ()))}")
     return out

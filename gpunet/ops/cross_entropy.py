@@ -95,7 +95,8 @@ def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: s
 
     ``reduction``: "mean" over the rows whose label is not ``ignore_index`` (NaN if there are none, as in
     PyTorch), "sum", or "none" (an (N,) array with 0 for ignored rows). The loss is a device array. ``out``: an
-    array of the logits' shape and dtype, apart from them, that takes the probabilities (no new array).
+    array of the logits' shape and dtype, apart from them, that takes the probabilities (written in place for
+    float32/64 logits; float16 on the CPU goes through a float32 temporary); a bad label leaves it as it was.
     """
     dev, logits, labels = _prepare(logits, labels, "logits", reduction, device, ignore_index, out)
     loss_rows, probs = dev.run(SOFTMAX_CROSS_ENTROPY, logits, labels, ignore_index, out=out)
@@ -117,7 +118,8 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
     data-parallel rank passes the count of the whole global batch (``gpunet.distributed``), so that the ranks'
     gradients sum to the global batch's.
 
-    ``out``: an array of the logits' shape and dtype, apart from them, that takes the gradient (no new array).
+    ``out``: an array of the logits' shape and dtype, apart from them, that takes the gradient, as ``out`` of
+    :func:`softmax_cross_entropy` (with ``check_labels=False`` on a GPU a bad label's row is written, NaN).
     """
     dev, logits, labels = _prepare(logits, labels, "logits", reduction, device, ignore_index, out)
     if count is not None:

@@ -56,6 +56,29 @@ def test_cross_entropy_into_out_equals_a_new_array(dev, rng, dtype, reduction):
     np.testing.assert_array_equal(dev.to_numpy(loss_out), dev.to_numpy(loss))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_numpy_forms_write_out_too(rng, dtype, monkeypatch):
+    """The CPU without its compiled kernels (GPUNET_CPU_KERNELS=0) runs the NumPy forms over row blocks into
+    ``out``: the same values as their new arrays, NaN rows included."""
+    import gpunet
+    from gpunet import cpu_kernels
+    monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")
+    assert cpu_kernels.library() is None
+    dev = gpunet.device("cpu")
+    x = (rng.standard_normal((3000, 37)) * 3).astype(dtype)  # several row blocks of the host pool
+    x[5, 3], x[7, :] = NAN, -np.inf
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    for name, (fn, args) in _softmax_family(dev, x, dy, -1).items():
+        out = np.full(x.shape, 7.0, dtype=dtype)
+        assert fn(*args, device=dev, out=out) is out
+        np.testing.assert_array_equal(out, fn(*args, device=dev), err_msg=name)
+    labels = rng.integers(0, 37, 3000)
+    for call in (ops.softmax_cross_entropy_with_grad, ops.softmax_cross_entropy):
+        out = np.full(x.shape, 7.0, dtype=dtype)
+        assert call(x, labels, device=dev, out=out)[1] is out
+        np.testing.assert_array_equal(out, call(x, labels, device=dev)[1])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_last_axis_row_ops_write_out_without_a_new_array(dev, rng, dtype, monkeypatch):
     """The point of ``out``: along the last axis in float32/64 no op allocates an array of the result's size
@@ -118,7 +141,7 @@ def test_row_ops_refuse_an_out_that_overlaps_an_input(dev, rng):
     before = dev.to_numpy(buffer).copy()
     for call in calls:
         for out in (x, shifted):
-            with pytest.raises(ValueError, match="out overlaps an input"):
+            with pytest.raises(ValueError, match="out may overlap an input"):
                 call(out)
     np.testing.assert_array_equal(dev.to_numpy(buffer), before)  # refused before anything was written
 
@@ -134,3 +157,30 @@ def test_numpy_backward_in_place_would_be_wrong(rng):
     in_place = dy.copy()
     _softmax_backward_rows(np, y, in_place, in_place)
     assert not np.allclose(in_place, apart)
+
+
+def test_a_bad_label_leaves_out_as_it_was(dev):
+    """Labels are checked before anything is written, on every device (kernel devices check them first when
+    given an ``out``: their kernels would otherwise write it and flag the label afterwards)."""
+    logits = dev.asarray(np.linspace(-2, 2, 24, dtype=np.float32).reshape(4, 6))
+    labels = dev.asarray(np.array([0, 1, 9, 2]))
+    calls = [lambda out: ops.softmax_cross_entropy_with_grad(logits, labels, out=out),
+             lambda out: ops.softmax_cross_entropy_with_grad(logits, labels, reduction="none", out=out),
+             lambda out: ops.softmax_cross_entropy_with_grad(logits, labels, count=10, out=out),
+             lambda out: ops.softmax_cross_entropy(logits, labels, out=out)]
+    for call in calls:
+        out = dev.xp.full((4, 6), 7.0, dtype=np.float32)
+        with pytest.raises(ValueError, match="label 9 at row 2 is out of range"):
+            call(out)
+        assert np.all(dev.to_numpy(out) == 7.0)
+
+
+def test_devices_refuse_an_out_that_does_not_fit_the_launch(dev):
+    """``device.run`` itself (the interface under the ops) checks a given output's shape: kernels index it by
+    rows and columns, so a smaller one would be written past its end."""
+    from gpunet.ops.softmax import SOFTMAX
+    x = dev.asarray(np.ones((4, 8), np.float32))
+    big = dev.xp.zeros((8, 8), np.float32)
+    with pytest.raises(ValueError, match="out must be a C-contiguous"):
+        dev.run(SOFTMAX, x, out=big[:1])
+    assert np.all(dev.to_numpy(big) == 0)
