@@ -306,6 +306,23 @@ def matrix_products(dev, sizes, batch, dtype="float32"):
     return products
 
 
+def products_and_update(dev, sizes, batch):
+    """``matrix_products`` followed by the optimizer's update over the network's parameters (SGD momentum 0.9,
+    as the trainers), as in a step: the update re-reads every weight, gradient and velocity after the products
+    have pushed them out of the cache. A tighter bound for a design that updates in a pass of its own (gpunet's,
+    and PyTorch's with the same traffic); only folding the update into the products would beat it."""
+    products = matrix_products(dev, sizes, batch)
+    params = nn.mlp(sizes, "relu", seed=0, device=dev).parameters()
+    for p in params:
+        p.grad[...] = 1e-3
+    opt = optim.SGD(params, lr=1e-6, momentum=0.9)
+
+    def step():
+        products()
+        opt.step()
+    return step
+
+
 def count_gpunet_launches(dev, step, xb, yb):
     """gpunet's own kernel launches in one training step (not CuPy's elementwise ops or cuBLAS)."""
     counted = {"n": 0}
@@ -362,6 +379,7 @@ def train_worker(framework, device_name, networks=None):
             row["samples_s"] = gpunet_epoch(dev, step, batch, x, y)
             timer = cuda_timer(dev.xp) if device_name.startswith("cuda") else host_timer
             row["products_s"] = timer(matrix_products(dev, sizes, batch), STEP_REPEATS)
+            row["products_update_s"] = timer(products_and_update(dev, sizes, batch), STEP_REPEATS)
             if device_name == "cpu":
                 row["blas"] = host_blas().choice()[1]
             if hasattr(dev, "launcher"):  # a device with CUDA kernels (sim, cuda)
@@ -389,7 +407,7 @@ def median_rows(runs):
     return rows
 
 
-def median_runs(runs, keys=("samples_s", "step_s", "products_s")):
+def median_runs(runs, keys=("samples_s", "step_s", "products_s", "products_update_s")):
     """One row per network (or batch) from several rounds of a worker: the median of each of ``keys`` over the
     rounds that have it, every round's samples/s kept under ``samples_s_rounds``; None if any round failed."""
     if not runs or any(r is None for r in runs):
@@ -407,17 +425,24 @@ def median_runs(runs, keys=("samples_s", "step_s", "products_s")):
 
 
 def products_bound_columns(ours_row, theirs_row, row):
-    """The matrix-product bound of a training row (see ``matrix_products``) and the two ratios to it, added to
-    the JSON ``row``; dashes where a figure is missing."""
-    if not ours_row.get("products_s"):
-        return f" {'-':>9} {'-':>12} {'-':>11}"
-    bound = ours_row["batch"] / ours_row["products_s"]
-    row.update(products_bound_samples_s=bound, gpunet_over_bound=ours_row["samples_s"] / bound)
-    line = f" {bound:9.0f} {row['gpunet_over_bound']:11.0%} "
-    if theirs_row:
-        row["bound_over_torch"] = bound / theirs_row["samples_s"]
-        return line + f" {row['bound_over_torch']:10.2f}x"
-    return line + f" {'-':>11}"
+    """The matrix-product bound of a training row (see ``matrix_products``) and the two ratios to it, then the
+    bound with the update (``products_and_update``) and the same two ratios, added to the JSON ``row``; dashes
+    where a figure is missing."""
+    line = ""
+    for key, name in (("products_s", "bound"), ("products_update_s", "update_bound")):
+        if not ours_row.get(key):
+            line += f" {'-':>9} {'-':>12} {'-':>11}"
+            continue
+        bound = ours_row["batch"] / ours_row[key]
+        row.update({f"products_{name}_samples_s" if name == "bound" else f"{name}_samples_s": bound,
+                    f"gpunet_over_{name}": ours_row["samples_s"] / bound})
+        line += f" {bound:9.0f} {row[f'gpunet_over_{name}']:11.0%} "
+        if theirs_row:
+            row[f"{name}_over_torch"] = bound / theirs_row["samples_s"]
+            line += f" {row[f'{name}_over_torch']:10.2f}x"
+        else:
+            line += f" {'-':>11}"
+    return line
 
 
 def print_training(device_name, ours, theirs, results):
@@ -427,11 +452,12 @@ def print_training(device_name, ours, theirs, results):
     print(f"\n(b) training on {device_name}: one epoch of 60000 MNIST samples after a warm-up epoch, SGD momentum "
           f"0.9, samples/s, median of {len(ours[0]['samples_s_rounds'])} rounds alternating the frameworks; "
           "'rounds' gives each round's ratio; 'bound': the samples/s if a step took only its matrix products on "
-          "this device's BLAS (timed alone, median of the rounds)"
+          "this device's BLAS (timed alone, median of the rounds); '+update': the products and then the "
+          "optimizer's update, as in a step"
           + ("; one step on a fixed batch timed with CUDA events (median of "
              f"{STEP_REPEATS}), and the kernels it runs" if device_name != "cpu" else ""))
     print(f"{'network':22} {'batch':>5} {'gpunet':>9} {'torch':>9} {'gpunet/torch':>12} {'bound':>9} "
-          f"{'gpunet/bound':>12} {'bound/torch':>11}"
+          f"{'gpunet/bound':>12} {'bound/torch':>11} {'+update':>9} {'gpunet/+upd':>12} {'+upd/torch':>11}"
           + ("   step ms: gpunet  torch   kernels: gpunet-own all  torch-all" if device_name != "cpu" else ""))
     for i, r in enumerate(ours):
         row = {"device": device_name, **{k: v for k, v in r.items() if k != "samples_s"},

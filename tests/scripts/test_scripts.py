@@ -49,14 +49,35 @@ def test_bench_training_table_takes_medians_of_alternating_rounds(capsys):
 
 def test_bench_products_bound_is_batch_over_median_product_time(capsys):
     bench = load("bench")
-    ours = [[{"network": "n", "batch": 8, "samples_s": 100.0, "products_s": p}] for p in (0.02, 0.04, 0.08)]
+    ours = [[{"network": "n", "batch": 8, "samples_s": 100.0, "products_s": p, "products_update_s": p * 2}]
+            for p in (0.02, 0.04, 0.08)]
     theirs = [[{"network": "n", "batch": 8, "samples_s": 50.0}] for _ in range(3)]
     results = {"training": []}
     bench.print_training("cpu", bench.median_runs(ours), bench.median_runs(theirs), results)
     row = results["training"][0]
     assert row["products_bound_samples_s"] == 200.0  # 8 samples in the median 0.04 s
     assert row["gpunet_over_bound"] == 0.5 and row["bound_over_torch"] == 4.0
-    assert " 50% " in capsys.readouterr().out
+    assert row["update_bound_samples_s"] == 100.0  # with the update: 8 samples in 0.08 s
+    assert row["gpunet_over_update_bound"] == 1.0 and row["update_bound_over_torch"] == 2.0
+    printed = capsys.readouterr().out
+    assert " 50% " in printed and " 100% " in printed and "+update" in printed
+    del ours[0][0]["products_update_s"]  # a round without the figure: dashes, not a crash
+    bench.print_training("cpu", bench.median_runs(ours), bench.median_runs(theirs), {"training": []})
+
+
+def test_bench_update_bound_runs_the_products_then_the_update():
+    """The '+update' step: the step's products, then one SGD update of the network's parameters."""
+    import gpunet
+    bench = load("bench")
+    dev = gpunet.device("cpu")
+    calls = []
+    original = dev.run
+    try:
+        dev.run = lambda op, *a, **k: (calls.append(op.name), original(op, *a, **k))[1]
+        bench.products_and_update(dev, [6, 5, 3], 4)()
+    finally:
+        del dev.run
+    assert calls == ["sgd_update"]
 
 
 def test_bench_matrix_products_are_those_of_a_training_step():
