@@ -159,3 +159,36 @@ def test_bench_nproc_mode_prints_the_data_parallel_table(tmp_path):
     assert all(r["ratio"] == r["ranks_samples_s"] / r["single_samples_s"] and 0 < r["allreduce_share"] < 1
                for r in rows)
     assert rows[0]["allreduce_bytes"] == ((784 * 512 + 512) + (512 * 512 + 512) + (512 * 10 + 10) + 1) * 4
+
+
+def test_bench_judges_the_cpu_goals_from_its_rows(capsys):
+    bench = load("bench")
+
+    def train(batch, ratio, bound=0.95, bound_over=1.2, update_over=1.5):
+        return {"device": "cpu", "network": "n", "batch": batch, "gpunet_over_torch": ratio,
+                "gpunet_over_bound": bound, "bound_over_torch": bound_over, "update_bound_over_torch": update_over}
+
+    def row(op, cols, new, out, fraction):
+        return {"device": "cpu", "op": op, "shape": [10, cols], "gpunet_over_torch": new,
+                "gpunet_out_over_torch_out": out, "fraction_of_copy": fraction}
+    results = {"training": [train(128, 1.2, update_over=1.25), train(1024, 1.05, bound=0.899), train(64, 1.4)],
+               "row_ops": [row("softmax bwd", 10, 0.5, 0.5, 0.1),  # C = 10: no goal
+                           row("softmax bwd", 100, 1.1, 0.93, 0.5),  # C = 100: ratios only
+                           row("softmax fwd", 1000, 1.5, 1.2, 0.81),
+                           row("cross_entropy f+b", 1000, 2.0, None, 0.79)]}
+    goals = {goal: (measured, met) for goal, measured, met in bench.cpu_goals(results)}
+    assert goals[">= 1.0x PyTorch, every network"][1] is True
+    measured, met = goals[">= 1.3x PyTorch, small batches"]
+    assert met is False and "n b128 1.20x (its products and update alone: 1.25x)" in measured
+    assert "n b64 1.40x" in measured and "alone" not in measured.split("n b64")[1]
+    assert goals[">= 90% of the products bound, batch 1024"] == ("n b1024 89.9%", False)
+    assert goals[">= 1.0x PyTorch, row ops at C >= 100"] == ("lowest: softmax bwd C=100 out= 0.93x", False)
+    assert goals[">= 80% of the copy, row ops at C >= 1000 (out=)"] == ("lowest: cross_entropy f+b C=1000 79%",
+                                                                         False)
+    results["row_ops"][1]["gpunet_out_over_torch_out"] = 1.01
+    results["row_ops"][3]["fraction_of_copy"] = 0.85
+    printed = {"training": [], "row_ops": results["row_ops"]}
+    bench.print_goals(bench.cpu_goals(results), printed)
+    assert [g["met"] for g in printed["goals"]][-2:] == [True, True]
+    assert "(d) the CPU goals" in capsys.readouterr().out
+    assert bench.cpu_goals({"training": [], "row_ops": []}) == []  # nothing run, nothing judged
