@@ -182,11 +182,12 @@ def _place(out, wide):
 def _delivered(result, out, dtype):
     """``result`` as the op returns it: in ``dtype`` (float16 past its range becomes inf, as the kernels'
     conversion does), copied into ``out`` where given and not already there."""
+    if result is out or (out is None and result.dtype == dtype):  # the common case: no errstate (a microsecond)
+        return result
     with quiet():
         if out is None:
-            return result.astype(dtype, copy=False)
-        if result is not out:
-            numpy.copyto(out, result, casting="unsafe")
+            return result.astype(dtype)
+        numpy.copyto(out, result, casting="unsafe")
         return out
 
 
