@@ -4,6 +4,7 @@ device."""
 import numpy as np
 import pytest
 
+import gpunet
 from gpunet import ops
 from tests.helpers import train_small_mlp
 
@@ -36,7 +37,10 @@ def test_fused_bias_relu_equals_linear_then_relu(dev, rng, dtype, shape):
 
 def test_bias_add_alone_is_compiled_on_the_cpu_and_exact(rng):
     x, w, b = (rng.standard_normal(s).astype(np.float32) for s in [(300, 20), (20, 700), (700,)])
-    np.testing.assert_array_equal(ops.linear(x, w, b, device="cpu"), np.matmul(x, w) + b)
+    # Against the device's own product: the CPU picks its BLAS by measurement (NumPy's or oneMKL), and the two
+    # round differently, so only the bias add is asserted exact here.
+    cpu = gpunet.device("cpu")
+    np.testing.assert_array_equal(ops.linear(x, w, b, device="cpu"), cpu.matmul(x, w) + b)
 
 
 def test_linear_names_the_activations_it_fuses():
