@@ -2,8 +2,9 @@
 
 Used by the CUDA simulator (the kernels of ``kernels/`` built for the CPU) and by the CPU row kernels. A
 change to a source or a flag rebuilds; nothing else does. A build is written to a temporary file, fsync'ed with
-a SHA-256 of its bytes beside it (``<library>.sha256``), and lands by atomic rename, so two processes building
-at once, or one killed mid-build, never leave a broken library behind; and a library is loaded only if its bytes
+a SHA-256 of its bytes beside it (``<library>.sha256``), and lands by atomic rename, so a process killed
+mid-build never leaves a broken library behind (processes starting at once take turns on a lock file: one
+builds, the others load its build); and a library is loaded only if its bytes
 match that digest, since a truncated or overwritten one would kill the loading process with SIGBUS (not an
 exception), every run, until deleted: one that fails the check is rebuilt, with one log line. A cache folder that
 cannot be used (``GPUNET_CACHE`` naming a file, a read-only folder) gives one log line, and the process builds in
@@ -12,6 +13,7 @@ a temporary folder of its own, removed at exit.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import functools
 import hashlib
 import logging
@@ -93,7 +95,9 @@ def file_digest(path: Path) -> str:
 
 
 def verify(target: Path) -> str | None:
-    """Why ``target`` must not be loaded (no digest beside it, or its bytes do not match it), or None."""
+    """Why ``target`` must not be loaded (missing, no digest beside it, or its bytes do not match it), or None."""
+    if not target.exists():
+        return "missing"
     try:
         recorded = (target.parent / (target.name + DIGEST_SUFFIX)).read_text().strip()
     except FileNotFoundError:
@@ -133,20 +137,15 @@ def write_atomically(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def cached_library(sub: str, name: str, text: Callable[[], str], flags: list[str], cxx: str, what: str, error=BuildError,
-                   suffix: str = ".cpp", libs: tuple = ()) -> Path:
-    """The library ``name`` in the cache folder ``sub``: the one there if it passes its digest check, else the C++
-    ``text()`` returns compiled with ``flags`` (and ``libs``, linked after the source). Where the cache folder cannot be
-    used, the build goes to this process's own temporary folder."""
-    try:
-        folder = cache_dir(sub)
-        target = folder / name
-        if target.exists():
-            problem = verify(target)
-            if problem is None:
-                return target
-            _log.warning("gpunet: the cached library %s is not loaded: %s; rebuilding it", target, problem)
+def cached_library(sub: str, name: str, text: Callable[[], str], flags: list[str], cxx: str, what: str,
+                   error=BuildError, suffix: str = ".cpp", libs: tuple = ()) -> Path:
+    """The library ``name`` in the cache folder ``sub``: the one there if it passes its digest check, else the
+    C++ ``text()`` returns compiled with ``flags`` (and ``libs``, linked after the source). Where the cache folder
+    cannot be used, the build goes to this process's own temporary folder."""
+    def build(target: Path) -> Path:
         return _build(target, text, flags, cxx, what, error, suffix, libs)
+    try:
+        return _checked_or_built(cache_dir(sub) / name, build)
     except BuildError:
         raise
     except OSError as exc:
@@ -154,11 +153,24 @@ def cached_library(sub: str, name: str, text: Callable[[], str], flags: list[str
                                                                    f"written ({exc})"
         warn_once(f"gpunet: {why}: building in a temporary folder for this process only (set GPUNET_CACHE to a "
                   "writable folder)")
-        target = _private_dir() / sub / name
-        if target.exists() and verify(target) is None:
+        folder = _private_dir() / sub
+        folder.mkdir(exist_ok=True)
+        return _checked_or_built(folder / name, build)
+
+
+def _checked_or_built(target: Path, build: Callable[[Path], Path]) -> Path:
+    """``target`` if it passes its digest check, else ``build(target)``, under a lock on the folder's
+    ``.<name>.lock`` (N ranks starting at once build it once; the others wait and load that build)."""
+    if verify(target) is None:
+        return target
+    with open(target.parent / f".{target.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        problem = verify(target)
+        if problem is None:  # built by another process while this one waited
             return target
-        target.parent.mkdir(exist_ok=True)
-        return _build(target, text, flags, cxx, what, error, suffix, libs)
+        if target.exists():
+            _log.warning("gpunet: the cached library %s is not loaded: %s; rebuilding it", target, problem)
+        return build(target)
 
 
 def _build(target: Path, text: Callable[[], str], flags: list[str], cxx: str, what: str, error, suffix: str,

@@ -196,3 +196,25 @@ def test_a_read_only_cache_still_loads_what_it_holds_and_builds_elsewhere(tmp_pa
     assert not other.is_relative_to(tmp_path) and native.verify(other) is None
     said = [r.message for r in caplog.records]
     assert len(said) == 1 and "cannot be written" in said[0] and "Permission denied" in said[0]
+
+
+def test_processes_starting_at_once_build_a_library_once(tmp_path):
+    """N ranks on a fresh cache: one builds under the library's lock, the others wait and load that build (no
+    duplicate compile, no library renamed over another's digest)."""
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "cxx"
+    wrapper.write_text(f'#!/bin/sh\necho "$$" >> {calls}\nexec {native.compiler("the test")} "$@"\n')
+    wrapper.chmod(0o755)
+    script = ("import numpy as np\nfrom gpunet.cuda.source import DTYPES\nfrom gpunet.devices.sim import SimModule\n"
+              f"x = np.zeros(3, np.float32)\nKERNEL = {KERNEL!r}\n"
+              "SimModule('cache_probe_add', DTYPES['float32'], source=KERNEL).launch('add_one', 1, 32, 0, [x, 3])\n"
+              "print('sum', x.sum())\n")
+    env = dict(os.environ, GPUNET_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT), CXX=str(wrapper))
+    ranks = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(3)]
+    outputs = [rank.communicate(timeout=300) for rank in ranks]
+    assert all(rank.returncode == 0 and "sum 3.0" in out and REBUILT not in err
+               for rank, (out, err) in zip(ranks, outputs)), outputs
+    assert len(calls.read_text().split()) == 2  # one build: g++ -E, then the compile
+    [lib] = libraries(tmp_path / "cache", "sim")
+    assert native.verify(lib) is None
