@@ -4,11 +4,11 @@ Used by the CUDA simulator (the kernels of ``kernels/`` built for the CPU) and b
 change to a source or a flag rebuilds; nothing else does. A build is written to a temporary file, fsync'ed with
 a SHA-256 of its bytes beside it (``<library>.sha256``), and lands by atomic rename, so a process killed
 mid-build never leaves a broken library behind (processes starting at once take turns on a lock file: one
-builds, the others load its build); and a library is loaded only if its bytes
-match that digest, since a truncated or overwritten one would kill the loading process with SIGBUS (not an
-exception), every run, until deleted: one that fails the check is rebuilt, with one log line. A cache folder that
-cannot be used (``GPUNET_CACHE`` naming a file, a read-only folder) gives one log line, and the process builds in
-a temporary folder of its own, removed at exit.
+builds, the others load its build). A library is loaded only if its bytes match that digest, since a truncated
+or overwritten one would kill the loading process with SIGBUS (not an exception), every run, until deleted:
+one that fails the check is rebuilt, with one log line. A cache folder that cannot be used (``GPUNET_CACHE``
+naming a file, a read-only folder) gives one log line, and the process builds in a temporary folder of its
+own, removed at exit.
 """
 from __future__ import annotations
 
