@@ -151,8 +151,9 @@ def mlp_layers(path, model_state: dict, meta: dict) -> tuple[list[int], list]:
     """``(sizes, [weight, bias, weight, bias, ...] in layer order)`` of the MLP a ``gpunet train`` checkpoint
     holds, its metadata's layer sizes checked against the weights' shapes, so that a model is built only of the
     size the file's own arrays are (metadata claiming 10**12 hidden units would otherwise allocate them). The
-    weights are ``<index>.weight`` (in, out) and ``<index>.bias`` (out,), the indices those of the layers of
-    ``nn.mlp`` (other with dropout: so the order is returned, not the names). CheckpointError for any mismatch."""
+    weights are ``<index>.weight`` (in, out) and ``<index>.bias`` (out,), indexed by ``nn.mlp``'s layers, which
+    dropout shifts (0, 3, 6 rather than 0, 2, 4): so they are returned in order, not by name. CheckpointError
+    for any mismatch."""
     sizes = meta.get("sizes")
     if not isinstance(meta.get("config"), dict) or not (isinstance(sizes, list) and len(sizes) >= 2 and all(
             type(s) is int and s > 0 for s in sizes)):
