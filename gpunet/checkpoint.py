@@ -147,6 +147,50 @@ def load_checkpoint(path):
     return model, optim, meta
 
 
+def mlp_layers(path, model_state: dict, meta: dict) -> tuple[list[int], list]:
+    """``(sizes, [weight, bias, weight, bias, ...] in layer order)`` of the MLP a ``gpunet train`` checkpoint
+    holds, its metadata's layer sizes checked against the weights' shapes, so that a model is built only of the
+    size the file's own arrays are (metadata claiming 10**12 hidden units would otherwise allocate them). The
+    weights are ``<index>.weight`` (in, out) and ``<index>.bias`` (out,), indexed by ``nn.mlp``'s layers, which
+    dropout shifts (0, 3, 6 rather than 0, 2, 4): so they are returned in order, not by name. CheckpointError
+    for any mismatch."""
+    sizes = meta.get("sizes")
+    if not isinstance(meta.get("config"), dict) or not (isinstance(sizes, list) and len(sizes) >= 2 and all(
+            type(s) is int and s > 0 for s in sizes)):
+        raise CheckpointError(f"{path}: no training settings or layer sizes in its metadata: not a checkpoint "
+                              "written by gpunet train")
+    layers: dict[int, dict] = {}
+    for key, value in model_state.items():
+        index, _, kind = key.partition(".")
+        if not (index.isascii() and index.isdigit() and kind in ("weight", "bias")):
+            raise CheckpointError(f"{path}: unexpected weight {'model/' + key!r}: an MLP's are <layer>.weight and "
+                                  "<layer>.bias")
+        layers.setdefault(int(index), {})[kind] = value
+    ordered = [layers[i] for i in sorted(layers)]
+    shapes = [(tuple(np.shape(layer.get("weight"))), tuple(np.shape(layer.get("bias")))) for layer in ordered]
+    wanted = [((n_in, n_out), (n_out,)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    if shapes != wanted:
+        held = ", ".join(f"{w}+{b}" for w, b in shapes) or "none"
+        raise CheckpointError(f"{path}: its metadata claims layer sizes {sizes}, but its weights do not fit them "
+                              f"(weight+bias shapes: {held}): corrupt")
+    n_classes = meta.get("n_classes", sizes[-1])
+    if n_classes != sizes[-1]:
+        raise CheckpointError(f"{path}: its metadata claims {n_classes!r} classes, but its last layer gives "
+                              f"{sizes[-1]}: corrupt")
+    return sizes, [layer[kind] for layer in ordered for kind in ("weight", "bias")]
+
+
+def require_fits_dataset(path, sizes: list[int], dataset: str, n_features: int, n_classes: int,
+                         trained_on=None) -> None:
+    """CheckpointError unless the model takes ``dataset``'s samples (its input size is their feature count)
+    and gives one score per class: a 3-class model scored on a 2-class set would report a meaningless accuracy."""
+    if sizes[0] == n_features and sizes[-1] == n_classes:
+        return
+    hint = f" (it was trained on {trained_on})" if isinstance(trained_on, str) and trained_on != dataset else ""
+    raise CheckpointError(f"{path}: the model takes {sizes[0]} input features and gives {sizes[-1]} classes; "
+                          f"{dataset} has {n_features} features and {n_classes} classes{hint}")
+
+
 def _parse_meta(path: Path, raw) -> dict:
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise CheckpointError(f"{path}: 'meta' must be UTF-8 JSON as a 1-D uint8 array, got {raw.dtype} {raw.shape}")

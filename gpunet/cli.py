@@ -10,7 +10,7 @@ import math
 import os
 import sys
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, mlp_layers, require_fits_dataset
 from .data.registry import DATASETS, load_dataset
 from .devices import device
 from .info import main as show_info
@@ -211,17 +211,16 @@ def _eval(args) -> int:
         if args.confusion:
             check_plot_path(args.confusion, "--confusion")
         model_state, _, meta = load_checkpoint(args.checkpoint)
-        trained, sizes = meta.get("config"), meta.get("sizes")
-        if not isinstance(trained, dict) or not (isinstance(sizes, list) and len(sizes) >= 2
-                                                 and all(type(s) is int and s > 0 for s in sizes)):
-            raise ValueError(f"{args.checkpoint}: no training settings or layer sizes in its metadata: not a "
-                             "checkpoint written by gpunet train")
+        # Nothing is built before the metadata agrees with the weights, and the model with the dataset.
+        sizes, weights = mlp_layers(args.checkpoint, model_state, meta)
+        trained = meta["config"]
         dataset = args.dataset or trained.get("dataset")
         _, _, x_test, y_test, n_classes = load_dataset(dataset, args.data_root or trained.get("data_root"),
                                                        trained.get("seed", 0))
+        require_fits_dataset(args.checkpoint, sizes, dataset, x_test.shape[1], n_classes, trained.get("dataset"))
         config = TrainConfig(hidden=tuple(sizes[1:-1]), activation=trained.get("activation", "relu"))
         model = build_model(config, sizes[0], sizes[-1], device(args.device))
-        model.load_state_dict(model_state)
+        model.load_state_dict(dict(zip((name for name, _ in model.named_parameters()), weights)))
         acc = accuracy(model, x_test, y_test)
         print(f"{dataset} test accuracy {100 * acc:.2f}% ({len(y_test)} samples) on {model.device.name}")
         if args.confusion:

@@ -72,9 +72,9 @@ def build(isa: str, folder: Path = SOURCE.parent) -> Binding:
     parts = sorted(p for p in Path(folder).iterdir() if p.suffix in (".cpp", ".h"))
     flags = compile_flags(isa, folder)
     digest = native.digest_of(*(p.name + p.read_text() for p in parts), " ".join(flags), cxx)
-    target = native.cache_dir("cpu") / f"kernels-{isa}-{digest}.so"
-    source = (Path(folder) / SOURCE.name).read_text()
-    lib = ctypes.CDLL(str(native.build_shared(target, source, flags, cxx, "the CPU kernels", libs=("-lmvec",))))
+    path = native.cached_library("cpu", f"kernels-{isa}-{digest}.so", (Path(folder) / SOURCE.name).read_text, flags,
+                                 cxx, "the CPU kernels", libs=("-lmvec",))
+    lib = ctypes.CDLL(str(path))
     return Binding(lib, signatures_of_files(tuple(str(p) for p in parts if p.suffix == ".cpp")))
 
 

@@ -30,10 +30,6 @@ def compiler() -> str:
     return native.compiler("the CUDA simulator", SimBuildError)
 
 
-def cache_dir() -> Path:
-    return native.cache_dir("sim")
-
-
 def launcher_source(source: str) -> str:
     """One ``gpunet_sim_launch_<kernel>`` per kernel: unpack ``args`` by type and run the grid."""
     out = []
@@ -76,14 +72,14 @@ def build_module(module: str, config: DtypeConfig, sanitize: str | None = None, 
     flags = _include_flags(config) + config.compile_defines()
     digest = native.digest_of(HEADER.read_bytes(), *source_digest_parts(), module, source or "",
                               " ".join(flags + CXXFLAGS + SANITIZERS[sanitize]), cxx)
-    target = cache_dir() / f"{module}-{config.name}-{sanitize or 'plain'}-{digest}.so"
-    if target.exists():
-        return target
-    unit = '#include "cuda_sim.h"\n' + (source if source is not None else f'#include "{module}.cu"\n')
-    pre = subprocess.run([cxx, "-E", "-std=c++20", *flags, "-x", "c++", "-"], input=unit, capture_output=True,
-                         text=True)
-    if pre.returncode != 0:
-        raise SimBuildError(f"preprocessing {module}.cu for the simulator failed:\n{pre.stderr}")
-    text = rewrite_extern_shared(pre.stdout) + "\n" + launcher_source(source or read_source(module))
-    return native.build_shared(target, text, CXXFLAGS + SANITIZERS[sanitize], cxx, f"{module}.cu for the simulator",
-                               SimBuildError, suffix=".ii")
+    name = f"{module}-{config.name}-{sanitize or 'plain'}-{digest}.so"
+
+    def text() -> str:
+        unit = '#include "cuda_sim.h"\n' + (source if source is not None else f'#include "{module}.cu"\n')
+        pre = subprocess.run([cxx, "-E", "-std=c++20", *flags, "-x", "c++", "-"], input=unit, capture_output=True,
+                             text=True)
+        if pre.returncode != 0:
+            raise SimBuildError(f"preprocessing {module}.cu for the simulator failed:\n{pre.stderr}")
+        return rewrite_extern_shared(pre.stdout) + "\n" + launcher_source(source or read_source(module))
+    return native.cached_library("sim", name, text, CXXFLAGS + SANITIZERS[sanitize], cxx,
+                                 f"{module}.cu for the simulator", SimBuildError, suffix=".ii")

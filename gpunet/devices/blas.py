@@ -289,29 +289,49 @@ def _warn_once(message: str) -> None:
         _log.warning(message)
 
 
-def _read(path: Path | None) -> dict:
-    """The saved timings: key -> {candidate: seconds}; entries of another shape are dropped."""
+def _read(path: Path | None, say: bool = True) -> dict:
+    """The saved timings: key -> {candidate: seconds}. An entry that is not a timing for each candidate (a
+    wrong type, NaN, a negative or absurd number: ``blas_timing.timing_problem``) is dropped, with one log line
+    for the file (unless not ``say``: a save reads the file again); so is a file that is not a JSON object."""
     if path is None:
         return {}
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        if say:
+            _log.warning("gpunet: ignoring the BLAS timings in %s: unreadable (%s)", path, str(exc)[:200])
         return {}
     if not isinstance(data, dict):
+        if say:
+            _log.warning("gpunet: ignoring the BLAS timings in %s: a JSON %s, not an object", path,
+                         type(data).__name__)
         return {}
-    return {k: v for k, v in data.items() if isinstance(v, dict) and all(
-        isinstance(v.get(name), (int, float)) and v[name] > 0 for name in CANDIDATES)}
+    kept, dropped = {}, {}
+    for key, entry in data.items():
+        problem = (f"{type(entry).__name__}, not an object" if not isinstance(entry, dict) else
+                   next((f"{name}: {why}" for name in CANDIDATES
+                         if (why := blas_timing.timing_problem(entry.get(name))) is not None), None))
+        if problem is None:
+            kept[key] = {name: float(entry[name]) for name in CANDIDATES}
+        else:
+            dropped[key] = problem
+    if dropped and say:
+        first = next(iter(dropped))
+        _log.warning("gpunet: ignoring %d of the %d BLAS timings in %s (%r: %s)", len(dropped), len(data), path,
+                     first[:80], dropped[first][:120])
+    return kept
 
 
 def _save(path: Path | None, key: str, medians: dict) -> None:
-    """Merge one key's timings into the file (another process may have added others) by atomic rename."""
+    """Merge one key's timings into the file (another process may have added others) by atomic rename, fsync'ed
+    first."""
     if path is None:
         return
     try:
-        data = _read(path)
+        data = _read(path, say=False)
         data[key] = medians
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        native.write_atomically(path, json.dumps(data, indent=1, sort_keys=True).encode())
     except OSError as exc:  # a read-only cache: the timings still hold for this process
         _warn_once(f"gpunet: could not save the BLAS timings to {path} ({exc})")

@@ -10,6 +10,7 @@ that could keep a faster oneMKL from being chosen.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -21,6 +22,25 @@ import numpy
 
 from .blas_threads import BlasThreads, run_on
 from .mkl import Mkl
+
+# The longest a product's median may take and still be a timing: a step's product over a minute is a corrupt
+# value (or a machine too loaded to measure), not a measurement to choose by.
+MAX_SECONDS = 60.0
+
+
+def timing_problem(value) -> str | None:
+    """Why ``value`` is not a product's timing in seconds (a real number in (0, MAX_SECONDS]), or None. A JSON
+    integer is taken when it is in range; one of 400 digits is not (no float holds it: the sums would overflow)."""
+    if type(value) not in (int, float):
+        return f"{type(value).__name__}, not a number"
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return f"an integer of {value.bit_length()} bits"
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_SECONDS:
+        return f"{seconds!r} is not in (0, {MAX_SECONDS:g}] seconds"
+    return None
+
 
 def operands(key: str, rng) -> tuple:
     """The operands of the product ``key`` names (``float32 MxKxN tn``, ``blas.product_key``), each stored as
@@ -80,7 +100,7 @@ def in_child(candidate: str, keys: list, threads: int, mkl_path: str | None, sec
     try:
         timings = json.loads(done.stdout)
         valid = (isinstance(timings, dict) and set(timings) == set(keys)
-                 and all(isinstance(v, float) and v > 0 for v in timings.values()))
+                 and all(timing_problem(v) is None for v in timings.values()))
     except ValueError:
         valid = False
     if not valid:

@@ -2,6 +2,7 @@
 (gpunet.devices.mkl, gpunet.devices.blas)."""
 import json
 import logging
+import subprocess
 
 import numpy as np
 import pytest
@@ -348,3 +349,52 @@ def test_shapes_that_never_repeat_still_end_in_a_choice(host_blas, mkl, monkeypa
     assert not host_blas.frozen
     assert host_blas.choose(np.ones((6, 6), np.float32), np.ones((6, 6), np.float32)) == "mkl"
     assert host_blas.frozen and len(host_blas.seen) == 3
+
+
+GOOD = '{"numpy": 0.001, "mkl": 0.002}'
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("1" + "0" * 400, "an integer of"), ("NaN", "nan"), ("Infinity", "inf"), ("-0.001", "-0.001"), ("0", "0.0"),
+    ("1e9", "1000000000.0"), ('"0.001"', "str, not a number"), ("true", "bool, not a number"),
+    ("[0.001]", "list, not a number"), ("null", "NoneType, not a number"),
+])
+def test_a_bad_saved_timing_is_ignored_with_one_log_line(tmp_path, caplog, bad, why):
+    """Each candidate's timing must be a number of seconds in (0, 60]: a 400-digit integer made every later
+    `gpunet train` end in an OverflowError, summing it as a float."""
+    path = tmp_path / "timings.json"
+    path.write_text(f'{{"float32 4x4x4 nn": {GOOD}, "float32 8x8x8 nt": {{"numpy": 0.001, "mkl": {bad}}}}}')
+    with caplog.at_level(logging.WARNING, logger="gpunet"):
+        kept = blas_module._read(path)
+    assert kept == {"float32 4x4x4 nn": {"numpy": 0.001, "mkl": 0.002}}
+    [said] = [r.message for r in caplog.records]
+    assert "ignoring 1 of the 2 BLAS timings" in said and "'float32 8x8x8 nt': mkl: " in said and why in said
+    assert best(kept.values()) == "numpy"
+    assert blas_module._read(path, say=False) == kept and len(caplog.records) == 1
+
+
+def test_a_bad_saved_timing_is_measured_again_not_fatal(host_blas, mkl, monkeypatch):
+    """The saved timings of a step's products, one of them a 400-digit integer: the step runs, that product is
+    timed again, and the file is rewritten with a sane value."""
+    host_blas._refresh()
+    keys = ["float32 8x16x4 nn", "float32 4x16x8 tt"]
+    host_blas.cache_file.write_text(json.dumps({keys[0]: {"numpy": 0.001, "mkl": 0.002}})[:-1]
+                                    + f', "{keys[1]}": {{"numpy": 0.001, "mkl": 1{"0" * 400}}}}}')
+    blas = HostBlas(2)
+    a, b = np.ones((8, 16), np.float32), np.ones((16, 4), np.float32)
+    for _ in range(2):
+        np.testing.assert_array_equal(blas.matmul(a, b), a @ b)
+        np.testing.assert_array_equal(blas.matmul(b.T, a.T), b.T @ a.T)
+    saved = json.loads(host_blas.cache_file.read_text())
+    assert set(saved) == set(keys) and saved[keys[0]] == {"numpy": 0.001, "mkl": 0.002}
+    assert all(blas_module.blas_timing.timing_problem(t) is None for t in saved[keys[1]].values())
+
+
+@pytest.mark.parametrize("answer", ['{"float32 2x2x2 nn": Infinity}', '{"float32 2x2x2 nn": 1e300}',
+                                    '{"float32 2x2x2 nn": true}', '{"float32 2x2x2 nn": 0.0}'])
+def test_a_timing_process_answering_no_timing_is_refused(monkeypatch, answer):
+    """What a timing process answers is checked as the saved timings are: it would be saved and chosen by."""
+    monkeypatch.setattr(blas_module.blas_timing.subprocess, "run",
+                        lambda *args, **kwargs: subprocess.CompletedProcess(args, 0, answer, ""))
+    with pytest.raises(RuntimeError, match="timing process answered"):
+        blas_module.blas_timing.in_child("numpy", ["float32 2x2x2 nn"], 1, None, 0.01)

@@ -1,6 +1,7 @@
 """Checkpoints that are not what they claim: an .npy, metadata that is not an object, a header claiming 1e13
 floats, NaN / complex / integer weights; load_state_dict is all or nothing; files get the umask's mode."""
 import io
+import re
 import json
 import os
 import stat
@@ -172,3 +173,86 @@ def test_checkpoint_and_metrics_follow_the_umask(tmp_path, umask):
         os.umask(old)
     for name in ("checkpoint.npz", "metrics.json"):
         assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+# ---- gpunet eval: the metadata checked against the weights and the dataset before anything is built ----------
+def eval_checkpoint(path, sizes, weights_of=(2, 8, 2), dataset="moons", **meta):
+    """A checkpoint as `gpunet train` writes it, of an MLP with layers ``weights_of``, whose metadata claims
+    ``sizes``."""
+    state = nn.mlp(list(weights_of), seed=0, device="cpu").state_dict()
+    save_checkpoint(path, state, meta={"config": {"dataset": dataset, "activation": "relu"}, "epoch": 1,
+                                       "sizes": sizes, **meta})
+    return path
+
+
+@pytest.fixture
+def no_model_built(monkeypatch):
+    """Building a model from a checkpoint whose metadata lies would allocate what the metadata claims."""
+    from gpunet import cli
+    monkeypatch.setattr(cli, "build_model", lambda *args: pytest.fail("a model was built"))
+
+
+def run_eval(capsys, *args) -> tuple:
+    from gpunet.cli import main
+    code = main(["eval", *map(str, args), "--device", "cpu"])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sizes", [[2, 10 ** 12, 2], [2, 10 ** 8, 2], [2, 8, 8, 2], [2, 2], [2, 8, 3], [3, 8, 2]])
+def test_eval_refuses_layer_sizes_the_weights_do_not_have(tmp_path, capsys, no_model_built, sizes):
+    """[2, 10**12, 2] in a 24 KB file was a MemoryError traceback; [2, 10**8, 2] took 4.3 GB and 13 s before
+    the weights were found not to fit."""
+    path = eval_checkpoint(tmp_path / "ck.npz", sizes)
+    code, err = run_eval(capsys, path)
+    assert code == 2 and f"claims layer sizes {sizes}" in err and "(2, 8)+(8,), (8, 2)+(2,)" in err
+
+
+@pytest.mark.parametrize("state, match", [
+    ({"0.weight": np.ones((2, 2), np.float32)}, r"\(2, 2\)\+\(\)"),
+    ({"0.weight": np.ones((2, 2), np.float32), "0.bias": np.ones(2, np.float32), "0.scale": np.ones(2, np.float32)},
+     "unexpected weight 'model/0.scale'"),
+    ({"w": np.ones((2, 2), np.float32)}, "unexpected weight 'model/w'"),
+    ({}, "shapes: none"),
+])
+def test_eval_refuses_weights_that_are_not_an_mlps(tmp_path, capsys, no_model_built, state, match):
+    save_checkpoint(tmp_path / "ck.npz", state, meta={"config": {"dataset": "moons"}, "sizes": [2, 2]})
+    code, err = run_eval(capsys, tmp_path / "ck.npz")
+    assert code == 2 and re.search(match, err), err
+
+
+def test_eval_refuses_a_class_count_its_last_layer_does_not_give(tmp_path, capsys, no_model_built):
+    path = eval_checkpoint(tmp_path / "ck.npz", [2, 8, 2], n_classes=3)
+    code, err = run_eval(capsys, path)
+    assert code == 2 and "claims 3 classes, but its last layer gives 2" in err
+
+
+@pytest.mark.parametrize("confusion", [False, True])
+def test_eval_of_a_spiral_model_on_moons_is_an_error(tmp_path, capsys, confusion):
+    """A 3-class spiral model scored on 2-class moons printed 22.50% and exited 0 (with --confusion: a
+    broadcasting error)."""
+    from gpunet.training import TrainConfig, fit
+    fit(TrainConfig(dataset="spiral", hidden=(8,), epochs=1, device="cpu", progress=False, out=str(tmp_path)),
+        log=lambda *_: None)
+    extra = ["--confusion", tmp_path / "cm.png"] if confusion else []
+    code, err = run_eval(capsys, tmp_path / "checkpoint.npz", "--dataset", "moons", *extra)
+    assert code == 2 and "gives 3 classes; moons has 2 features and 2 classes (it was trained on spiral)" in err
+    assert not (tmp_path / "cm.png").exists()
+    code, err = run_eval(capsys, tmp_path / "checkpoint.npz")
+    assert code == 0, err
+
+
+def test_eval_of_a_model_of_other_inputs_is_an_error(tmp_path, capsys, no_model_built):
+    path = eval_checkpoint(tmp_path / "ck.npz", [3, 8, 2], weights_of=(3, 8, 2))
+    code, err = run_eval(capsys, path)
+    assert code == 2 and "the model takes 3 input features and gives 2 classes; moons has 2 features" in err
+
+
+def test_eval_of_a_model_trained_with_dropout(tmp_path, capsys):
+    """Dropout layers shift the layers' indices (0, 3, 6 against 0, 2, 4): the weights go in by order."""
+    from gpunet.training import TrainConfig, fit
+    fit(TrainConfig(dataset="moons", hidden=(8, 8), dropout=0.2, epochs=1, batch_size=200, device="cpu",
+                    progress=False, out=str(tmp_path)), log=lambda *_: None)
+    assert set(load_checkpoint(tmp_path / "checkpoint.npz")[0]) == {f"{i}.{k}" for i in (0, 3, 6)
+                                                                    for k in ("weight", "bias")}
+    code, err = run_eval(capsys, tmp_path / "checkpoint.npz")
+    assert code == 0, err
