@@ -162,7 +162,9 @@ def test_bench_nproc_mode_prints_the_data_parallel_table(tmp_path):
     for column in ("1 process samples/s", "2 ranks samples/s", "ratio", "allreduce ms/step", "share of step"):
         assert column in done.stdout, done.stdout
     import json
-    rows = json.loads(out.read_text())["distributed"]
+    results = json.loads(out.read_text())
+    assert "row_ops" not in results and "training" not in results  # --nproc benches data parallelism alone
+    rows = results["distributed"]
     assert [r["batch"] for r in rows] == [128, 1024] and all(r["ranks"] == 2 for r in rows)
     assert all(r["ratio"] == r["ranks_samples_s"] / r["single_samples_s"] and 0 < r["allreduce_share"] < 1
                for r in rows)
@@ -200,3 +202,49 @@ def test_bench_judges_the_cpu_goals_from_its_rows(capsys):
     assert [g["met"] for g in printed["goals"]][-2:] == [True, True]
     assert "(d) the CPU goals" in capsys.readouterr().out
     assert bench.cpu_goals({"training": [], "row_ops": []}) == []  # nothing run, nothing judged
+
+
+def test_bench_rounds_alternate_the_order_of_the_contenders():
+    timing = bench_module("timing")
+    calls = []
+    runs = timing.alternating_rounds(3, ["a", "b", "c"], lambda c: calls.append(c) or f"{c}{len(calls)}")
+    assert calls == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert runs == {"a": ["a1", "a6", "a7"], "b": ["b2", "b5", "b8"], "c": ["c3", "c4", "c9"]}
+    joined = timing.joined_rounds([[[1], [2], None], [[3], [4], [5]]])  # two networks' rounds, one failed
+    assert joined == [[1, 3], [2, 4], None]
+
+
+def test_bench_sections_keep_the_interface_and_scripts_stay_short():
+    """Every registered section has what the core calls (scripts/bench/__init__.py), under a name of its own;
+    no script is over 400 lines."""
+    bench = bench_module("cli")
+    sections = importlib.import_module("bench").SECTIONS
+    assert len({s.NAME for s in sections}) == len(sections)
+    for section in sections:
+        assert callable(section.add_arguments) and callable(section.wanted) and callable(section.run), section
+    args = bench.parser().parse_args(["--nproc", "2"])
+    assert [s.NAME for s in sections if s.wanted(args)] == ["row_ops", "training", "distributed", "goals"]
+    assert [s.NAME for s in sections if getattr(s, "ALONE", False)] == ["distributed"]
+    long = [(p.name, n) for p in SCRIPTS.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400]
+    assert not long, long
+
+
+def test_bench_step_reads_nothing_back_on_a_kernel_device():
+    """The timed gpunet step does not check labels in the loss (on a GPU the check reads the kernel's flag back,
+    a host sync per step): on the simulator a bad label is not raised by the step, while the loss that checks
+    raises; the labels are checked once up front instead. The step launches kernels the counter sees."""
+    import gpunet
+    from gpunet import nn
+
+    training, step = bench_module("training"), bench_module("step")
+    sim = gpunet.device("sim")
+    x = sim.asarray(np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32))
+    bad = sim.asarray(np.array([0, 1, 7, 2]))  # 7 is out of range for 3 classes
+    train = training.gpunet_trainer(sim, [6, 5, 3], "relu")
+    launches = bench_module("step_counts").count_gpunet_launches(sim, lambda: train(x, bad))
+    assert launches > 0
+    with pytest.raises(ValueError, match="out of range"):
+        nn.SoftmaxCrossEntropy(device=sim).forward(x[:, :3], bad)
+    with pytest.raises(ValueError, match="label 7 of sample 2 is out of range"):
+        step.require_labels(np.array([0, 1, 7, 2]), 3)
+    assert bench_module("step_counts").count_gpunet_launches(gpunet.device("cpu"), lambda: None) is None
