@@ -26,7 +26,7 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(PY) -m pip install -q torch==2.13.0 || echo "bench: no PyTorch, gpunet alone"
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .cache

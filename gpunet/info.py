@@ -3,6 +3,9 @@ BLAS and its measured choice, threads), so that a slow or surprising run can be 
 
 ``measure=True`` first runs the matrix products of the bench's three training steps through the host BLAS, so
 that the choice it prints is the one those steps would get (and is cached for them).
+
+Public (docs/api.md): ``collect`` (the dict ``gpunet info --json`` prints) and ``step_products`` (a training
+step's matrix products), which the bench uses for its header and its products bound.
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ from .devices.blas import product_key
 from .devices.host import host_blas, host_threads
 from .machine import cpu_model, cpu_vendor, notable_flags
 
-# The networks and batches of scripts/bench.py: (layer sizes, batch).
+__all__ = ["collect", "render", "main", "step_products", "BENCH_STEPS"]
+
+# The networks and batches of the bench's training section (scripts/bench/training.py): (layer sizes, batch).
 BENCH_STEPS = (((784, 512, 512, 10), 128), ((784, 512, 512, 10), 1024), ((784, 100, 10), 64))
 
 

@@ -39,5 +39,5 @@ fi
 stage train 300 $py -m gpunet train --device cuda --no-progress --out "$log_dir/run"
 stage profile 120 $py scripts/profile_step.py --device cuda --batch 128
 # Two alternating rounds (a GPU drifts less than a shared CPU; five would outrun the stage's limit).
-stage bench 540 $py scripts/bench.py --devices cuda --rounds "${BENCH_ROUNDS:-2}" --json "$log_dir/bench.json" ${BENCH_ARGS:-}
+stage bench 540 $py scripts/bench --devices cuda --rounds "${BENCH_ROUNDS:-2}" --json "$log_dir/bench.json" ${BENCH_ARGS:-}
 exit $status

@@ -22,8 +22,10 @@ class KernelLauncher:
         self.xp = xp
         self._modules: dict = {}
         self._error_scratch = None  # the error word of unchecked cross-entropy calls, allocated once
+        self.launches = 0  # kernels launched so far: each subclass's ``launch`` counts its own
 
     def launch(self, module: str, plan, dtype, args) -> None:
+        """Launch ``plan.kernel`` of ``module`` for ``dtype`` on ``args``, and add one to ``launches``."""
         raise NotImplementedError
 
     def load_module(self, module: str, config):

@@ -41,6 +41,13 @@ class Device:
         """The matrix product ``a @ b`` of two 2-D arrays (into ``out`` when given), on this device's BLAS."""
         return self.xp.matmul(a, b, out=out)
 
+    @property
+    def kernel_launches(self) -> int | None:
+        """How many of gpunet's CUDA kernels this device has launched so far (``sim``, ``cuda``): the difference
+        around a call counts its launches, a step's host cost on a GPU. None where ops are not launched kernels
+        (``cpu``)."""
+        return None
+
     def describe(self) -> dict:
         """What a run's record should say of this device (``metrics.json``): its name, and what else decides its
         speed (the host BLAS chosen, the GPU's model)."""

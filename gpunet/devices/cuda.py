@@ -92,6 +92,7 @@ class CudaLauncher(KernelLauncher):
                           for (_, value, _), scalar in zip(bound, scalar_types))
         with self.gpu:
             function((plan.grid,), (plan.block,), converted, shared_mem=plan.shared_bytes)
+        self.launches += 1
 
 
 class CudaDevice(Device):
@@ -107,6 +108,10 @@ class CudaDevice(Device):
 
     def describe(self) -> dict:
         return {**super().describe(), "gpu": self.launcher.gpu_name, "arch": self.launcher.arch}
+
+    @property
+    def kernel_launches(self) -> int:
+        return self.launcher.launches
 
     def run(self, op, *args, **params):
         with self._gpu:

@@ -76,6 +76,7 @@ class SimLauncher(KernelLauncher):
 
     def launch(self, module: str, plan, dtype, args) -> None:
         self.module(module, dtype).launch(plan.kernel, plan.grid, plan.block, plan.shared_bytes, args)
+        self.launches += 1
 
 
 class SimDevice(HostDevice):
@@ -86,3 +87,7 @@ class SimDevice(HostDevice):
 
     def run(self, op, *args, **params):
         return self.launcher.run(op, *args, **params)
+
+    @property
+    def kernel_launches(self) -> int:
+        return self.launcher.launches

@@ -6,7 +6,8 @@ one machine. N ranks train the model one process would, on the same global batch
 from .communicator import (Communicator, DistributedUnavailable, MpiCommunicator, NcclCommunicator,
                            gpu_communicator, world)
 from .data_parallel import DataParallel, FlatBuffers, split
+from .launch import mpiexec, rank_environment
 from .placement import rank_device
 
 __all__ = ["Communicator", "MpiCommunicator", "NcclCommunicator", "DistributedUnavailable", "world",
-           "gpu_communicator", "DataParallel", "FlatBuffers", "split", "rank_device"]
+           "gpu_communicator", "DataParallel", "FlatBuffers", "split", "rank_device", "mpiexec", "rank_environment"]

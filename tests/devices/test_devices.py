@@ -112,3 +112,18 @@ def test_host_row_blocks_cover_every_row_once(rows):
     assert sum(calls) == rows
     if rows * 64 > dev.block_bytes:
         assert max(calls) * 64 <= dev.block_bytes  # cache-sized blocks for the NumPy forms
+
+
+def test_kernel_launches_counts_each_kernel_a_device_launches(dev):
+    """Public counter (the bench counts a step's launches with it): one row op is one launch on a kernel
+    device; the CPU runs no launched kernels and says None."""
+    from gpunet import ops
+
+    x = dev.asarray(np.ones((4, 5), dtype=np.float32))
+    before = dev.kernel_launches
+    ops.softmax(x, device=dev)
+    ops.relu(x, device=dev)
+    if dev.name == "cpu":
+        assert before is None and dev.kernel_launches is None
+    else:
+        assert dev.kernel_launches - before == 2

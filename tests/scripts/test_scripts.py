@@ -1,4 +1,5 @@
 """The scripts a person runs keep working: bench (gpunet side, tiny shapes), parity and kernel reports."""
+import importlib
 import importlib.util
 import subprocess
 import sys
@@ -17,14 +18,21 @@ def load(name):
     return module
 
 
+def bench_module(name):
+    """A module of the bench package (scripts/bench/), imported as ``bench.<name>``, as its entry point does."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    return importlib.import_module(f"bench.{name}")
+
+
 def test_bench_row_worker_and_table(capsys):
-    bench = load("bench")
-    rows = bench.rows_worker("gpunet", "cpu", [(64, 10), (8, 2000)], 2)
+    bench = bench_module("row_ops")
+    rows = bench.measure("gpunet", "cpu", [(64, 10), (8, 2000)], 2)
     assert {r["op"] for r in rows} == set(bench.MIN_BYTES) and all(r["seconds"] > 0 for r in rows)
     assert all(r["out_seconds"] > 0 for r in rows)  # every gpunet row op has an out= form
     without_out = [dict(r, out_seconds=None) if r["op"] == "softmax fwd" else r for r in rows]
     results = {"row_ops": []}
-    bench.print_row_ops("cpu", rows, {"same": rows, "other": without_out}, results)
+    bench.print_row_ops("cpu", rows, {"same": rows, "other": without_out}, results["row_ops"])
     table = results["row_ops"]
     assert all(r["gpunet_over_same"] == 1.0 and r["gpunet_out_over_same_out"] == 1.0 for r in table)
     assert all(r["fraction_of_new_copy"] == r["gpunet_gbs"] / r["new_copy_gbs"] > 0 for r in table)
@@ -35,25 +43,25 @@ def test_bench_row_worker_and_table(capsys):
 
 
 def test_bench_training_table_takes_medians_of_alternating_rounds(capsys):
-    bench = load("bench")
+    bench, timing = bench_module("training"), bench_module("timing")
     ours = [[{"network": "n", "batch": 8, "samples_s": v}] for v in (100.0, 300.0, 200.0)]
     theirs = [[{"network": "n", "batch": 8, "samples_s": v}] for v in (100.0, 100.0, 400.0)]
     results = {"training": []}
-    bench.print_training("cpu", bench.median_runs(ours), bench.median_runs(theirs), results)
+    bench.print_training("cpu", timing.median_runs(ours), timing.median_runs(theirs), results["training"])
     row = results["training"][0]
     assert row["gpunet_samples_s"] == 200.0 and row["torch_samples_s"] == 100.0 and row["gpunet_over_torch"] == 2.0
     assert row["gpunet_over_torch_rounds"] == [1.0, 3.0, 0.5]
     assert "rounds: 1.00x 3.00x 0.50x" in capsys.readouterr().out
-    assert bench.median_runs([ours[0], None]) is None  # a failed round fails the figure, not the bench
+    assert timing.median_runs([ours[0], None]) is None  # a failed round fails the figure, not the bench
 
 
 def test_bench_products_bound_is_batch_over_median_product_time(capsys):
-    bench = load("bench")
+    bench, timing = bench_module("training"), bench_module("timing")
     ours = [[{"network": "n", "batch": 8, "samples_s": 100.0, "products_s": p, "products_update_s": p * 2}]
             for p in (0.02, 0.04, 0.08)]
     theirs = [[{"network": "n", "batch": 8, "samples_s": 50.0}] for _ in range(3)]
     results = {"training": []}
-    bench.print_training("cpu", bench.median_runs(ours), bench.median_runs(theirs), results)
+    bench.print_training("cpu", timing.median_runs(ours), timing.median_runs(theirs), results["training"])
     row = results["training"][0]
     assert row["products_bound_samples_s"] == 200.0  # 8 samples in the median 0.04 s
     assert row["gpunet_over_bound"] == 0.5 and row["bound_over_torch"] == 4.0
@@ -62,13 +70,13 @@ def test_bench_products_bound_is_batch_over_median_product_time(capsys):
     printed = capsys.readouterr().out
     assert " 50% " in printed and " 100% " in printed and "+update" in printed
     del ours[0][0]["products_update_s"]  # a round without the figure: dashes, not a crash
-    bench.print_training("cpu", bench.median_runs(ours), bench.median_runs(theirs), {"training": []})
+    bench.print_training("cpu", timing.median_runs(ours), timing.median_runs(theirs), [])
 
 
 def test_bench_update_bound_runs_the_products_then_the_update():
     """The '+update' step: the step's products, then one SGD update of the network's parameters."""
     import gpunet
-    bench = load("bench")
+    bench = bench_module("products")
     dev = gpunet.device("cpu")
     calls = []
     original = dev.run
@@ -82,7 +90,7 @@ def test_bench_update_bound_runs_the_products_then_the_update():
 
 def test_bench_matrix_products_are_those_of_a_training_step():
     """Forward and weight gradient for every layer, input gradient for all but the first, in backprop order."""
-    bench = load("bench")
+    bench = bench_module("products")
     calls = []
 
     class RecordingDevice:
@@ -101,7 +109,7 @@ def test_bench_matrix_products_are_those_of_a_training_step():
 
 
 def test_bench_prints_the_machine_it_ran_on(capsys):
-    bench = load("bench")
+    bench = bench_module("report")
     machine = bench.machine_header(" (test)")
     out = capsys.readouterr().out
     assert machine["cpu_model"] in out and f"ISA: {' '.join(machine['isa_flags'])}" in out
@@ -133,7 +141,7 @@ def test_kernel_report_shows_no_spills():
 
 
 def test_bench_row_rounds_take_medians():
-    bench = load("bench")
+    bench = bench_module("timing")
     runs = [[{"op": "softmax fwd", "shape": [2, 3], "seconds": s, "out_seconds": o, "copy_seconds": c,
               "new_copy_seconds": n, "bytes": 48}]
             for s, o, c, n in ((1.0, 3.0, 4.0, 7.0), (3.0, 1.0, 2.0, 5.0), (2.0, 8.0, 9.0, 6.0))]
@@ -148,13 +156,15 @@ def test_bench_nproc_mode_prints_the_data_parallel_table(tmp_path):
     """--nproc 2 with a few steps: one process and two MPI ranks, the table's columns and a JSON row per batch."""
     pytest.importorskip("mpi4py", reason="pip install 'gpunet[mpi]'")
     out = tmp_path / "dp.json"
-    done = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--nproc", "2", "--rounds", "1", "--steps", "1",
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bench"), "--nproc", "2", "--rounds", "1", "--steps", "1",
                            "--warmup", "1", "--json", str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     for column in ("1 process samples/s", "2 ranks samples/s", "ratio", "allreduce ms/step", "share of step"):
         assert column in done.stdout, done.stdout
     import json
-    rows = json.loads(out.read_text())["distributed"]
+    results = json.loads(out.read_text())
+    assert "row_ops" not in results and "training" not in results  # --nproc benches data parallelism alone
+    rows = results["distributed"]
     assert [r["batch"] for r in rows] == [128, 1024] and all(r["ranks"] == 2 for r in rows)
     assert all(r["ratio"] == r["ranks_samples_s"] / r["single_samples_s"] and 0 < r["allreduce_share"] < 1
                for r in rows)
@@ -162,7 +172,7 @@ def test_bench_nproc_mode_prints_the_data_parallel_table(tmp_path):
 
 
 def test_bench_judges_the_cpu_goals_from_its_rows(capsys):
-    bench = load("bench")
+    bench = bench_module("goals")
 
     def train(batch, ratio, bound=0.95, bound_over=1.2, update_over=1.5):
         return {"device": "cpu", "network": "n", "batch": batch, "gpunet_over_torch": ratio,
@@ -192,3 +202,49 @@ def test_bench_judges_the_cpu_goals_from_its_rows(capsys):
     assert [g["met"] for g in printed["goals"]][-2:] == [True, True]
     assert "(d) the CPU goals" in capsys.readouterr().out
     assert bench.cpu_goals({"training": [], "row_ops": []}) == []  # nothing run, nothing judged
+
+
+def test_bench_rounds_alternate_the_order_of_the_contenders():
+    timing = bench_module("timing")
+    calls = []
+    runs = timing.alternating_rounds(3, ["a", "b", "c"], lambda c: calls.append(c) or f"{c}{len(calls)}")
+    assert calls == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert runs == {"a": ["a1", "a6", "a7"], "b": ["b2", "b5", "b8"], "c": ["c3", "c4", "c9"]}
+    joined = timing.joined_rounds([[[1], [2], None], [[3], [4], [5]]])  # two networks' rounds, one failed
+    assert joined == [[1, 3], [2, 4], None]
+
+
+def test_bench_sections_keep_the_interface_and_scripts_stay_short():
+    """Every registered section has what the core calls (scripts/bench/__init__.py), under a name of its own;
+    no script is over 400 lines."""
+    bench = bench_module("cli")
+    sections = importlib.import_module("bench").SECTIONS
+    assert len({s.NAME for s in sections}) == len(sections)
+    for section in sections:
+        assert callable(section.add_arguments) and callable(section.wanted) and callable(section.run), section
+    args = bench.parser().parse_args(["--nproc", "2"])
+    assert [s.NAME for s in sections if s.wanted(args)] == ["row_ops", "training", "distributed", "goals"]
+    assert [s.NAME for s in sections if getattr(s, "ALONE", False)] == ["distributed"]
+    long = [(p.name, n) for p in SCRIPTS.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400]
+    assert not long, long
+
+
+def test_bench_step_reads_nothing_back_on_a_kernel_device():
+    """The timed gpunet step does not check labels in the loss (on a GPU the check reads the kernel's flag back,
+    a host sync per step): on the simulator a bad label is not raised by the step, while the loss that checks
+    raises; the labels are checked once up front instead. The step launches kernels the counter sees."""
+    import gpunet
+    from gpunet import nn
+
+    training, step = bench_module("training"), bench_module("step")
+    sim = gpunet.device("sim")
+    x = sim.asarray(np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32))
+    bad = sim.asarray(np.array([0, 1, 7, 2]))  # 7 is out of range for 3 classes
+    train = training.gpunet_trainer(sim, [6, 5, 3], "relu")
+    launches = bench_module("step_counts").count_gpunet_launches(sim, lambda: train(x, bad))
+    assert launches > 0
+    with pytest.raises(ValueError, match="out of range"):
+        nn.SoftmaxCrossEntropy(device=sim).forward(x[:, :3], bad)
+    with pytest.raises(ValueError, match="label 7 of sample 2 is out of range"):
+        step.require_labels(np.array([0, 1, 7, 2]), 3)
+    assert bench_module("step_counts").count_gpunet_launches(gpunet.device("cpu"), lambda: None) is None
