@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dtypes
 from ..cuda.launcher import KernelLauncher
 from ..cuda.nvrtc import compile_options
 from ..cuda.source import check_arguments, element_dtype, read_source, signatures
 from .base import Device, is_cupy_array
+from .registry import register_device
 
 
 class UnsupportedDtype(TypeError, ValueError):
@@ -102,22 +104,27 @@ class CudaDevice(Device):
         self.index = index
         self.name = f"cuda:{index}"
         self.xp = cupy
-        self.launcher = CudaLauncher(cupy, index)
-        self._gpu = self.launcher.gpu
+        self.kernels = CudaLauncher(cupy, index)
+        self._gpu = self.kernels.gpu
+
+    @property
+    def launcher(self) -> CudaLauncher:
+        """The KernelLauncher that runs this device's ops (its ``kernels``)."""
+        return self.kernels
 
     def describe(self) -> dict:
-        return {**super().describe(), "gpu": self.launcher.gpu_name, "arch": self.launcher.arch}
+        return {**super().describe(), "gpu": self.kernels.gpu_name, "arch": self.kernels.arch}
 
     def run(self, op, *args, **params):
         with self._gpu:
-            return self.launcher.run(op, *args, **params)
+            return op.run(self.kernels, *args, **params)
 
     def asarray(self, a, dtype=None):
         wanted = np.dtype(dtype) if dtype is not None else getattr(a, "dtype", None)
         if wanted is not None and not is_cupy_array(a) and (
                 wanted.kind in _HOST_ONLY_KINDS or wanted.char in _HOST_ONLY_CHARS):
             raise UnsupportedDtype(f"{self.name} cannot hold an array of dtype {wanted}, which gpunet does not "
-                                   "support on a GPU: use float16, float32 or float64")
+                                   f"support on a GPU: use one of {', '.join(dtypes.NAMES)}")
         with self._gpu:
             return self.xp.asarray(a, dtype=dtype)
 
@@ -130,3 +137,6 @@ class CudaDevice(Device):
     def synchronize(self) -> None:
         with self._gpu:
             self.xp.cuda.get_current_stream().synchronize()
+
+
+register_device("cuda", CudaDevice, indexed=True)

@@ -74,7 +74,7 @@ def runner():
 
 
 def test_compile_options_leave_the_architecture_to_cupy(runner):
-    runner.run(SOFTMAX, np.zeros((2, 3), np.float32))
+    SOFTMAX.run(runner, np.zeros((2, 3), np.float32))
     (module,) = StandInRawModule.instances
     assert not any(o.startswith(("--gpu-architecture", "--ptxas-options")) for o in module.options)
     assert any(o.startswith("--include-path=") for o in module.options) and "-DSCALAR_T=float" in module.options
@@ -86,28 +86,28 @@ def test_row_ops_through_the_gpu_launcher(runner, cols):
     rng = np.random.default_rng(cols)
     x = rng.standard_normal((3, cols))
     dy = rng.standard_normal((3, cols))
-    np.testing.assert_allclose(runner.run(SOFTMAX, x), ops.softmax(x, device="cpu"), rtol=1e-12)
-    np.testing.assert_allclose(runner.run(LOG_SOFTMAX, x), ops.log_softmax(x, device="cpu"), rtol=1e-12)
+    np.testing.assert_allclose(SOFTMAX.run(runner, x), ops.softmax(x, device="cpu"), rtol=1e-12)
+    np.testing.assert_allclose(LOG_SOFTMAX.run(runner, x), ops.log_softmax(x, device="cpu"), rtol=1e-12)
     y = ops.softmax(x, device="cpu")
-    np.testing.assert_allclose(runner.run(SOFTMAX_BACKWARD, y, dy), ops.softmax_backward(y, dy, device="cpu"),
+    np.testing.assert_allclose(SOFTMAX_BACKWARD.run(runner, y, dy), ops.softmax_backward(y, dy, device="cpu"),
                                rtol=1e-10, atol=1e-15)
     labels = np.array([0, -100, cols - 1])
-    loss, p = runner.run(SOFTMAX_CROSS_ENTROPY, x, labels, -100)
+    loss, p = SOFTMAX_CROSS_ENTROPY.run(runner, x, labels, -100)
     want_loss, want_p = ops.softmax_cross_entropy(x, labels, reduction="none", device="cpu")
     np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
     np.testing.assert_allclose(p, want_p, rtol=1e-12)
     with pytest.raises(ValueError, match=f"label {cols} at row 1"):
-        runner.run(SOFTMAX_CROSS_ENTROPY, x, np.array([0, cols, 1]), -100)
+        SOFTMAX_CROSS_ENTROPY.run(runner, x, np.array([0, cols, 1]), -100)
 
 
 def test_elementwise_and_optimizers_through_the_gpu_launcher(runner):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 7)).astype(np.float32)
-    np.testing.assert_allclose(runner.run(TANH, x), np.tanh(x), rtol=1e-6)
+    np.testing.assert_allclose(TANH.run(runner, x), np.tanh(x), rtol=1e-6)
     w, g = rng.standard_normal(9), rng.standard_normal(9)
     expected = w - 0.1 * (g + 0.0 * w)
-    runner.run(SGD_UPDATE, [w], [g], None, hyper=(0.1, 0.0, 0, 0.0))  # no momentum: a null velocity pointer
+    SGD_UPDATE.run(runner, [w], [g], None, hyper=(0.1, 0.0, 0, 0.0))  # no momentum: a null velocity pointer
     np.testing.assert_allclose(w, expected, rtol=1e-12)
     m, v = np.zeros(9), np.zeros(9)
-    runner.run(ADAM_UPDATE, [w], [g], [m], [v], hyper=(0.01, 0.9, 0.999, 1e-8, 0.0, 0, 0.01 / 0.1, 1 / np.sqrt(0.001)))
+    ADAM_UPDATE.run(runner, [w], [g], [m], [v], hyper=(0.01, 0.9, 0.999, 1e-8, 0.0, 0, 0.01 / 0.1, 1 / np.sqrt(0.001)))
     np.testing.assert_allclose(m, 0.1 * g, rtol=1e-12)
