@@ -1,9 +1,9 @@
 """gpunet's settings from the environment (``GPUNET_*``), read at every call where the hot path consults them.
 
 Read at each call, not once at import, so that a setting changed while a process runs (as tests and notebooks do)
-takes effect at the next op. ``os.environ.get`` costs a few hundred nanoseconds (key encoding and the Mapping
-machinery); an op reads at most two settings per call, never one per element or per tensor (measured in
-``docs/performance.md``: about 1 us of a 20-40 us small softmax on the CPU).
+takes effect at the next op. ``os.environ.get`` costs about half a microsecond (key encoding and the Mapping
+machinery); a CPU op reads two settings per call (``CpuKernels.compiled``) and a host matrix product one, never
+one per element or per tensor.
 """
 from __future__ import annotations
 

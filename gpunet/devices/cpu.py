@@ -115,7 +115,7 @@ class CpuKernels(Kernels):
             op.numpy(numpy, w, grad, *(None if lst is None else lst[i] for lst in state_lists), *hyper)
 
     def cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True,
-                       out=None):
+                      out=None):
         """Per-row losses and the probabilities, or the gradient scaled by ``grad_scale``, into ``out`` where given
         (the kernel devices' contract; labels are always checked here, which costs no device sync)."""
         wide = numpy.ascontiguousarray(widened(logits))
@@ -140,7 +140,7 @@ class CpuKernels(Kernels):
         return loss.astype(logits.dtype, copy=False), _delivered(out, given, logits.dtype)
 
     def cross_entropy_reduced(self, op, logits, labels, ignore_index: int, mean: bool, check: bool = True,
-                               out=None):
+                              out=None):
         """The loss reduced ("mean" or "sum") and its gradient (into ``out`` where given); one compiled call that
         also checks the labels (a small batch's loss otherwise costs a dozen NumPy calls, more than the
         arithmetic). None without a compiled kernel: the op composes it from :meth:`cross_entropy`."""
