@@ -97,12 +97,16 @@ class CudaLauncher(KernelLauncher):
 
 
 class CudaDevice(Device):
-    def __init__(self, index: int = 0):
-        cupy, reason = probe_cuda(index)
+    def __init__(self, index: int = 0, *, cupy=None, name: str | None = None):
+        """GPU ``index`` through the installed CuPy, probed first. ``cupy``: another module that behaves like
+        CuPy (a stand-in, for a device that runs this code without a GPU), used as given; ``name``: the device's
+        name then (devices compare by name, so a stand-in must not be called ``cuda:N``)."""
         if cupy is None:
-            raise CudaUnavailable(f"device 'cuda:{index}' is not usable: {reason}")
+            cupy, reason = probe_cuda(index)
+            if cupy is None:
+                raise CudaUnavailable(f"device 'cuda:{index}' is not usable: {reason}")
         self.index = index
-        self.name = f"cuda:{index}"
+        self.name = name or f"cuda:{index}"
         self.xp = cupy
         self.kernels = CudaLauncher(cupy, index)
         self._gpu = self.kernels.gpu

@@ -8,13 +8,15 @@ import types
 import numpy as np
 import pytest
 
+import gpunet
 from gpunet import ops
+from gpunet.devices import registry
 from gpunet.ops.activations import TANH
 from gpunet.ops.cross_entropy import SOFTMAX_CROSS_ENTROPY
 from gpunet.ops.softmax import LOG_SOFTMAX, SOFTMAX, SOFTMAX_BACKWARD
 from gpunet.optim.adam import ADAM_UPDATE
 from gpunet.optim.sgd import SGD_UPDATE
-from gpunet.devices.cuda import CudaLauncher
+from gpunet.devices.cuda import CudaDevice, CudaLauncher
 from gpunet.cuda.source import DTYPES, element_dtype, signatures_of
 from gpunet.devices.sim import SimModule
 
@@ -60,8 +62,8 @@ class StandInRawModule:
         return StandInKernel(self, name)
 
 
-@pytest.fixture
-def runner():
+def stand_in_cupy():
+    """NumPy dressed as CuPy: RawModule is the stand-in above, one GPU of 2 SMs, architecture sm_90."""
     cupy = types.ModuleType("cupy")
     cupy.__getattr__ = lambda name: getattr(np, name)
     cupy.ndarray = np.ndarray
@@ -70,7 +72,26 @@ def runner():
         getDeviceProperties=lambda i: {"multiProcessorCount": 2, "major": 9, "minor": 0}),
         Device=lambda i: contextlib.nullcontext())
     StandInRawModule.instances.clear()
-    return CudaLauncher(cupy, 0)
+    return cupy
+
+
+@pytest.fixture
+def runner():
+    return CudaLauncher(stand_in_cupy(), 0)
+
+
+def test_the_cuda_device_over_a_stand_in_cupy_registers_as_a_device_of_its_own(monkeypatch):
+    """What a simulated GPU needs of the registry (docs/adding-a-device.md): the cuda device's own code over a
+    stand-in CuPy, registered under a name of its own, nothing in the other devices changed."""
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    cupy = stand_in_cupy()
+    gpunet.devices.register_device("standin", lambda i: CudaDevice(i, cupy=cupy, name=f"standin:{i}"),
+                                   indexed=True)
+    dev = gpunet.device("standin")
+    assert dev.name == "standin:0" and dev is gpunet.device("standin:0") and isinstance(dev.kernels, CudaLauncher)
+    x = np.random.default_rng(3).standard_normal((4, 40))
+    np.testing.assert_allclose(ops.softmax(x, device=dev), ops.softmax(x, device="cpu"), rtol=1e-12)
+    assert [m.launches for m in StandInRawModule.instances] == [["softmax_forward_warp2"]]
 
 
 def test_compile_options_leave_the_architecture_to_cupy(runner):
