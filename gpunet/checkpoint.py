@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import dtypes
+
 FORMAT_VERSION = 1
 NPY_MAGIC = b"\x93NUMPY"
 # Deflate cannot shrink data by more than about 1032:1; a zip member claiming more is lying about its size.
@@ -92,7 +94,7 @@ def require_finite_floats(key: str, value, where: str = "") -> None:
     prefix = f"{where}: " if where else ""
     if value.dtype.kind != "f":
         raise CheckpointError(f"{prefix}{key!r} holds {value.dtype} values: weights and optimizer state must be "
-                              "real floating point (float16, float32 or float64)")
+                              f"real floating point ({', '.join(dtypes.NAMES)})")
     finite = np.isfinite(value)
     if not finite.all():
         bad = int(finite.size - np.count_nonzero(finite))

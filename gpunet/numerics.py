@@ -6,12 +6,15 @@ import contextlib
 
 import numpy
 
+from .dtypes import BY_NAME, NAMES
+
 
 def wide_dtype(dtype) -> numpy.dtype:
-    """The dtype a computation on ``dtype`` runs in: float16 in float32 (as the kernels accumulate it), rounded
-    once at the end; float32 and float64 as they are."""
+    """The dtype a computation on ``dtype`` runs in (``gpunet.dtypes``: float16 in float32, as the kernels
+    accumulate it, rounded once at the end; float32 and float64 as they are)."""
     dtype = numpy.dtype(dtype)
-    return dtype if dtype.itemsize >= 4 else numpy.dtype("float32")
+    entry = BY_NAME.get(dtype.name)
+    return dtype if entry is None or entry.accumulate == dtype.name else numpy.dtype(entry.accumulate)
 
 
 def widened(x):
@@ -30,7 +33,7 @@ def finite_floats(device, value, dtype, what: str):
     ``what``: it must be real floating point, and finite once converted (a float64 1e300 is inf in float32)."""
     if getattr(value, "dtype", None) is None or value.dtype.kind != "f":
         raise ValueError(f"{what} holds {getattr(value, 'dtype', type(value).__name__)} values: it must be real "
-                         "floating point (float16, float32 or float64)")
+                         f"floating point ({', '.join(NAMES)})")
     converted = device.asarray(value, dtype=dtype)
     if not bool(device.xp.isfinite(converted).all()):
         raise ValueError(f"{what} holds NaN or inf (or values too large for {numpy.dtype(dtype)})")

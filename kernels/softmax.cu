@@ -1,6 +1,6 @@
 // softmax.cu: softmax and log-softmax over the rows of a contiguous (rows, cols) array, forward and backward.
 //
-// Three variants, picked by row width in gpunet/launch.py (one rule for the GPU and the simulator):
+// Three variants, picked by row width in gpunet/cuda/plans.py (one rule for the GPU and the simulator):
 // - warp:  cols <= 1024. A group of `width` lanes owns a row and keeps it in registers (COLS values per lane);
 //          rows shorter than 32 use sub-warp groups, 32/width rows per warp. Reads x once, writes y once.
 // - smem:  a block owns a row and caches it in dynamic shared memory. Reads x once, writes y once.

@@ -12,8 +12,8 @@
 #define WARP_FORWARD_BOUNDS __launch_bounds__(128, (sizeof(acc_t) == 8 ? 3 : 8))
 #define WARP_BACKWARD_BOUNDS __launch_bounds__(128, 2)
 
-// Lanes per row: always 32 when a lane holds more than one value (launch.py sends width 32 for cols > 32), so
-// for COLS > 1 the compiler sees a constant, unrolls the shuffles and drops the sub-warp arithmetic.
+// Lanes per row: always 32 when a lane holds more than one value (gpunet/cuda/plans.py sends width 32 for
+// cols > 32), so for COLS > 1 the compiler sees a constant, unrolls the shuffles and drops the sub-warp arithmetic.
 template <int COLS>
 __device__ __forceinline__ int group_width(int width) { return COLS > 1 ? 32 : width; }
 

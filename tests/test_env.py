@@ -1,15 +1,10 @@
-"""gpunet.env.setting: os.environ.get's answer, fast, and current after every change made through os.environ."""
+"""gpunet.env.setting: os.environ.get's answer, current after every change made through os.environ."""
 import os
-
-import pytest
 
 from gpunet import env
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["environ-dict", "fallback"])
-def test_setting_follows_every_change_to_the_environment(monkeypatch, fast):
-    if not fast:
-        monkeypatch.setattr(env, "_DATA", None)
+def test_setting_follows_every_change_to_the_environment(monkeypatch):
     name = "GPUNET_TEST_SETTING"
     monkeypatch.delenv(name, raising=False)
     assert env.setting(name) is None and env.setting(name, "default") == "default"

@@ -9,8 +9,9 @@ PACKAGE = Path(gpunet.__file__).parent
 
 # Lowest first. A module may import modules of a lower layer, and of its own layer only within its own package.
 LAYERS = [
+    {"gpunet.dtypes"},
     {"gpunet.errors", "gpunet.seeding", "gpunet.native", "gpunet.numerics", "gpunet.machine",
-     "gpunet.env"},
+     "gpunet.env", "gpunet.kinds"},
     {"gpunet.cuda", "gpunet.cpu_kernels"},
     {"gpunet.devices"},
     {"gpunet.ops"},

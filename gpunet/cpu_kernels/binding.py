@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import functools
-import platform
 import re
 import threading
 import weakref
@@ -20,39 +19,20 @@ from pathlib import Path
 
 import numpy
 
+from .. import dtypes
+
 _ENTRY = re.compile(r"\b(void|int64_t)\s+(\w+)_##SUFFIX\s*\(([^)]*)\)\s*\{")
 _PARAM = re.compile(r"^(?P<ctype>.*?)\b(?P<name>\w+)\s*(?:/\*\s*(?P<length>(?:\[[^\]]*\])+)\s*(?P<nullable>\?)?\s*\*/)?$")
 _SCALARS = {"int": (ctypes.c_int, numpy.dtype("int32")), "int64_t": (ctypes.c_int64, numpy.dtype("int64")),
             "double": (ctypes.c_double, None)}
 _ELEMENTS = {"int64_t": numpy.dtype("int64"), "double": numpy.dtype("float64")}  # besides T, the kernel's dtype
-SUFFIXES = {"float32": "f32", "float64": "f64"}
-
-
-def _data_offset() -> int | None:
-    """Where an ndarray object holds its data pointer: right after the object header (NumPy's C struct,
-    ``PyArrayObject_fields``, whose layout NumPy's ABI keeps), checked here on arrays whose pointers are known;
-    None (and ``.ctypes.data``) where that does not hold or ``id`` is no address (not CPython)."""
-    if platform.python_implementation() != "CPython":
-        return None
-    offset = object.__basicsize__
-    probes = [numpy.arange(5.0), numpy.arange(6, dtype=numpy.float32)[2:], numpy.zeros((3, 4))[1]]
-    try:
-        if all(ctypes.c_void_p.from_address(id(a) + offset).value == a.ctypes.data for a in probes):
-            return offset
-    except (ValueError, OSError):
-        pass
-    return None
-
-
-_DATA_OFFSET = _data_offset()
-_from_address = ctypes.c_void_p.from_address
+SUFFIXES = {d.name: d.cpu_suffix for d in dtypes.FLOATS if d.cpu_suffix}  # "float32" -> "f32"
 
 
 def data_pointer(a: numpy.ndarray) -> int:
-    """``a.ctypes.data`` in a tenth of its time (0.1 against 1.2 us: a small op passes three buffers)."""
-    if _DATA_OFFSET is None or not issubclass(type(a), numpy.ndarray):  # type(): a proxy can fake __class__
-        return a.ctypes.data
-    return _from_address(id(a) + _DATA_OFFSET).value or 0
+    """The address of ``a``'s first element, through NumPy's public array interface (about 1.2 us a buffer: the
+    cheaper of the public ways, ``.ctypes.data`` being about 1.6)."""
+    return a.__array_interface__["data"][0]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,21 +1,22 @@
 """Running an op's CUDA kernel, written once for the GPU and the simulator.
 
 A subclass supplies ``launch(module, plan, dtype, args)`` (CuPy's RawModule, or the CPU simulator) and the grid
-cap; the rest (shapes, outputs, launch plans, the label flag) is here, so both run the same code. Each op kind
-(``gpunet.devices.op``) has one method.
+cap; the rest (outputs, launch plans, the label flag) is here, so both run the same code. Each op kind
+(``gpunet.kinds``) has one method, which launches ``kernels/<op.module>.cu``'s kernel ``op.name`` (a row op's
+variant of it) with the arguments that kind declares; they were checked at the op boundary, and
+``source.check_arguments`` checks them against the kernel's signature at the launch.
 """
 from __future__ import annotations
 
-import functools
-
 from ..errors import check_label_range, label_out_of_range
+from ..kinds import Kernels
 from .plans import elementwise_plan, row_plan
 from .source import dtype_config
 
 NO_ERROR = 2**64 - 1
 
 
-class KernelLauncher:
+class KernelLauncher(Kernels):
     max_grid = 65535
 
     def __init__(self, xp):
@@ -40,9 +41,6 @@ class KernelLauncher:
             self._modules[key] = self.load_module(module, config)
         return self._modules[key]
 
-    def run(self, op, *args, **params):
-        return getattr(self, op.kind)(op, *args, **params)
-
     def elementwise(self, op, *inputs, out=None):
         """``out`` (C-contiguous, of the inputs' shape and dtype; checked by the op) may be an input: the
         kernels that allow it read each element before writing it."""
@@ -65,8 +63,6 @@ class KernelLauncher:
         rows, cols = inputs[0].shape
         if out is None:
             out = xp.empty_like(inputs[0])
-        else:
-            _check_out(op, out, inputs[0])
         acc = dtype_config(out.dtype).acc_numpy_dtype.itemsize
         plan = row_plan(op.name, rows, cols, acc, self.max_grid, op.cached_arrays)
         self.launch(op.module, plan, out.dtype, [*inputs, out, rows, cols, *plan.extra_args])
@@ -100,10 +96,8 @@ class KernelLauncher:
         loss = xp.empty(rows, dtype=logits.dtype)
         if out is None:
             out = xp.empty_like(logits)
-        else:
-            _check_out(op, out, logits)
-            if check:  # a caller's array is left as it was when a label is bad, as on the CPU (one more sync)
-                check_label_range(xp, labels, cols, ignore_index)
+        elif check:  # a caller's array is left as it was when a label is bad, as on the CPU (one more sync)
+            check_label_range(xp, labels, cols, ignore_index)
         if grad_scale is not None:
             grad_scale = xp.ascontiguousarray(grad_scale.astype(logits.dtype, copy=False))
         error_row = xp.full(1, NO_ERROR, dtype=xp.uint64) if check else self._unread_error_word()
@@ -117,12 +111,6 @@ class KernelLauncher:
             if bad_row != NO_ERROR:
                 raise label_out_of_range(bad_row, int(labels[bad_row]), cols, ignore_index)
         return loss, out
-
-    def cross_entropy_reduced(self, op, logits, labels, ignore_index: int, mean: bool, check: bool = True,
-                              out=None):
-        """The reduced loss and its gradient, composed from the per-row kernel (``op.numpy`` is the composition)."""
-        return op.numpy(self.xp, functools.partial(self.cross_entropy, op.base), logits, labels, ignore_index, mean,
-                        check, out=out)
 
     def _unread_error_word(self):
         if self._error_scratch is None:
@@ -142,9 +130,3 @@ class KernelLauncher:
                      cols, int(ignore_index)])
         return grad
 
-
-def _check_out(op, out, like) -> None:
-    """A given output must fit the launch exactly: the kernels index it by rows and cols, not by its size."""
-    if out.shape != like.shape or out.dtype != like.dtype or not out.flags.c_contiguous:
-        raise ValueError(f"{op.name}: out must be a C-contiguous {like.dtype} array of shape {tuple(like.shape)}, "
-                         f"got {out.dtype} {tuple(out.shape)}")

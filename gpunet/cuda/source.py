@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import dtypes
+
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -43,17 +45,15 @@ class DtypeConfig:
 
     @functools.cached_property
     def acc_numpy_dtype(self):
-        return np.dtype({"float": "float32", "double": "float64"}[self.acc])
+        return np.dtype(dtypes.C_TYPES[self.acc])
 
     def compile_defines(self) -> list[str]:
         return [f"-DSCALAR_T={self.scalar}", f"-DACC_T={self.acc}", *(f"-D{d}" for d in self.defines)]
 
 
-DTYPES = {
-    "float32": DtypeConfig("float32", "float", "float"),
-    "float64": DtypeConfig("float64", "double", "double"),
-    "float16": DtypeConfig("float16", "__half", "float", ("GPUNET_HALF=1",)),
-}
+# One per dtype of gpunet.dtypes: its storage type, the C type of the dtype it accumulates in, its defines.
+DTYPES = {d.name: DtypeConfig(d.name, d.c_type, dtypes.BY_NAME[d.accumulate].c_type, d.cuda_defines)
+          for d in dtypes.FLOATS}
 
 
 def dtype_config(dtype) -> DtypeConfig:
@@ -128,8 +128,8 @@ def _defines_only(source: str) -> str:
     return "\n".join(m.group(0) for m in _DEFINE.finditer(source)) + "\n"
 
 
-_VALUE_TYPES = {"int": "int32", "long long": "int64", "unsigned int": "uint32", "unsigned": "uint32", "unsigned long long": "uint64",
-                "float": "float32", "double": "float64"}
+_VALUE_TYPES = {"int": "int32", "long long": "int64", "unsigned int": "uint32", "unsigned": "uint32",
+                "unsigned long long": "uint64", **{c: name for c, name in dtypes.C_TYPES.items() if c != "__half"}}
 
 
 def element_dtype(base: str, config: DtypeConfig):

@@ -1,9 +1,9 @@
 """Devices: the one place that knows which device is present and how an op runs on it.
 
-``base`` (the Device interface), ``host`` (what NumPy-array devices share), ``cpu`` (compiled CPU kernels or NumPy
-forms), ``sim`` (the CUDA kernels on the CPU simulator), ``cuda`` (the CUDA kernels through CuPy); ``op`` is what
-every op declares once.
-
+``base`` (the Device interface), ``registry`` (a name -> a factory; ``device(spec)``), ``host`` (what NumPy-array
+devices share), ``cpu`` (compiled CPU kernels or NumPy forms), ``sim`` (the CUDA kernels on the CPU simulator),
+``cuda`` (the CUDA kernels through CuPy). Each device module registers itself; the op kinds every device
+implements are in ``gpunet.kinds``.
 
 ``device("cpu" | "sim" | "cuda" | "cuda:N" | "auto")``. The default device is ``$GPUNET_DEVICE``, else "auto",
 and ``set_default_device`` changes it. "auto" takes the GPU when CuPy imports, sees a device and can allocate on
@@ -13,56 +13,30 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
+from . import cpu, cuda, sim  # noqa: F401  (each registers itself)
 from .base import Device, is_cupy_array
-from .cpu import CpuDevice
-from .cuda import CudaDevice, CudaUnavailable, probe_cuda
-from .op import Op
-from .sim import SimDevice
+from .cuda import CudaUnavailable, probe_cuda
+from .registry import device, forget_devices, register_device, registered_devices
 
-__all__ = ["Device", "Op", "CudaUnavailable", "device", "get_default_device", "set_default_device", "device_of",
-           "probe_cuda"]
+__all__ = ["Device", "CudaUnavailable", "device", "get_default_device", "set_default_device", "device_of",
+           "probe_cuda", "register_device", "registered_devices"]
 
 log = logging.getLogger("gpunet")
 
-_DEVICES: dict[str, Device] = {}
 _default: Device | None = None
-_DEVICE_SPEC = re.compile(r"^(cpu|sim|auto|cuda)(?::(\d+))?$")
-
-
-def device(spec: "str | Device" = "auto") -> Device:
-    """The Device named by ``spec`` (instances are cached, so ``device("cpu") is device("cpu")``)."""
-    if isinstance(spec, Device):
-        return spec
-    if not isinstance(spec, str):
-        raise TypeError(f"device spec must be a string or a Device, got {type(spec).__name__}: {spec!r}")
-    match = _DEVICE_SPEC.match(spec.strip().lower())
-    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
-        raise ValueError(f"unknown device {spec!r}: expected 'cpu', 'sim', 'cuda', 'cuda:N' or 'auto'")
-    kind, index = match.group(1), int(match.group(2) or 0)
-    if kind == "auto":
-        return _auto_device()
-    key = f"cuda:{index}" if kind == "cuda" else kind
-    if key not in _DEVICES:
-        if kind == "cpu":
-            _DEVICES[key] = CpuDevice()
-        elif kind == "sim":
-            _DEVICES[key] = SimDevice()
-        else:
-            _DEVICES[key] = CudaDevice(index)
-    return _DEVICES[key]
 
 
 def _auto_device() -> Device:
-    if "auto" not in _DEVICES:
-        cupy, reason = probe_cuda(0)
-        if cupy is None:
-            log.warning("gpunet: using the CPU (NumPy): %s", reason)
-            _DEVICES["auto"] = device("cpu")
-        else:
-            _DEVICES["auto"] = device("cuda:0")
-    return _DEVICES["auto"]
+    """The GPU when it is usable, else the CPU with one log line saying why."""
+    cupy, reason = probe_cuda(0)
+    if cupy is None:
+        log.warning("gpunet: using the CPU (NumPy): %s", reason)
+        return device("cpu")
+    return device("cuda:0")
+
+
+register_device("auto", _auto_device)
 
 
 def get_default_device() -> Device:
@@ -90,5 +64,5 @@ def device_of(array, device_spec=None) -> Device:
 
 def _reset_for_tests() -> None:
     global _default
-    _DEVICES.clear()
+    forget_devices()
     _default = None

@@ -11,16 +11,18 @@ def is_cupy_array(a) -> bool:
 class Device:
     """A place where arrays live and ops run.
 
-    ``xp`` is the array module (numpy or cupy). ``run(op, ...)`` runs an :class:`~gpunet.devices.op.Op` in this
-    device's best form: its CUDA kernel on ``cuda`` and ``sim``, its compiled or NumPy form on ``cpu``.
+    ``xp`` is the array module (numpy or cupy). ``kernels`` is what runs ops here (a ``gpunet.kinds.Kernels``):
+    CUDA kernels on ``cuda`` and ``sim``, compiled or NumPy forms on ``cpu``. ``run(op, ...)`` hands ``op`` to it.
     """
 
     name: str = "?"
     xp = numpy
+    kernels = None  # a gpunet.kinds.Kernels, set by each device
 
     def run(self, op, *args, **params):
-        """Run ``op`` here (the kinds and their arguments: ``gpunet.devices.op``)."""
-        raise NotImplementedError
+        """Run ``op`` here: ``op.run(self.kernels, ...)``, which calls the kernels' method of ``op``'s kind with
+        the arguments that kind declares (``gpunet.kinds``)."""
+        return op.run(self.kernels, *args, **params)
 
     def asarray(self, a, dtype=None):
         """``a`` as an array of this device (copied across devices where needed)."""

@@ -1,4 +1,5 @@
-"""The CPU device: NumPy arrays; each op runs its compiled CPU kernel where there is one, else its NumPy form.
+"""The CPU device: NumPy arrays; each op runs its compiled CPU kernel where there is one, else its NumPy form
+(``CpuKernels``, one method per op kind of ``gpunet.kinds``).
 
 The compiled kernels (``gpunet.cpu_kernels``) are built on first use and give the NumPy form's results within
 rounding; where they cannot be built the CPU logs why once and runs the NumPy forms. NumPy forms of row ops run
@@ -13,8 +14,10 @@ import numpy
 from .. import cpu_kernels
 from ..env import setting
 from ..errors import check_label_range, label_out_of_range
+from ..kinds import Kernels
 from ..numerics import quiet, widened
 from .host import HostDevice, host_pool, host_threads
+from .registry import register_device
 
 
 def quietly(fn):
@@ -25,17 +28,10 @@ def quietly(fn):
     return run
 
 
-class CpuDevice(HostDevice):
-    name = "cpu"
+class CpuKernels(Kernels):
+    """The CPU's form of each op kind (``gpunet.kinds``): the op's compiled kernel where there is one for its
+    dtype, else its NumPy form."""
     block_bytes = 1 << 20  # about half of a core's L2: a block's inputs and outputs stay in cache
-
-    def __init__(self):
-        self._kinds = {kind: getattr(self, "_" + kind) for kind in ("elementwise", "rows", "bias_add", "update",
-                                                                     "cross_entropy", "cross_entropy_reduced",
-                                                                     "cross_entropy_backward")}
-
-    def run(self, op, *args, **params):
-        return self._kinds[op.kind](op, *args, **params)
 
     # ---- the compiled kernels ---------------------------------------------------------------------------------
     def compiled(self, name: str, dtype):
@@ -50,14 +46,14 @@ class CpuDevice(HostDevice):
             return found
 
     def _compiled_for(self, op, arrays):
-        """``op``'s compiled kernel for ``arrays`` (C-contiguous, of one dtype), or None."""
+        """``op``'s compiled kernel for ``arrays`` (of one dtype, by the kind's contract), or None: none for that
+        dtype, or an array that is not C-contiguous (the kernels ignore strides)."""
         if not op.compiled:
             return None
-        dtype = arrays[0].dtype
         for a in arrays:
-            if a.dtype != dtype or not a.flags.c_contiguous:
+            if not a.flags.c_contiguous:
                 return None
-        return self.compiled(op.name, dtype)
+        return self.compiled(op.name, arrays[0].dtype)
 
     def map_rows(self, fn, inputs, outputs) -> None:
         """``fn(*inputs, *outputs)`` over row blocks of about ``block_bytes`` on a thread per core, so each op's
@@ -76,8 +72,8 @@ class CpuDevice(HostDevice):
         for part in pending:
             part.result()
 
-    # ---- the op kinds (gpunet.devices.op) ----------------------------------------------------------------------
-    def _elementwise(self, op, *inputs, out=None):
+    # ---- the op kinds (gpunet.kinds) ---------------------------------------------------------------------------
+    def elementwise(self, op, *inputs, out=None):
         fn = self._compiled_for(op, inputs)
         if fn is None:
             result = op.numpy(numpy, *inputs)  # a form that may warn silences itself: errstate costs a microsecond
@@ -90,7 +86,7 @@ class CpuDevice(HostDevice):
         fn(*inputs, out, out.size, host_threads())
         return out
 
-    def _rows(self, op, *inputs, out=None):
+    def rows(self, op, *inputs, out=None):
         wide = inputs if inputs[0].dtype.itemsize >= 4 else [widened(a) for a in inputs]
         result = _place(out, wide[0])
         fn = self._compiled_for(op, wide)
@@ -100,7 +96,7 @@ class CpuDevice(HostDevice):
             self.map_rows(quietly(functools.partial(op.numpy, numpy)), wide, [result])
         return _delivered(result, out, inputs[0].dtype)
 
-    def _bias_add(self, op, y, bias):
+    def bias_add(self, op, y, bias):
         """``y`` (a new C-contiguous product) updated in place with ``bias`` (and the op's activation)."""
         fn = self._compiled_for(op, (y, bias))
         if fn is None:
@@ -108,7 +104,7 @@ class CpuDevice(HostDevice):
         fn(y, bias, y.shape[0], y.shape[1], host_threads())
         return y
 
-    def _update(self, op, params, grads, *state_lists, hyper=()):
+    def update(self, op, params, grads, *state_lists, hyper=()):
         arrays = [*params, *grads, *(a for lst in state_lists if lst is not None for a in lst)]
         fn = self._compiled_for(op, arrays)
         if fn is not None:
@@ -118,8 +114,8 @@ class CpuDevice(HostDevice):
         for i, (w, grad) in enumerate(zip(params, grads)):
             op.numpy(numpy, w, grad, *(None if lst is None else lst[i] for lst in state_lists), *hyper)
 
-    def _cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True,
-                       out=None):
+    def cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True,
+                      out=None):
         """Per-row losses and the probabilities, or the gradient scaled by ``grad_scale``, into ``out`` where given
         (the kernel devices' contract; labels are always checked here, which costs no device sync)."""
         wide = numpy.ascontiguousarray(widened(logits))
@@ -143,15 +139,14 @@ class CpuDevice(HostDevice):
             self.map_rows(form, [wide, labels, row_scale], [loss, out])
         return loss.astype(logits.dtype, copy=False), _delivered(out, given, logits.dtype)
 
-    def _cross_entropy_reduced(self, op, logits, labels, ignore_index: int, mean: bool, check: bool = True,
-                               out=None):
+    def cross_entropy_reduced(self, op, logits, labels, ignore_index: int, mean: bool, check: bool = True,
+                              out=None):
         """The loss reduced ("mean" or "sum") and its gradient (into ``out`` where given); one compiled call that
         also checks the labels (a small batch's loss otherwise costs a dozen NumPy calls, more than the
-        arithmetic)."""
+        arithmetic). None without a compiled kernel: the op composes it from :meth:`cross_entropy`."""
         fn = self._compiled_for(op, [logits])
         if fn is None:
-            return op.numpy(numpy, functools.partial(self._cross_entropy, op.base), logits, labels, ignore_index,
-                            mean, check, out=out)
+            return None
         grad = numpy.empty(logits.shape, dtype=logits.dtype) if out is None else out
         loss = numpy.zeros(1, dtype=numpy.float64)
         bad_row = fn(logits, numpy.ascontiguousarray(labels, dtype=numpy.int64), grad,
@@ -160,7 +155,7 @@ class CpuDevice(HostDevice):
             raise label_out_of_range(bad_row, int(labels[bad_row]), logits.shape[1], ignore_index)
         return logits.dtype.type(loss[0]), grad
 
-    def _cross_entropy_backward(self, op, probs, labels, row_scale, ignore_index: int):
+    def cross_entropy_backward(self, op, probs, labels, row_scale, ignore_index: int):
         check_label_range(numpy, labels, probs.shape[1], ignore_index)
         wide = numpy.ascontiguousarray(widened(probs))
         grad = numpy.empty_like(wide)
@@ -170,13 +165,11 @@ class CpuDevice(HostDevice):
 
 
 def _place(out, wide):
-    """Where a form writes a result like ``wide`` (float32 or wider): ``out`` itself where it has that dtype,
-    else a new array. A given ``out`` must have ``wide``'s shape (the forms index it by rows and columns)."""
-    if out is None:
+    """Where a form writes a result like ``wide`` (float32 or wider): ``out`` itself where it has that dtype
+    (its shape is the kind's contract), else a new array."""
+    if out is None or out.dtype != wide.dtype:
         return numpy.empty_like(wide)
-    if out.shape != wide.shape or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous array of shape {tuple(wide.shape)}, got {tuple(out.shape)}")
-    return out if out.dtype == wide.dtype else numpy.empty_like(wide)
+    return out
 
 
 def _delivered(result, out, dtype):
@@ -191,6 +184,14 @@ def _delivered(result, out, dtype):
         return out
 
 
+class CpuDevice(HostDevice):
+    name = "cpu"
+
+    def __init__(self):
+        self.kernels = CpuKernels()
+
+
+register_device("cpu", CpuDevice)
 _COMPILED: dict = {}
 
 

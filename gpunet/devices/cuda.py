@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dtypes
 from ..cuda.launcher import KernelLauncher
 from ..cuda.nvrtc import compile_options
 from ..cuda.source import check_arguments, element_dtype, read_source, signatures
 from .base import Device, is_cupy_array
+from .registry import register_device
 
 
 class UnsupportedDtype(TypeError, ValueError):
@@ -96,18 +98,27 @@ class CudaLauncher(KernelLauncher):
 
 
 class CudaDevice(Device):
-    def __init__(self, index: int = 0):
-        cupy, reason = probe_cuda(index)
+    def __init__(self, index: int = 0, *, cupy=None, name: str | None = None):
+        """GPU ``index`` through the installed CuPy, probed first. ``cupy``: another module that behaves like
+        CuPy (a stand-in, for a device that runs this code without a GPU), used as given; ``name``: the device's
+        name then (devices compare by name, so a stand-in must not be called ``cuda:N``)."""
         if cupy is None:
-            raise CudaUnavailable(f"device 'cuda:{index}' is not usable: {reason}")
+            cupy, reason = probe_cuda(index)
+            if cupy is None:
+                raise CudaUnavailable(f"device 'cuda:{index}' is not usable: {reason}")
         self.index = index
-        self.name = f"cuda:{index}"
+        self.name = name or f"cuda:{index}"
         self.xp = cupy
-        self.launcher = CudaLauncher(cupy, index)
-        self._gpu = self.launcher.gpu
+        self.kernels = CudaLauncher(cupy, index)
+        self._gpu = self.kernels.gpu
+
+    @property
+    def launcher(self) -> CudaLauncher:
+        """The KernelLauncher that runs this device's ops (its ``kernels``)."""
+        return self.kernels
 
     def describe(self) -> dict:
-        return {**super().describe(), "gpu": self.launcher.gpu_name, "arch": self.launcher.arch}
+        return {**super().describe(), "gpu": self.kernels.gpu_name, "arch": self.kernels.arch}
 
     @property
     def kernel_launches(self) -> int:
@@ -115,14 +126,14 @@ class CudaDevice(Device):
 
     def run(self, op, *args, **params):
         with self._gpu:
-            return self.launcher.run(op, *args, **params)
+            return op.run(self.kernels, *args, **params)
 
     def asarray(self, a, dtype=None):
         wanted = np.dtype(dtype) if dtype is not None else getattr(a, "dtype", None)
         if wanted is not None and not is_cupy_array(a) and (
                 wanted.kind in _HOST_ONLY_KINDS or wanted.char in _HOST_ONLY_CHARS):
             raise UnsupportedDtype(f"{self.name} cannot hold an array of dtype {wanted}, which gpunet does not "
-                                   "support on a GPU: use float16, float32 or float64")
+                                   f"support on a GPU: use one of {', '.join(dtypes.NAMES)}")
         with self._gpu:
             return self.xp.asarray(a, dtype=dtype)
 
@@ -135,3 +146,6 @@ class CudaDevice(Device):
     def synchronize(self) -> None:
         with self._gpu:
             self.xp.cuda.get_current_stream().synchronize()
+
+
+register_device("cuda", CudaDevice, indexed=True)

@@ -15,6 +15,7 @@ from ..cuda.launcher import KernelLauncher
 from ..cuda.sim_build import build_module
 from ..cuda.source import check_arguments, read_source, signatures_of
 from .host import HostDevice
+from .registry import register_device
 
 _CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "uint32": ctypes.c_uint32, "uint64": ctypes.c_uint64,
            "float32": ctypes.c_float, "float64": ctypes.c_double}
@@ -83,11 +84,16 @@ class SimDevice(HostDevice):
     name = "sim"
 
     def __init__(self):
-        self.launcher = SimLauncher()
+        self.kernels = SimLauncher()
 
-    def run(self, op, *args, **params):
-        return self.launcher.run(op, *args, **params)
+    @property
+    def launcher(self) -> SimLauncher:
+        """The KernelLauncher that runs this device's ops (its ``kernels``)."""
+        return self.kernels
 
     @property
     def kernel_launches(self) -> int:
-        return self.launcher.launches
+        return self.kernels.launches
+
+
+register_device("sim", SimDevice)

@@ -10,6 +10,8 @@ import socket
 
 import numpy
 
+from .. import dtypes
+
 MPI_MISSING = ("--distributed needs MPI for Python: pip install 'gpunet[mpi]' (mpi4py and the mpich wheel), or "
                "mpi4py built against your cluster's MPI")
 
@@ -101,7 +103,7 @@ class NcclCommunicator(MpiCommunicator):
     """MPI for bootstrapping and small objects, NCCL for GPU arrays: one allreduce on the current (compute)
     stream, with no host synchronisation in the step."""
 
-    _NCCL_DTYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64"}
+    _NCCL_DTYPES = {d.name: d.nccl for d in dtypes.FLOATS}
 
     def __init__(self, mpi: MpiCommunicator, gpu_index: int):
         """Built collectively by every rank, each with its own GPU (``gpu_index``) chosen first."""

@@ -43,6 +43,15 @@ class ReLU(_Pointwise):
         super().__init__(device)
         self.inplace = inplace
 
+    @property
+    def fused_activation(self):
+        """In place, the Linear before it may apply it (its output is then nobody's but this layer's)."""
+        return "relu" if self.inplace else None
+
+    @property
+    def overwrites_gradient(self):
+        return self.inplace
+
     def forward(self, x):
         x = self.device.asarray(x)
         if not (self.inplace and x.dtype.kind == "f" and writable_like(x, x, self.device)):

@@ -4,11 +4,14 @@ from __future__ import annotations
 import numpy
 
 from .. import ops
+from ..ops.linear import ACTIVATIONS as FUSED_ACTIVATIONS
 from .init import init_weight
 from .module import Module
 
 
 class Linear(Module):
+    fusable_activations = tuple(a for a in FUSED_ACTIVATIONS if a is not None)  # ("relu",): ops.linear's
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, init: str = "he", rng=0,
                  dtype="float32", device=None):
         super().__init__(device)
@@ -24,7 +27,7 @@ class Linear(Module):
 
     def forward(self, x, activation=None):
         """``x W + b``; ``activation="relu"`` applies ReLU in the bias's pass (``nn.Sequential`` asks for it when
-        an in-place ReLU follows)."""
+        the next layer's ``fused_activation`` is one of ``fusable_activations``)."""
         x = self.device.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}) expects input of shape "

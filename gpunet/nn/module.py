@@ -34,6 +34,11 @@ class Parameter:
 
 
 class Module:
+    # What a layer declares for nn.Sequential to fuse two neighbours into one pass:
+    fusable_activations: tuple = ()  # activations its forward applies in its own pass: forward(x, activation=name)
+    fused_activation: str | None = None  # the activation it is, where the layer before may apply it (then adopt(y))
+    overwrites_gradient: bool = False  # backward(dy, overwrite=True) may write its result over a temporary dy
+
     def __init__(self, device=None):
         self.device = as_device(device) if device is not None else get_default_device()
         self.training = True
@@ -114,6 +119,10 @@ class Module:
 
     def backward(self, dy):
         raise NotImplementedError
+
+    def adopt(self, y):
+        """Keep ``y``, this layer's output made by the layer before it (``fused_activation``), as its forward's."""
+        raise NotImplementedError(f"{type(self).__name__} declares no fused_activation")
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)

@@ -1,18 +1,18 @@
 """A chain of layers: forward left to right, backward right to left (the chain rule, one layer at a time).
 
-One fusion: a Linear followed by an in-place ReLU runs as one op, the bias and the ReLU in one pass over the
-product (``ops.linear(..., activation="relu")``), the ReLU then keeping that output as its own forward would. The
-results are bit for bit those of the two layers run one after the other.
+Layers declare what may be fused (``Module.fusable_activations``, ``fused_activation``): a Linear followed by an
+in-place ReLU runs as one op, the bias and the ReLU in one pass over the product
+(``ops.linear(..., activation="relu")``), the ReLU then keeping that output as its own forward would
+(``adopt``). The results are bit for bit those of the two layers run one after the other. A layer that says it
+``overwrites_gradient`` (an in-place ReLU) may write its backward over a gradient the next layer made.
 """
 from __future__ import annotations
 
-from .activation import ReLU
-from .linear import Linear
 from .module import Module
 
 
 def _fuses(layer, following) -> bool:
-    return type(layer) is Linear and type(following) is ReLU and following.inplace
+    return following.fused_activation is not None and following.fused_activation in layer.fusable_activations
 
 
 class Sequential(Module):
@@ -33,7 +33,7 @@ class Sequential(Module):
         i = 0
         while i < len(layers):
             if i + 1 < len(layers) and _fuses(layers[i], layers[i + 1]):
-                x = layers[i + 1].adopt(layers[i].forward(x, activation="relu"))
+                x = layers[i + 1].adopt(layers[i].forward(x, activation=layers[i + 1].fused_activation))
                 i += 2
             else:
                 x = layers[i].forward(x)
@@ -43,7 +43,7 @@ class Sequential(Module):
     def backward(self, dy):
         given = dy
         for layer in reversed(self._children.values()):
-            if type(layer) is ReLU and layer.inplace:
+            if layer.overwrites_gradient:
                 # A gradient the next layer made is ours to overwrite; the caller's (or a view of it) is not.
                 dy = layer.backward(dy, overwrite=not self.device.xp.may_share_memory(dy, given))
             else:

@@ -5,25 +5,25 @@
 - sigmoid: y = 1 / (1 + exp(-x)),  dy/dx = y (1 - y)
 
 Keeping ``y`` rather than ``x`` lets a layer cache one array and lets ReLU run in place. GELU is the exception:
-it is not invertible, so its backward takes the input ``x``. Each op is declared once
-(``Op``: its CUDA kernel in ``kernels/elementwise.cu``, its compiled CPU kernel where there is one, its NumPy
-form below) and runs on any device through ``device.run``.
+it is not invertible, so its backward takes the input ``x``. Each op is declared once (an ``ElementwiseOp``: its
+CUDA kernel in ``kernels/elementwise.cu``, its compiled CPU kernel where there is one, its NumPy form below) and
+runs on any device through ``device.run``.
 """
 from __future__ import annotations
 
-from ..devices import Op
+from ..kinds import ElementwiseOp
 from ..numerics import quiet, widened
 from .checks import checked_out, on_device, pair_on_device
 
 __all__ = ["relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "gelu", "gelu_backward"]
 
 
-def _forward(op: Op, x, device):
+def _forward(op: ElementwiseOp, x, device):
     dev, x = on_device(x, device)
     return dev.run(op, x)
 
 
-def _backward(op: Op, y, dy, device, name="y"):
+def _backward(op: ElementwiseOp, y, dy, device, name="y"):
     dev, y, dy = pair_on_device(y, dy, device, name)
     return dev.run(op, y, dy)
 
@@ -49,14 +49,14 @@ def _sigmoid(xp, x):
 # ReLU as PyTorch: relu(NaN) is NaN (xp.maximum propagates it), relu(-0.0) is +0.0 as in the kernels (maximum
 # keeps -0.0; adding 0 makes it +0.0 and changes nothing else); the backward passes dy where y > 0 or y is NaN and
 # gives exactly 0 where y <= 0, even for an inf or NaN dy (a select, not dy * [y > 0], which would make 0 * inf).
-RELU = Op("relu_forward", "elementwise", "elementwise", lambda xp, x: xp.maximum(x, 0) + 0, compiled=True)
-RELU_BACKWARD = Op("relu_backward", "elementwise", "elementwise",
+RELU = ElementwiseOp("relu_forward", "elementwise", lambda xp, x: xp.maximum(x, 0) + 0, compiled=True)
+RELU_BACKWARD = ElementwiseOp("relu_backward", "elementwise",
                    lambda xp, y, dy: xp.where(y <= 0, xp.zeros((), dy.dtype), dy), compiled=True)
-TANH = Op("tanh_forward", "elementwise", "elementwise", _in_float32_or_wider(lambda xp, x: xp.tanh(x)))
-TANH_BACKWARD = Op("tanh_backward", "elementwise", "elementwise",
+TANH = ElementwiseOp("tanh_forward", "elementwise", _in_float32_or_wider(lambda xp, x: xp.tanh(x)))
+TANH_BACKWARD = ElementwiseOp("tanh_backward", "elementwise",
                    _in_float32_or_wider(lambda xp, y, dy: dy * (1 - y * y)))
-SIGMOID = Op("sigmoid_forward", "elementwise", "elementwise", _sigmoid)
-SIGMOID_BACKWARD = Op("sigmoid_backward", "elementwise", "elementwise",
+SIGMOID = ElementwiseOp("sigmoid_forward", "elementwise", _sigmoid)
+SIGMOID_BACKWARD = ElementwiseOp("sigmoid_backward", "elementwise",
                       _in_float32_or_wider(lambda xp, y, dy: dy * y * (1 - y)))
 
 
@@ -120,8 +120,8 @@ def _gelu_slope(xp, x, dy):
     return dy * (s + 2 * x * s * r * du)
 
 
-GELU = Op("gelu_forward", "elementwise", "elementwise", _gelu, compiled=True)
-GELU_BACKWARD = Op("gelu_backward", "elementwise", "elementwise", _gelu_backward, compiled=True)
+GELU = ElementwiseOp("gelu_forward", "elementwise", _gelu, compiled=True)
+GELU_BACKWARD = ElementwiseOp("gelu_backward", "elementwise", _gelu_backward, compiled=True)
 
 
 def gelu(x, device=None):

@@ -1,6 +1,7 @@
 """Argument checks shared by every op: each error names the offending value, dtype and shape."""
 from __future__ import annotations
 
+from .. import dtypes
 from ..devices import device_of
 from ..errors import label_out_of_range
 
@@ -10,13 +11,12 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 REDUCTIONS = ("mean", "sum", "none")
 
 
-SUPPORTED_FLOATS = ("float16", "float32", "float64")
-_SUPPORTED_CHARS = "efd"  # dtype.char of float16, float32, float64 (cheaper to test than dtype.name)
+SUPPORTED_FLOATS = dtypes.NAMES
 
 
 def require_floating(x, name: str = "x"):
-    """float16, float32 or float64, on every device (the kernels are compiled for exactly these)."""
-    if x.dtype.char in _SUPPORTED_CHARS:
+    """One of ``gpunet.dtypes``' floats, on every device (the kernels are compiled for exactly these)."""
+    if x.dtype.char in dtypes.CHARS:
         return
     if x.dtype.kind != "f":
         raise ValueError(f"{name} must be a floating-point array, got dtype {x.dtype} with shape {tuple(x.shape)}")

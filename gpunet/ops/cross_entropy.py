@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 
-from ..devices import Op, device_of
+from ..devices import device_of
+from ..kinds import CrossEntropyBackwardOp, CrossEntropyOp, CrossEntropyReducedOp
 from .checks import (checked_out, labels_as_int64, on_device, require_int64, require_labels, require_ndim,
                      require_reduction)
 from ..numerics import quiet, wide_dtype
@@ -65,12 +66,25 @@ def _reduced_from_rows(xp, cross_entropy_rows, logits, labels, ignore_index, mea
         return ((total * scale).astype(loss_rows.dtype, copy=False) if mean else total), grad
 
 
-SOFTMAX_CROSS_ENTROPY = Op("softmax_cross_entropy", "cross_entropy", "cross_entropy", _cross_entropy_rows,
-                           compiled=True)
-SOFTMAX_CROSS_ENTROPY_REDUCED = Op("softmax_cross_entropy_reduced", "cross_entropy_reduced", "cross_entropy",
-                                   _reduced_from_rows, compiled=True, base=SOFTMAX_CROSS_ENTROPY)
-SOFTMAX_CROSS_ENTROPY_BACKWARD = Op("softmax_cross_entropy_backward", "cross_entropy_backward", "cross_entropy",
-                                    _cross_entropy_backward_rows)
+# The three forms every device runs (``gpunet.kinds``): per-row losses and probabilities (or the gradient); the
+# reduced loss and its gradient in one call, where a device has it fused (the CPU's compiled kernel: elsewhere
+# ``_reduced`` composes it from the per-row form); and the backward from the probabilities.
+SOFTMAX_CROSS_ENTROPY = CrossEntropyOp("softmax_cross_entropy", "cross_entropy", _cross_entropy_rows, compiled=True)
+SOFTMAX_CROSS_ENTROPY_REDUCED = CrossEntropyReducedOp("softmax_cross_entropy_reduced", "cross_entropy", None,
+                                                      compiled=True)
+SOFTMAX_CROSS_ENTROPY_BACKWARD = CrossEntropyBackwardOp("softmax_cross_entropy_backward", "cross_entropy",
+                                                        _cross_entropy_backward_rows)
+
+
+def _reduced(dev, logits, labels, ignore_index, mean, check, count=None, out=None):
+    """The "mean" or "sum" loss and its gradient: the device's fused form where it has one (and no ``count``),
+    else composed from the per-row form."""
+    if count is None:
+        fused = dev.run(SOFTMAX_CROSS_ENTROPY_REDUCED, logits, labels, ignore_index, mean, check=check, out=out)
+        if fused is not None:
+            return fused
+    return _reduced_from_rows(dev.xp, functools.partial(dev.run, SOFTMAX_CROSS_ENTROPY), logits, labels,
+                              ignore_index, mean, check, count, out=out)
 
 
 def _prepare(scores, labels, name, reduction, device, ignore_index, out=None):
@@ -125,11 +139,9 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
     if count is not None:
         if reduction != "mean":
             raise ValueError(f"count divides a mean: it needs reduction='mean', not {reduction!r}")
-        return _reduced_from_rows(dev.xp, functools.partial(dev.run, SOFTMAX_CROSS_ENTROPY), logits, labels,
-                                  ignore_index, True, check_labels, count, out=out)
+        return _reduced(dev, logits, labels, ignore_index, True, check_labels, count, out=out)
     if reduction != "none":
-        return dev.run(SOFTMAX_CROSS_ENTROPY_REDUCED, logits, labels, ignore_index, reduction == "mean",
-                       check=check_labels, out=out)
+        return _reduced(dev, logits, labels, ignore_index, reduction == "mean", check_labels, out=out)
     return dev.run(SOFTMAX_CROSS_ENTROPY, logits, labels, ignore_index,
                    grad_scale=dev.xp.ones(1, dtype=wide_dtype(logits.dtype)), check=check_labels, out=out)
 

@@ -5,7 +5,7 @@ Matrix products stay with the BLAS of the device (OpenBLAS/MKL through NumPy, cu
 """
 from __future__ import annotations
 
-from ..devices import Op
+from ..kinds import BiasAddOp
 from .activations import RELU
 from .checks import native, on_device, require_ndim
 
@@ -24,10 +24,10 @@ def _bias_relu(xp, y, bias):
     return y
 
 
-BIAS_ADD = Op("bias_add", "bias_add", "elementwise", _bias_add, compiled=True)
+BIAS_ADD = BiasAddOp("bias_add", "elementwise", _bias_add, compiled=True)
 # The bias and the ReLU after it in one pass over the product (nn.Sequential runs a Linear and an in-place ReLU
 # so); bit for bit the two passes it replaces.
-BIAS_RELU = Op("bias_relu", "bias_add", "elementwise", _bias_relu, compiled=True)
+BIAS_RELU = BiasAddOp("bias_relu", "elementwise", _bias_relu, compiled=True)
 ACTIVATIONS = (None, "relu")
 
 

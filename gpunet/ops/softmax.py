@@ -12,7 +12,7 @@ anyway, for teaching and for the tests that check the product against it.
 """
 from __future__ import annotations
 
-from ..devices import Op
+from ..kinds import RowOp
 from .checks import checked_out, normalize_axis, on_device, pair_on_device, require_ndim
 from .rows import from_rows, row_max, row_sum, to_rows
 
@@ -43,11 +43,11 @@ def _log_softmax_backward_rows(xp, logy, dy, dx):
     xp.subtract(dy, dx, out=dx)
 
 
-SOFTMAX = Op("softmax_forward", "rows", "softmax", _softmax_rows, compiled=True)
-LOG_SOFTMAX = Op("log_softmax_forward", "rows", "softmax", _log_softmax_rows, compiled=True)
-SOFTMAX_BACKWARD = Op("softmax_backward", "rows", "softmax", _softmax_backward_rows, compiled=True, cached_arrays=2)
-LOG_SOFTMAX_BACKWARD = Op("log_softmax_backward", "rows", "softmax", _log_softmax_backward_rows, compiled=True,
-                          cached_arrays=2)
+SOFTMAX = RowOp("softmax_forward", "softmax", _softmax_rows, compiled=True)
+LOG_SOFTMAX = RowOp("log_softmax_forward", "softmax", _log_softmax_rows, compiled=True)
+SOFTMAX_BACKWARD = RowOp("softmax_backward", "softmax", _softmax_backward_rows, compiled=True, cached_arrays=2)
+LOG_SOFTMAX_BACKWARD = RowOp("log_softmax_backward", "softmax", _log_softmax_backward_rows, compiled=True,
+                             cached_arrays=2)
 
 
 def _rowwise(dev, op, axis, *arrays, out=None):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ..devices import Op
+from ..kinds import UpdateOp
 from .optimizer import Optimizer
 
 
@@ -29,7 +29,7 @@ def _adam_update(xp, w, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupl
     w -= step_size * (m / denom)
 
 
-ADAM_UPDATE = Op("adam_update", "update", "optimizers", _adam_update, compiled=True)
+ADAM_UPDATE = UpdateOp("adam_update", "optimizers", _adam_update, compiled=True)
 
 
 class Adam(Optimizer):

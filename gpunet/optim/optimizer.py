@@ -25,7 +25,7 @@ class Optimizer:
             slot[name] = self.params[index].device.xp.zeros_like(self.params[index].data)
         return slot[name]
 
-    # Each subclass declares its update once (an Op of kind "update", gpunet.devices.op) and what it passes.
+    # Each subclass declares its update once (a ``gpunet.kinds.UpdateOp``) and what it passes.
     update_op = None
 
     def state_lists(self, indices) -> list:

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from ..devices import Op
+from ..kinds import UpdateOp
 from .optimizer import Optimizer
 
 
@@ -21,7 +21,7 @@ def _sgd_update(xp, w, grad, velocity, lr, momentum, nesterov, weight_decay):
     w -= lr * g
 
 
-SGD_UPDATE = Op("sgd_update", "update", "optimizers", _sgd_update, compiled=True)
+SGD_UPDATE = UpdateOp("sgd_update", "optimizers", _sgd_update, compiled=True)
 
 
 class SGD(Optimizer):

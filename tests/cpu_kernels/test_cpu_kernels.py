@@ -10,7 +10,7 @@ import pytest
 
 import gpunet
 from gpunet import cpu_kernels, ops
-from gpunet.devices.cpu import CpuDevice, reset_compiled_cache
+from gpunet.devices.cpu import CpuKernels, reset_compiled_cache
 
 from tests.helpers import (TOLERANCES, assert_per_value, log_softmax_backward_scale, log_softmax_scale,
                            softmax_backward_scale)
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not _BUILT, reason="the compiled CPU kernels can
 def spy_compiled(monkeypatch):
     """The (entry point, dtype) of every compiled kernel the CPU device calls, in order."""
     calls = []
-    real = CpuDevice.compiled
+    real = CpuKernels.compiled
 
     def compiled(self, name, dtype):
         fn = real(self, name, dtype)
@@ -37,7 +37,7 @@ def spy_compiled(monkeypatch):
             calls.append((name, np.dtype(dtype)))
             return fn(*args)
         return run
-    monkeypatch.setattr(CpuDevice, "compiled", compiled)
+    monkeypatch.setattr(CpuKernels, "compiled", compiled)
     return calls
 
 
@@ -517,7 +517,7 @@ def test_a_system_that_refuses_threads_gets_the_rows_done_in_the_caller(tmp_path
 @pytest.mark.parametrize("dtype", [np.float32, "float32", np.dtype("float32")])
 def test_compiled_kernel_takes_a_dtype_in_any_spelling(dtype):
     """A type or a name works as a dtype does: the same SGD update as the NumPy form."""
-    update = gpunet.device("cpu").compiled("sgd_update", dtype)
+    update = gpunet.device("cpu").kernels.compiled("sgd_update", dtype)
     w, g, v = np.ones(5, np.float32), np.full(5, 2.0, np.float32), np.zeros(5, np.float32)
     update([w], [g], [v], np.array([5]), 1, 0.5, 0.9, 0, 0.0, 1)
     np.testing.assert_array_equal(w, np.full(5, 0.0, np.float32))

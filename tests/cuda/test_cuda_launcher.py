@@ -8,13 +8,15 @@ import types
 import numpy as np
 import pytest
 
+import gpunet
 from gpunet import ops
+from gpunet.devices import registry
 from gpunet.ops.activations import TANH
 from gpunet.ops.cross_entropy import SOFTMAX_CROSS_ENTROPY
 from gpunet.ops.softmax import LOG_SOFTMAX, SOFTMAX, SOFTMAX_BACKWARD
 from gpunet.optim.adam import ADAM_UPDATE
 from gpunet.optim.sgd import SGD_UPDATE
-from gpunet.devices.cuda import CudaLauncher
+from gpunet.devices.cuda import CudaDevice, CudaLauncher
 from gpunet.cuda.source import DTYPES, element_dtype, signatures_of
 from gpunet.devices.sim import SimModule
 
@@ -60,8 +62,8 @@ class StandInRawModule:
         return StandInKernel(self, name)
 
 
-@pytest.fixture
-def runner():
+def stand_in_cupy():
+    """NumPy dressed as CuPy: RawModule is the stand-in above, one GPU of 2 SMs, architecture sm_90."""
     cupy = types.ModuleType("cupy")
     cupy.__getattr__ = lambda name: getattr(np, name)
     cupy.ndarray = np.ndarray
@@ -70,11 +72,30 @@ def runner():
         getDeviceProperties=lambda i: {"multiProcessorCount": 2, "major": 9, "minor": 0}),
         Device=lambda i: contextlib.nullcontext())
     StandInRawModule.instances.clear()
-    return CudaLauncher(cupy, 0)
+    return cupy
+
+
+@pytest.fixture
+def runner():
+    return CudaLauncher(stand_in_cupy(), 0)
+
+
+def test_the_cuda_device_over_a_stand_in_cupy_registers_as_a_device_of_its_own(monkeypatch):
+    """What a simulated GPU needs of the registry (docs/adding-a-device.md): the cuda device's own code over a
+    stand-in CuPy, registered under a name of its own, nothing in the other devices changed."""
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    cupy = stand_in_cupy()
+    gpunet.devices.register_device("standin", lambda i: CudaDevice(i, cupy=cupy, name=f"standin:{i}"),
+                                   indexed=True)
+    dev = gpunet.device("standin")
+    assert dev.name == "standin:0" and dev is gpunet.device("standin:0") and isinstance(dev.kernels, CudaLauncher)
+    x = np.random.default_rng(3).standard_normal((4, 40))
+    np.testing.assert_allclose(ops.softmax(x, device=dev), ops.softmax(x, device="cpu"), rtol=1e-12)
+    assert [m.launches for m in StandInRawModule.instances] == [["softmax_forward_warp2"]]
 
 
 def test_compile_options_leave_the_architecture_to_cupy(runner):
-    runner.run(SOFTMAX, np.zeros((2, 3), np.float32))
+    SOFTMAX.run(runner, np.zeros((2, 3), np.float32))
     (module,) = StandInRawModule.instances
     assert not any(o.startswith(("--gpu-architecture", "--ptxas-options")) for o in module.options)
     assert any(o.startswith("--include-path=") for o in module.options) and "-DSCALAR_T=float" in module.options
@@ -86,28 +107,28 @@ def test_row_ops_through_the_gpu_launcher(runner, cols):
     rng = np.random.default_rng(cols)
     x = rng.standard_normal((3, cols))
     dy = rng.standard_normal((3, cols))
-    np.testing.assert_allclose(runner.run(SOFTMAX, x), ops.softmax(x, device="cpu"), rtol=1e-12)
-    np.testing.assert_allclose(runner.run(LOG_SOFTMAX, x), ops.log_softmax(x, device="cpu"), rtol=1e-12)
+    np.testing.assert_allclose(SOFTMAX.run(runner, x), ops.softmax(x, device="cpu"), rtol=1e-12)
+    np.testing.assert_allclose(LOG_SOFTMAX.run(runner, x), ops.log_softmax(x, device="cpu"), rtol=1e-12)
     y = ops.softmax(x, device="cpu")
-    np.testing.assert_allclose(runner.run(SOFTMAX_BACKWARD, y, dy), ops.softmax_backward(y, dy, device="cpu"),
+    np.testing.assert_allclose(SOFTMAX_BACKWARD.run(runner, y, dy), ops.softmax_backward(y, dy, device="cpu"),
                                rtol=1e-10, atol=1e-15)
     labels = np.array([0, -100, cols - 1])
-    loss, p = runner.run(SOFTMAX_CROSS_ENTROPY, x, labels, -100)
+    loss, p = SOFTMAX_CROSS_ENTROPY.run(runner, x, labels, -100)
     want_loss, want_p = ops.softmax_cross_entropy(x, labels, reduction="none", device="cpu")
     np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
     np.testing.assert_allclose(p, want_p, rtol=1e-12)
     with pytest.raises(ValueError, match=f"label {cols} at row 1"):
-        runner.run(SOFTMAX_CROSS_ENTROPY, x, np.array([0, cols, 1]), -100)
+        SOFTMAX_CROSS_ENTROPY.run(runner, x, np.array([0, cols, 1]), -100)
 
 
 def test_elementwise_and_optimizers_through_the_gpu_launcher(runner):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 7)).astype(np.float32)
-    np.testing.assert_allclose(runner.run(TANH, x), np.tanh(x), rtol=1e-6)
+    np.testing.assert_allclose(TANH.run(runner, x), np.tanh(x), rtol=1e-6)
     w, g = rng.standard_normal(9), rng.standard_normal(9)
     expected = w - 0.1 * (g + 0.0 * w)
-    runner.run(SGD_UPDATE, [w], [g], None, hyper=(0.1, 0.0, 0, 0.0))  # no momentum: a null velocity pointer
+    SGD_UPDATE.run(runner, [w], [g], None, hyper=(0.1, 0.0, 0, 0.0))  # no momentum: a null velocity pointer
     np.testing.assert_allclose(w, expected, rtol=1e-12)
     m, v = np.zeros(9), np.zeros(9)
-    runner.run(ADAM_UPDATE, [w], [g], [m], [v], hyper=(0.01, 0.9, 0.999, 1e-8, 0.0, 0, 0.01 / 0.1, 1 / np.sqrt(0.001)))
+    ADAM_UPDATE.run(runner, [w], [g], [m], [v], hyper=(0.01, 0.9, 0.999, 1e-8, 0.0, 0, 0.01 / 0.1, 1 / np.sqrt(0.001)))
     np.testing.assert_allclose(m, 0.1 * g, rtol=1e-12)

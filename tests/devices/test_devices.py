@@ -107,11 +107,11 @@ def test_host_row_blocks_cover_every_row_once(rows):
         calls.append(len(block))
         out_block += 2 * block
 
-    dev.map_rows(double, [x], [out])
+    dev.kernels.map_rows(double, [x], [out])
     np.testing.assert_array_equal(out, 2 * x)  # every row written once, none twice
     assert sum(calls) == rows
-    if rows * 64 > dev.block_bytes:
-        assert max(calls) * 64 <= dev.block_bytes  # cache-sized blocks for the NumPy forms
+    if rows * 64 > dev.kernels.block_bytes:
+        assert max(calls) * 64 <= dev.kernels.block_bytes  # cache-sized blocks for the NumPy forms
 
 
 def test_kernel_launches_counts_each_kernel_a_device_launches(dev):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gpunet
-from gpunet import ops
+from gpunet import nn, ops
 from tests.helpers import train_small_mlp
 
 NAN, INF = np.nan, np.inf
@@ -66,3 +66,33 @@ def test_sequential_fuses_linear_and_inplace_relu_bit_for_bit(dev, monkeypatch):
         np.testing.assert_array_equal(a, b)
     for name, value in plain_state.items():
         np.testing.assert_array_equal(fused_state[name], value, err_msg=name)
+
+
+def test_sequential_fuses_what_layers_declare_not_their_types(monkeypatch):
+    """A layer of any class that declares ``fusable_activations`` fuses with a following layer whose
+    ``fused_activation`` it names; a Linear that declares nothing is run unfused."""
+    calls = []
+
+    class NoFusingLinear(nn.Linear):
+        fusable_activations = ()
+
+    class ReluFromAfar(nn.Module):  # not a ReLU subclass: fused by its declaration alone
+        fused_activation = "relu"
+
+        def forward(self, x):
+            calls.append("unfused")
+            return ops.relu(x, device=self.device)
+
+        def adopt(self, y):
+            calls.append("adopted")
+            return y
+    x = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
+    fused = nn.Sequential(nn.Linear(4, 6, device="cpu"), ReluFromAfar(device="cpu"))
+    want = np.maximum(ops.linear(x, fused.layers[0].weight.data, fused.layers[0].bias.data, device="cpu"), 0)
+    np.testing.assert_array_equal(fused.forward(x), want)
+    assert calls == ["adopted"]
+    calls.clear()
+    plain = nn.Sequential(NoFusingLinear(4, 6, device="cpu"), ReluFromAfar(device="cpu"))
+    plain.load_state_dict(fused.state_dict())
+    np.testing.assert_array_equal(plain.forward(x), want)
+    assert calls == ["unfused"]

@@ -9,7 +9,7 @@ import pytest
 import gpunet
 from gpunet import nn, ops
 from gpunet.cli import main
-from gpunet.devices import Op
+from gpunet.kinds import ElementwiseOp
 from gpunet.gradcheck import check_backward
 from tests.helpers import tolerance
 
@@ -117,7 +117,7 @@ def test_a_slope_with_a_planted_bug_fails_the_gradient_check(monkeypatch, rng):
         u = activations._gelu_u(x)
         s, r = 1 / (1 + xp.exp(-2 * u)), 1 / (1 + xp.exp(2 * u))
         return dy * (s + x * s * r * activations.GELU_BETA * (1 + 3 * activations.GELU_KAPPA * x * x))
-    monkeypatch.setattr(activations, "GELU_BACKWARD", Op("gelu_backward", "elementwise", "elementwise", wrong))
+    monkeypatch.setattr(activations, "GELU_BACKWARD", ElementwiseOp("gelu_backward", "elementwise", wrong))
     x = rng.standard_normal((5, 7)) * 3
     err = check_backward(lambda v: ops.gelu(v, device="cpu"), lambda v, y, dy: ops.gelu_backward(v, dy, device="cpu"),
                          x)
@@ -140,15 +140,15 @@ def test_non_contiguous_and_mixed_dtype_inputs(dev, rng, dtype):
 
 def test_the_compiled_cpu_kernel_is_called_and_agrees_with_the_numpy_form(monkeypatch, rng):
     from gpunet import cpu_kernels
-    from gpunet.devices.cpu import CpuDevice
+    from gpunet.devices.cpu import CpuKernels
 
     if cpu_kernels.library() is None:
         pytest.skip("no compiled CPU kernels on this machine")
     x = (rng.standard_normal(100_000) * 4).astype(np.float32)  # split over threads
     dy = rng.standard_normal(100_000).astype(np.float32)
     called = []
-    real = CpuDevice.compiled
-    monkeypatch.setattr(CpuDevice, "compiled", lambda self, name, dtype: called.append(name) or real(self, name, dtype))
+    real = CpuKernels.compiled
+    monkeypatch.setattr(CpuKernels, "compiled", lambda self, name, dtype: called.append(name) or real(self, name, dtype))
     compiled = ops.gelu(x, device="cpu"), ops.gelu_backward(x, dy, device="cpu")
     assert called == ["gelu_forward", "gelu_backward"]
     monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")

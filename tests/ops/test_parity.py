@@ -229,7 +229,7 @@ def test_a_kernel_that_flushes_small_outputs_fails_parity(cols):
             return SimModule(module, config, source=flushing_softmax_source())
 
     x = logits(3, cols, np.float32)
-    got = FlushingLauncher().run(SOFTMAX, x)
+    got = SOFTMAX.run(FlushingLauncher(), x)
     want = ops.softmax(x, device="cpu")
     assert (want < 1e-6).mean() > 0.2 and np.all(got[want < 1e-6] == 0)  # the bug is there, and it matters
     np.testing.assert_allclose(got, want, rtol=3e-5, atol=2e-6)  # the absolute tolerance this file had let it pass

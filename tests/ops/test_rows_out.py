@@ -175,12 +175,16 @@ def test_a_bad_label_leaves_out_as_it_was(dev):
         assert np.all(dev.to_numpy(out) == 7.0)
 
 
-def test_devices_refuse_an_out_that_does_not_fit_the_launch(dev):
-    """``device.run`` itself (the interface under the ops) checks a given output's shape: kernels index it by
-    rows and columns, so a smaller one would be written past its end."""
-    from gpunet.ops.softmax import SOFTMAX
+def test_an_out_that_does_not_fit_the_launch_is_refused_at_the_op_boundary(dev):
+    """A given output's shape is checked once, where the op is called (``checks.checked_out``): kernels index it
+    by rows and columns, so a smaller one would be written past its end, and nothing below the op checks again."""
     x = dev.asarray(np.ones((4, 8), np.float32))
+    labels = dev.asarray(np.array([0, 1, 2, 3]))
     big = dev.xp.zeros((8, 8), np.float32)
-    with pytest.raises(ValueError, match="out must be a C-contiguous"):
-        dev.run(SOFTMAX, x, out=big[:1])
+    for call in (lambda out: ops.softmax(x, out=out), lambda out: ops.softmax_backward(x, x, out=out),
+                 lambda out: ops.softmax_cross_entropy(x, labels, out=out),
+                 lambda out: ops.softmax_cross_entropy_with_grad(x, labels, out=out),
+                 lambda out: ops.relu(x, out=out)):
+        with pytest.raises(ValueError, match="out must be a writable, C-contiguous"):
+            call(big[:1])
     assert np.all(dev.to_numpy(big) == 0)

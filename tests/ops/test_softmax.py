@@ -139,10 +139,11 @@ def test_host_row_blocks_on_threads_match_one_block(monkeypatch, rng, cols):
                 loss, p, ops.softmax_cross_entropy_backward(p, labels, device=cpu)]
     whole = everything()
     blocks = []
-    real_map_rows = type(cpu).map_rows
-    monkeypatch.setattr(type(cpu), "map_rows", lambda self, fn, inputs, outputs: blocks.append(len(inputs[0])) or
+    real_map_rows = type(cpu.kernels).map_rows
+    monkeypatch.setattr(type(cpu.kernels), "map_rows",
+                        lambda self, fn, inputs, outputs: blocks.append(len(inputs[0])) or
                         real_map_rows(self, fn, inputs, outputs))
-    monkeypatch.setattr(type(cpu), "block_bytes", 3 * cols * 8)  # 3 rows a block: 13 blocks
+    monkeypatch.setattr(type(cpu.kernels), "block_bytes", 3 * cols * 8)  # 3 rows a block: 13 blocks
     for a, b in zip(everything(), whole):
         np.testing.assert_array_equal(a, b)
     assert len(blocks) == 6  # six calls (the loss and the probabilities come from one), each over row blocks
