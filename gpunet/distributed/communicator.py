@@ -6,12 +6,19 @@ A single process is a communicator of one rank whose collectives do nothing, so 
 """
 from __future__ import annotations
 
+import faulthandler
+import os
 import socket
+import sys
 
 import numpy
 
 MPI_MISSING = ("--distributed needs MPI for Python: pip install 'gpunet[mpi]' (mpi4py and the mpich wheel), or "
                "mpi4py built against your cluster's MPI")
+
+
+START_TIMEOUT_ENV = "GPUNET_MPI_START_TIMEOUT"
+DEFAULT_START_TIMEOUT = 30.0  # seconds a rank waits in MPI_Init for the others before it gives up
 
 
 class DistributedUnavailable(RuntimeError):
@@ -42,6 +49,10 @@ class Communicator:
     def barrier(self) -> None:
         pass
 
+    def finalize(self) -> None:
+        """End the communication layer before a non-zero exit (under ``python -m mpi4py`` an exit status would
+        otherwise become ``MPI_Abort``, which cuts the other ranks off and prints a line of its own)."""
+
     def abort(self, code: int) -> None:
         """End every rank of the job with exit status ``code`` (here: this process)."""
         raise SystemExit(code)
@@ -56,11 +67,7 @@ class MpiCommunicator(Communicator):
     compute stream synchronised first: the pip MPI wheels are not CUDA-aware."""
 
     def __init__(self, comm=None):
-        try:
-            from mpi4py import MPI
-        except ImportError as exc:
-            raise DistributedUnavailable(f"{MPI_MISSING} ({exc})") from None
-        self.MPI = MPI
+        self.MPI = MPI = _start_mpi()
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)  # the ranks on this machine
@@ -95,6 +102,10 @@ class MpiCommunicator(Communicator):
 
     def abort(self, code: int) -> None:
         self.comm.Abort(code)
+
+    def finalize(self) -> None:
+        if not self.MPI.Is_finalized():
+            self.MPI.Finalize()
 
 
 class NcclCommunicator(MpiCommunicator):
@@ -137,6 +148,40 @@ class NcclCommunicator(MpiCommunicator):
         stream = cupy.cuda.get_current_stream().ptr
         dtype = getattr(self.nccl, self._NCCL_DTYPES[array.dtype.name])
         self.nccl_comm.bcast(array.data.ptr, array.size, dtype, root, stream)
+
+
+def start_timeout(environ=os.environ) -> float:
+    """``$GPUNET_MPI_START_TIMEOUT`` (seconds > 0), else 30; a bad value is an error, not ignored."""
+    text = environ.get(START_TIMEOUT_ENV, "")
+    if not text.strip():
+        return DEFAULT_START_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise DistributedUnavailable(f"{START_TIMEOUT_ENV}={text!r}: must be a number of seconds > 0")
+    return value
+
+
+def _start_mpi():
+    """mpi4py's MPI module, MPI started. MPI_Init waits for every rank of the job; a rank that died before
+    reaching it (a failed import, a bad interpreter) would leave the others spinning there for ever, since to
+    mpiexec a process that never started MPI and exited is a finished process. So the wait is bounded: after
+    ``start_timeout()`` seconds faulthandler's watchdog (a C thread: MPI_Init holds the GIL) prints where this
+    rank waited and ends it with status 1, and the job ends."""
+    timeout = start_timeout()
+    starting = "mpi4py.MPI" not in sys.modules
+    if starting:
+        faulthandler.dump_traceback_later(timeout, exit=True)
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise DistributedUnavailable(f"{MPI_MISSING} ({exc})") from None
+    finally:
+        if starting:
+            faulthandler.cancel_dump_traceback_later()
+    return MPI
 
 
 def _to_host(array):
