@@ -67,7 +67,7 @@ class MpiCommunicator(Communicator):
     compute stream synchronised first: the pip MPI wheels are not CUDA-aware."""
 
     def __init__(self, comm=None):
-        self.MPI = MPI = _start_mpi()
+        self.MPI = MPI = _wait_for_every_rank_in_mpi_init()
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)  # the ranks on this machine
@@ -164,7 +164,7 @@ def start_timeout(environ=os.environ) -> float:
     return value
 
 
-def _start_mpi():
+def _wait_for_every_rank_in_mpi_init():
     """mpi4py's MPI module, MPI started. MPI_Init waits for every rank of the job; a rank that died before
     reaching it (a failed import, a bad interpreter) would leave the others spinning there for ever, since to
     mpiexec a process that never started MPI and exited is a finished process. So the wait is bounded: after
