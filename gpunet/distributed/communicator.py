@@ -171,9 +171,10 @@ def _wait_for_every_rank_in_mpi_init():
     ``start_timeout()`` seconds faulthandler's watchdog (a C thread: MPI_Init holds the GIL) prints where this
     rank waited and ends it with status 1, and the job ends."""
     timeout = start_timeout()
-    starting = "mpi4py.MPI" not in sys.modules
+    stream = _stream_with_a_file_descriptor()
+    starting = "mpi4py.MPI" not in sys.modules and stream is not None
     if starting:
-        faulthandler.dump_traceback_later(timeout, exit=True)
+        faulthandler.dump_traceback_later(timeout, exit=True, file=stream)
     try:
         from mpi4py import MPI
     except ImportError as exc:
@@ -182,6 +183,18 @@ def _wait_for_every_rank_in_mpi_init():
         if starting:
             faulthandler.cancel_dump_traceback_later()
     return MPI
+
+
+def _stream_with_a_file_descriptor():
+    """Where faulthandler can write: stderr, or the process's original stderr where stderr was replaced by an
+    object without a file descriptor (pytest's capture), else None."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            stream.fileno()
+            return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    return None
 
 
 def _to_host(array):
