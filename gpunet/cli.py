@@ -200,7 +200,7 @@ def _launch(nproc: int, argv) -> int:
     train_args = _without_nproc(list(sys.argv[2:] if argv is None else argv[1:]))
     try:
         return launch.run(nproc, train_args)
-    except DistributedUnavailable as exc:
+    except (DistributedUnavailable, ValueError) as exc:  # no MPI; a bad $GPUNET_STOP_GRACE
         print(f"gpunet: error: {exc}", file=sys.stderr)
         return 2
 
@@ -231,7 +231,11 @@ def _as_rank(config) -> int:
             try:
                 fit(config)
                 return 0
-            except Interrupted as exc:  # every rank stopped after the same step (gpunet.distributed.stop)
+            except Interrupted as exc:
+                if not isinstance(exc.__cause__, stop.Stopped):  # this rank's own KeyboardInterrupt: not agreed
+                    print(f"gpunet: rank {comm.rank} of {comm.size} interrupted", file=sys.stderr, flush=True)
+                    comm.abort(stop.exit_status(exc.signum))
+                # every rank stopped after the same step (gpunet.distributed.stop)
                 comm.barrier()  # rank 0 has written the checkpoint it names
                 if comm.rank == 0:
                     print(_interrupted(exc), file=sys.stderr, flush=True)
