@@ -34,6 +34,11 @@ class Communicator:
     def allreduce_sum(self, array) -> None:
         """Sum ``array`` over the ranks, in place."""
 
+    def allreduce_sum_start(self, array) -> "Pending":
+        """Start summing host array ``array`` over the ranks, in place; ``wait()`` on the answer finishes it (leave
+        ``array`` alone until then). Every rank must start it in the same order among its collectives."""
+        return Pending()
+
     def broadcast(self, array, root: int = 0) -> None:
         """Overwrite ``array`` with ``root``'s, in place."""
 
@@ -62,6 +67,18 @@ class Communicator:
         return socket.gethostname()
 
 
+class Pending:
+    """A started collective: ``wait()`` returns once it is done (at once for one rank)."""
+
+    def __init__(self, request=None):
+        self.request = request
+
+    def wait(self) -> None:
+        if self.request is not None:
+            self.request.Wait()
+            self.request = None
+
+
 class MpiCommunicator(Communicator):
     """MPI collectives on host buffers (CPU and simulator ranks). A GPU array is staged through the host, the
     compute stream synchronised first: the pip MPI wheels are not CUDA-aware."""
@@ -82,6 +99,9 @@ class MpiCommunicator(Communicator):
         host = _to_host(array)
         self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
         array.set(host)
+
+    def allreduce_sum_start(self, array) -> "Pending":
+        return Pending(self.comm.Iallreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM))
 
     def broadcast(self, array, root: int = 0) -> None:
         if isinstance(array, numpy.ndarray):

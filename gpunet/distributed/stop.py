@@ -1,9 +1,10 @@
 """Stopping a run on SIGINT or SIGTERM, on one process or N ranks alike (docs/distributed.md, "Signals").
 
-A signal only sets a flag. The training loop asks :func:`requested` at every step boundary; on several ranks that
-question is one tiny SUM allreduce, so every rank learns of a signal that reached any of them after the same step
-and they stop together (an exception raised inside a collective would leave the others waiting in it). The loop
-then raises :class:`Stopped`, rank 0 writes the last finished epoch, and the job exits 128 + the signal's number.
+A signal only sets a flag. The training loop asks :func:`requested` at every step boundary; on several ranks the
+flags are summed by a small non-blocking allreduce started at one step boundary and finished at the next, so
+every rank learns of a signal that reached any of them at the same step and they stop together (an exception
+raised inside a collective would leave the others waiting in it). The loop then raises :class:`Stopped`, rank 0
+writes the last finished epoch, and the job exits 128 + the signal's number.
 
 A second signal, or ``grace`` seconds after the first, ends the process at once: a watcher thread (woken through
 ``signal.set_wakeup_fd``, so it runs even while the main thread waits inside an MPI call) removes the temporary
@@ -59,8 +60,10 @@ def grace_seconds(environ=os.environ) -> float:
 
 
 def requested(comm=None) -> bool:
-    """Whether to stop after this step: the local flag on one process; on several ranks the flags of all of
-    them, summed by one allreduce of two integers (so every rank gets the same answer). False, with no
+    """Whether to stop after this step: the local flag on one process. On several ranks, the flags of all of them
+    summed by a non-blocking allreduce of two integers started at the previous step boundary and finished here
+    (the step's gradient allreduce has carried it along meanwhile, so it adds no synchronisation of its own); every
+    rank gets the same answer at the same step, one step after the signal was first seen. False, with no
     communication, when no policy is installed (``fit`` called as a library, where Ctrl-C stays a
     KeyboardInterrupt): every rank of a job is started the same way, so they all skip it alike."""
     policy = _active
@@ -70,7 +73,7 @@ def requested(comm=None) -> bool:
     if policy.signum is not None:
         counts[SIGNALS.index(policy.signum)] = 1
     if comm is not None and comm.size > 1:
-        comm.allreduce_sum(counts)
+        counts = policy.exchange(comm, counts)
     if not counts.any():
         return False
     policy.agreed = signal.SIGINT if counts[0] else signal.SIGTERM  # the same on every rank
@@ -94,6 +97,18 @@ class SignalPolicy:
         self.agreed: int | None = None  # the signal the ranks stopped on
         self._deadline: float | None = None
         self._closing = threading.Event()
+        self._pending = None  # (the started allreduce of the flags, its buffer)
+
+    def exchange(self, comm, counts):
+        """The sum over the ranks of the ``counts`` they gave at the previous call (zeros at the first); this call's
+        are sent on unless that sum already says stop."""
+        summed = numpy.zeros_like(counts)
+        if self._pending is not None:
+            self._pending[0].wait()
+            summed, self._pending = self._pending[1], None
+        if not summed.any():
+            self._pending = (comm.allreduce_sum_start(counts), counts)
+        return summed
 
     def __enter__(self):
         global _active
@@ -109,6 +124,8 @@ class SignalPolicy:
     def __exit__(self, *exc_info):
         global _active
         _active = None
+        if self._pending is not None:  # started alike by every rank, at their last step: finished alike
+            self._pending[0].wait()
         signal.set_wakeup_fd(self._previous_fd)
         for s, handler in self._previous.items():
             signal.signal(s, handler)

@@ -17,6 +17,7 @@ import pytest
 
 from gpunet.checkpoint import load_checkpoint
 from gpunet.distributed import stop
+from gpunet.distributed.communicator import Pending
 from gpunet.distributed.launch import _Forwarder
 
 pytest.importorskip("mpi4py", reason="pip install 'gpunet[mpi]'")
@@ -178,28 +179,34 @@ def test_a_rank_that_dies_before_mpi_starts_ends_the_job(tmp_path):
 
 
 class TwoRanks:
-    """Rank 0 of two, the other rank's counts summed in: what MpiCommunicator.allreduce_sum does."""
+    """Rank 0 of two, the other rank's counts summed in: what MpiCommunicator's allreduce does."""
 
     size, rank = 2, 0
 
     def __init__(self, other):
         self.other, self.calls = np.asarray(other), 0
 
-    def allreduce_sum(self, array):
+    def allreduce_sum_start(self, array):
         self.calls += 1
         array += self.other
+        return Pending()
 
 
-def test_a_signal_on_any_rank_stops_every_rank_after_the_same_step():
+def test_a_signal_on_any_rank_stops_every_rank_at_the_same_step():
     with stop.SignalPolicy(grace=60) as policy:
-        assert not stop.requested(TwoRanks([0, 0]))
-        quiet = TwoRanks([0, 1])  # only the other rank got SIGTERM: this one stops too, on SIGTERM
-        assert stop.requested(quiet) and quiet.calls == 1 and policy.agreed == signal.SIGTERM
+        quiet = TwoRanks([0, 1])  # only the other rank got SIGTERM
+        assert not stop.requested(quiet)  # sent at this step boundary, known by every rank at the next
+        assert stop.requested(quiet) and policy.agreed == signal.SIGTERM  # this rank stops too, on SIGTERM
+        assert quiet.calls == 1  # nothing more is sent once the ranks stop
+    with stop.SignalPolicy(grace=60) as policy:
         os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt: a flag, read at the next step boundary
         wait_for(lambda: policy.signum == signal.SIGINT, "the flag", timeout=10)
+        both = TwoRanks([0, 1])
+        assert not stop.requested(both)
         with pytest.raises(stop.Stopped) as stopped:
-            stop.stop_if_requested(TwoRanks([0, 1]))
+            stop.stop_if_requested(both)
         assert stopped.value.signum == signal.SIGINT  # SIGINT on any rank wins, alike on every rank
+        assert stop.requested(None)  # one process: its own flag, at once
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
     assert not stop.requested(TwoRanks([5, 5]))  # no policy: no communication, no stop
 
