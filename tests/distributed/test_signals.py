@@ -30,7 +30,8 @@ ENDLESS = ["--epochs", "100000"]
 
 def gpunet(out: Path, *args, nproc=2, env=None):
     """``gpunet train`` on the spiral through the ``--nproc`` launcher, started, not waited for."""
-    command = [sys.executable, "-m", "gpunet", *TRAIN, "--out", str(out), *args, "--nproc", str(nproc)]
+    command = [sys.executable, "-m", "gpunet", *TRAIN, "--out", str(out), *args]
+    command += ["--nproc", str(nproc)] if nproc else []
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
@@ -109,6 +110,16 @@ def test_a_signal_to_the_launcher_saves_once_and_exits_128_plus_it(tmp_path, sig
     code, err = finish(resumed)
     assert code == 0, err
     assert saved_epoch(out) == epoch + 1
+
+
+def test_sigterm_to_one_process_saves_and_exits_143(tmp_path):
+    out = tmp_path / "run"
+    proc = gpunet(out, *ENDLESS, nproc=None)
+    wait_for_output(proc, "epoch 1/")
+    proc.send_signal(signal.SIGTERM)
+    code, err = finish(proc)
+    assert code == 143 and err.count("interrupted") == 1 and "Traceback" not in err, err
+    assert saved_epoch(out) == int(re.search(r"interrupted by SIGTERM: kept .* \(after epoch (\d+)\)", err).group(1))
 
 
 def test_a_second_signal_or_the_grace_period_ends_the_job_at_once(tmp_path):
