@@ -192,3 +192,17 @@ def test_bench_judges_the_cpu_goals_from_its_rows(capsys):
     assert [g["met"] for g in printed["goals"]][-2:] == [True, True]
     assert "(d) the CPU goals" in capsys.readouterr().out
     assert bench.cpu_goals({"training": [], "row_ops": []}) == []  # nothing run, nothing judged
+
+
+def test_stop_check_cost_prints_the_three_modes():
+    """A round of two steps on two ranks: the script runs and prints each mode's figure."""
+    pytest.importorskip("mpi4py", reason="pip install 'gpunet[mpi]'")
+    from gpunet.distributed.launch import mpiexec
+
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", str(SCRIPTS / "stop_check_cost.py"),
+                           "--rounds", "1", "--steps", "2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(" over ")[0] for line in lines] == ["median", "min"], done.stdout
+    for mode in ("none", "non-blocking check", "blocking check"):
+        assert all(f"{mode} " in line and " us a step (" in line for line in lines), done.stdout
