@@ -1,20 +1,23 @@
 """``gpunet train`` and ``gpunet eval`` (also ``python -m gpunet``).
 
 Exit codes: 0 done, 2 an error (bad argument, dataset, checkpoint, run folder, out of memory), 3 the training
-diverged, 130 interrupted (Ctrl-C). ``--device`` defaults to ``$GPUNET_DEVICE``, else ``auto``.
+diverged, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM. ``--device`` defaults to ``$GPUNET_DEVICE``, else
+``auto``.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import signal
 import sys
+from pathlib import Path
 
-from .checkpoint import load_checkpoint, mlp_layers, require_fits_dataset
+from .checkpoint import load_checkpoint, mlp_layers, remove_stale_temporaries, require_fits_dataset
 from .data.registry import DATASETS, load_dataset
 from .devices import device
 from .info import main as show_info
-from .distributed import DistributedUnavailable, launch, world
+from .distributed import DistributedUnavailable, launch, stop, world
 from .nn.activation import ACTIVATIONS
 from .plots import plot_confusion
 from .recipes import recipe_for
@@ -143,14 +146,11 @@ def _train(args, argv) -> int:
     try:
         if args.distributed:
             return _as_rank(config)
-        fit(config)
+        with _signal_policy(config, lead=True):
+            fit(config)
     except Interrupted as exc:
-        if exc.checkpoint:
-            kept = f"kept {exc.checkpoint} (after epoch {exc.epoch}); continue with --resume"
-        else:
-            kept = "no epoch finished, so this run wrote no checkpoint"
-        print(f"\ngpunet: interrupted: {kept}", file=sys.stderr)
-        return 130
+        print(_interrupted(exc), file=sys.stderr)
+        return stop.exit_status(exc.signum)
     except KeyboardInterrupt:
         print("\ngpunet: interrupted", file=sys.stderr)
         return 130
@@ -163,11 +163,44 @@ def _train(args, argv) -> int:
     return 0
 
 
+def _interrupted(exc: Interrupted) -> str:
+    """The one line an interrupted run ends with."""
+    how = "interrupted" if exc.signum == signal.SIGINT else f"interrupted by {stop.signal_name(exc.signum)}"
+    if exc.checkpoint:
+        kept = f"kept {exc.checkpoint} (after epoch {exc.epoch}); continue with --resume"
+    else:
+        kept = "no epoch finished, so this run wrote no checkpoint"
+    return f"\ngpunet: {how}: {kept}"
+
+
+def _signal_policy(config, lead: bool) -> stop.SignalPolicy:
+    """SIGINT and SIGTERM stop the run after a step (docs/distributed.md, "Signals"); when forced to end at once,
+    the lead process removes the temporary file of a save in progress and says what is left."""
+    out, grace = Path(config.out), stop.grace_seconds()
+    checkpoint = out / "checkpoint.npz"
+
+    def cleanup():
+        if lead:  # it holds the run folder's lock: no other process writes there
+            for path in (checkpoint, out / "metrics.json"):
+                remove_stale_temporaries(path)
+
+    def said(signum, reason):
+        if not lead:
+            return
+        why = (f"{stop.signal_name(signum)} again" if reason == "again" else
+               f"still running {grace:g} s after {stop.signal_name(signum)}")
+        left = (f"{checkpoint} holds the last complete checkpoint; continue with --resume" if checkpoint.is_file()
+                else "no checkpoint was written")
+        print(f"\ngpunet: interrupted ({why}): stopped at once, without saving; {left}", file=sys.stderr)
+
+    return stop.SignalPolicy(grace, cleanup=cleanup, on_force=said)
+
+
 def _launch(nproc: int, argv) -> int:
     train_args = _without_nproc(list(sys.argv[2:] if argv is None else argv[1:]))
     try:
         return launch.run(nproc, train_args)
-    except DistributedUnavailable as exc:
+    except (DistributedUnavailable, ValueError) as exc:  # no MPI; a bad $GPUNET_STOP_GRACE
         print(f"gpunet: error: {exc}", file=sys.stderr)
         return 2
 
@@ -194,8 +227,20 @@ def _as_rank(config) -> int:
         print(f"gpunet: error: {exc}", file=sys.stderr)
         return 2
     try:
-        fit(config)
-        return 0
+        with _signal_policy(config, lead=comm.rank == 0):
+            try:
+                fit(config)
+                return 0
+            except Interrupted as exc:
+                if not isinstance(exc.__cause__, stop.Stopped):  # this rank's own KeyboardInterrupt: not agreed
+                    print(f"gpunet: rank {comm.rank} of {comm.size} interrupted", file=sys.stderr, flush=True)
+                    comm.abort(stop.exit_status(exc.signum))
+                # every rank stopped after the same step (gpunet.distributed.stop)
+                comm.barrier()  # rank 0 has written the checkpoint it names
+                if comm.rank == 0:
+                    print(_interrupted(exc), file=sys.stderr, flush=True)
+                comm.finalize()  # so that the exit status is not turned into MPI_Abort
+                return stop.exit_status(exc.signum)
     except DivergenceError as exc:
         if comm.rank == 0:
             print(f"gpunet: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ import fcntl
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from . import nn, optim, plots
 from .distributed import Communicator, DataParallel, rank_device, world
+from .distributed.stop import stop_if_requested
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .data import Batches
 from .data.registry import load_dataset
@@ -78,11 +80,12 @@ class RunFolderError(RuntimeError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during ``fit``; says what was kept: ``checkpoint`` (a path, or None) after ``epoch``."""
+    """Ctrl-C (or, under ``gpunet train``, SIGTERM: ``signum``) during ``fit``; says what was kept: ``checkpoint``
+    (a path, or None) after ``epoch``."""
 
-    def __init__(self, checkpoint: str | None, epoch: int | None):
+    def __init__(self, checkpoint: str | None, epoch: int | None, signum: int = signal.SIGINT):
         super().__init__(checkpoint, epoch)
-        self.checkpoint, self.epoch = checkpoint, epoch
+        self.checkpoint, self.epoch, self.signum = checkpoint, epoch, signum
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -181,7 +184,8 @@ def fit(config: TrainConfig, log=print) -> dict:
     except KeyboardInterrupt as exc:
         if isinstance(exc, Interrupted):
             raise
-        raise Interrupted(str(checkpoint_path) if saved["epoch"] is not None else None, saved["epoch"]) from exc
+        raise Interrupted(str(checkpoint_path) if saved["epoch"] is not None else None, saved["epoch"],
+                          getattr(exc, "signum", signal.SIGINT)) from exc
     except DivergenceError as exc:
         raise DivergenceError(f"{exc} {_what_was_kept(checkpoint_path, saved['epoch'])}") from None
 
@@ -457,6 +461,7 @@ def train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps, parall
                 _check_finite(model.device, losses, i, epoch, first_step, config)
                 bar.set_postfix(loss=f"{float(losses[i]):.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
             opt.step()
+            stop_if_requested(parallel.comm if parallel else None)  # a signal: every rank stops after this step
     _check_weights_finite(model, opt, epoch, config)
     model.device.synchronize()
     seconds = time.perf_counter() - start

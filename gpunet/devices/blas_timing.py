@@ -90,7 +90,8 @@ def in_child(candidate: str, keys: list, threads: int, mkl_path: str | None, sec
     root = str(Path(__file__).resolve().parents[2])
     try:
         done = subprocess.run([sys.executable, "-c", _CHILD.format(root=root)], input=json.dumps(request),
-                              capture_output=True, text=True, timeout=60 + 10 * seconds)
+                              capture_output=True, text=True, timeout=60 + 10 * seconds,
+                              start_new_session=True)  # a Ctrl-C meant for the run does not kill the timing
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RuntimeError(f"the {candidate} timing process failed ({exc})") from exc
     if done.returncode != 0:

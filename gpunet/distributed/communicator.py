@@ -6,7 +6,10 @@ A single process is a communicator of one rank whose collectives do nothing, so 
 """
 from __future__ import annotations
 
+import faulthandler
+import os
 import socket
+import sys
 
 import numpy
 
@@ -14,6 +17,10 @@ from .. import dtypes
 
 MPI_MISSING = ("--distributed needs MPI for Python: pip install 'gpunet[mpi]' (mpi4py and the mpich wheel), or "
                "mpi4py built against your cluster's MPI")
+
+
+START_TIMEOUT_ENV = "GPUNET_MPI_START_TIMEOUT"
+DEFAULT_START_TIMEOUT = 30.0  # seconds a rank waits in MPI_Init for the others before it gives up
 
 
 class DistributedUnavailable(RuntimeError):
@@ -28,6 +35,11 @@ class Communicator:
 
     def allreduce_sum(self, array) -> None:
         """Sum ``array`` over the ranks, in place."""
+
+    def allreduce_sum_start(self, array) -> "Pending":
+        """Start summing host array ``array`` over the ranks, in place; ``wait()`` on the answer finishes it (leave
+        ``array`` alone until then). Every rank must start it in the same order among its collectives."""
+        return Pending()
 
     def broadcast(self, array, root: int = 0) -> None:
         """Overwrite ``array`` with ``root``'s, in place."""
@@ -44,6 +56,10 @@ class Communicator:
     def barrier(self) -> None:
         pass
 
+    def finalize(self) -> None:
+        """End the communication layer before a non-zero exit (under ``python -m mpi4py`` an exit status would
+        otherwise become ``MPI_Abort``, which cuts the other ranks off and prints a line of its own)."""
+
     def abort(self, code: int) -> None:
         """End every rank of the job with exit status ``code`` (here: this process)."""
         raise SystemExit(code)
@@ -53,16 +69,24 @@ class Communicator:
         return socket.gethostname()
 
 
+class Pending:
+    """A started collective: ``wait()`` returns once it is done (at once for one rank)."""
+
+    def __init__(self, request=None):
+        self.request = request
+
+    def wait(self) -> None:
+        if self.request is not None:
+            self.request.Wait()
+            self.request = None
+
+
 class MpiCommunicator(Communicator):
     """MPI collectives on host buffers (CPU and simulator ranks). A GPU array is staged through the host, the
     compute stream synchronised first: the pip MPI wheels are not CUDA-aware."""
 
     def __init__(self, comm=None):
-        try:
-            from mpi4py import MPI
-        except ImportError as exc:
-            raise DistributedUnavailable(f"{MPI_MISSING} ({exc})") from None
-        self.MPI = MPI
+        self.MPI = MPI = _wait_for_every_rank_in_mpi_init()
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)  # the ranks on this machine
@@ -77,6 +101,9 @@ class MpiCommunicator(Communicator):
         host = _to_host(array)
         self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
         array.set(host)
+
+    def allreduce_sum_start(self, array) -> "Pending":
+        return Pending(self.comm.Iallreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM))
 
     def broadcast(self, array, root: int = 0) -> None:
         if isinstance(array, numpy.ndarray):
@@ -97,6 +124,10 @@ class MpiCommunicator(Communicator):
 
     def abort(self, code: int) -> None:
         self.comm.Abort(code)
+
+    def finalize(self) -> None:
+        if not self.MPI.Is_finalized():
+            self.MPI.Finalize()
 
 
 class NcclCommunicator(MpiCommunicator):
@@ -139,6 +170,53 @@ class NcclCommunicator(MpiCommunicator):
         stream = cupy.cuda.get_current_stream().ptr
         dtype = getattr(self.nccl, self._NCCL_DTYPES[array.dtype.name])
         self.nccl_comm.bcast(array.data.ptr, array.size, dtype, root, stream)
+
+
+def start_timeout(environ=os.environ) -> float:
+    """``$GPUNET_MPI_START_TIMEOUT`` (seconds > 0), else 30; a bad value is an error, not ignored."""
+    text = environ.get(START_TIMEOUT_ENV, "")
+    if not text.strip():
+        return DEFAULT_START_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise DistributedUnavailable(f"{START_TIMEOUT_ENV}={text!r}: must be a number of seconds > 0")
+    return value
+
+
+def _wait_for_every_rank_in_mpi_init():
+    """mpi4py's MPI module, MPI started. MPI_Init waits for every rank of the job; a rank that died before
+    reaching it (a failed import, a bad interpreter) would leave the others spinning there for ever, since to
+    mpiexec a process that never started MPI and exited is a finished process. So the wait is bounded: after
+    ``start_timeout()`` seconds faulthandler's watchdog (a C thread: MPI_Init holds the GIL) prints where this
+    rank waited and ends it with status 1, and the job ends."""
+    timeout = start_timeout()
+    stream = _stream_with_a_file_descriptor()
+    starting = "mpi4py.MPI" not in sys.modules and stream is not None
+    if starting:
+        faulthandler.dump_traceback_later(timeout, exit=True, file=stream)
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise DistributedUnavailable(f"{MPI_MISSING} ({exc})") from None
+    finally:
+        if starting:
+            faulthandler.cancel_dump_traceback_later()
+    return MPI
+
+
+def _stream_with_a_file_descriptor():
+    """Where faulthandler can write: stderr, or the process's original stderr where stderr was replaced by an
+    object without a file descriptor (pytest's capture), else None."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            stream.fileno()
+            return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    return None
 
 
 def _to_host(array):

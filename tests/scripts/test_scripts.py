@@ -248,3 +248,17 @@ def test_bench_step_reads_nothing_back_on_a_kernel_device():
     with pytest.raises(ValueError, match="label 7 of sample 2 is out of range"):
         step.require_labels(np.array([0, 1, 7, 2]), 3)
     assert bench_module("step_counts").count_gpunet_launches(gpunet.device("cpu"), lambda: None) is None
+
+
+def test_stop_check_cost_prints_the_three_modes():
+    """A round of two steps on two ranks: the script runs and prints each mode's figure."""
+    pytest.importorskip("mpi4py", reason="pip install 'gpunet[mpi]'")
+    from gpunet.distributed.launch import mpiexec
+
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", str(SCRIPTS / "stop_check_cost.py"),
+                           "--rounds", "1", "--steps", "2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(" over ")[0] for line in lines] == ["median", "min"], done.stdout
+    for mode in ("none", "non-blocking check", "blocking check"):
+        assert all(f"{mode} " in line and " us a step (" in line for line in lines), done.stdout
