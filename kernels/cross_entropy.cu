@@ -3,7 +3,8 @@
 // Forward, one pass over the logits per row: m = max, s = sum exp(x - m), loss = (m - x[label]) + log s
 // (= -log softmax(x)[label]), and either the probabilities p = exp(x - m) / s, or, when `grad_scale` is given,
 // directly the gradient (p - onehot(label)) * grad_scale[0] (the host passes dloss / n_valid for a mean).
-// Rows labelled `ignore_index` get loss 0 and a zero gradient. A label outside [0, cols) is flagged: the
+// The row losses are written in the accumulation type (acc_t), so that a reduction over them rounds to the
+// logits' dtype once (docs/semantics.md). Rows labelled `ignore_index` get loss 0 and a zero gradient. A label outside [0, cols) is flagged: the
 // smallest offending row goes to `*error_row` (initialised to ULLONG_MAX by the host, which raises ValueError).
 //
 // Backward from stored probabilities: grad = (p - onehot(label)) * row_scale[row], 0 for ignored rows.
@@ -54,7 +55,7 @@ __device__ __forceinline__ RowOutput row_output(const scalar_t* __restrict__ gra
 // Warp variant (cols <= 1024): a group of `width` lanes per row, COLS logits per lane in registers.
 template <int COLS>
 __device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const long long* __restrict__ labels,
-                                        scalar_t* __restrict__ loss, scalar_t* __restrict__ out,
+                                        acc_t* __restrict__ loss, scalar_t* __restrict__ out,
                                         const scalar_t* __restrict__ grad_scale, unsigned long long* error_row,
                                         long long rows, int cols, long long ignore_index, int width) {
     width = group_width<COLS>(width);
@@ -71,7 +72,7 @@ __device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const lo
         const acc_t x_label = warp_row_pick<COLS>(v, label_ok(label, cols) ? int(label) : 0, width);
         warp_row_reduce<COLS, true>(row_ok, cols, sub, width, v, m, s);
         if (!row_ok) continue;
-        if (sub == 0) store(loss, row, row_loss(x_label, label, ignore_index, cols, row, m, s, error_row));
+        if (sub == 0) loss[row] = row_loss(x_label, label, ignore_index, cols, row, m, s, error_row);
         const acc_t inv_s = acc_t(1) / s;
         const RowOutput output = row_output(grad_scale, scale, label, ignore_index);
         scalar_t* __restrict__ outr = out + offset;
@@ -85,7 +86,7 @@ __device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const lo
 
 // Block variant (longer rows): one block per row, online (max, sum) pass, then the output pass.
 __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const long long* __restrict__ labels,
-                                         scalar_t* __restrict__ loss, scalar_t* __restrict__ out,
+                                         acc_t* __restrict__ loss, scalar_t* __restrict__ out,
                                          const scalar_t* __restrict__ grad_scale, unsigned long long* error_row,
                                          long long rows, int cols, long long ignore_index) {
     for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -97,8 +98,8 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
         // across them it made ptxas spill (float16, sm_70).
         const long long label = labels[row];
         if (threadIdx.x == 0)
-            store(loss, row, row_loss(label_logit(x + offset, label, cols), label, ignore_index, cols, row, m, s,
-                                      error_row));
+            loss[row] = row_loss(label_logit(x + offset, label, cols), label, ignore_index, cols, row, m, s,
+                                 error_row);
         const acc_t inv_s = acc_t(1) / s;
         const RowOutput output = row_output(grad_scale, scale, label, ignore_index);
         ROW_CHUNKS(base, ROW_UNROLL) {
@@ -114,7 +115,7 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
     }
 }
 
-#define CE_ARGS const scalar_t* __restrict__ x, const long long* __restrict__ labels, scalar_t* __restrict__ loss, \
+#define CE_ARGS const scalar_t* __restrict__ x, const long long* __restrict__ labels, acc_t* __restrict__ loss,    \
                 scalar_t* __restrict__ out, const scalar_t* __restrict__ grad_scale,                              \
                 unsigned long long* error_row, long long rows, int cols, long long ignore_index
 #define CE_PASS x, labels, loss, out, grad_scale, error_row, rows, cols, ignore_index

@@ -198,8 +198,9 @@ static inline double cross_entropy_row(const T* __restrict__ xr, int64_t label, 
     }
     const T m = row_max(xr, cols);
     const double s = exp_shifted(xr, gr, cols, m);
-    scale(gr, cols, (T)(1.0 / s) * row_scale);
-    gr[label] -= row_scale;
+    const T inv_s = (T)(1.0 / s), p_label = gr[label] * inv_s;
+    scale(gr, cols, inv_s * row_scale);
+    gr[label] = (p_label - 1) * row_scale;  // p - 1 first: -inf, not inf - inf, for an infinite scale (semantics.md)
     return (double)(m - xr[label]) + ::log(s);
 }
 

@@ -85,8 +85,8 @@ class KernelLauncher:
 
     def cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True,
                       out=None):
-        """Per-row losses and the probabilities (or, given a 1-element ``grad_scale``, the gradient), into ``out``
-        where given (C-contiguous, of the logits' shape and dtype, apart from them: checked by the op).
+        """Per-row losses (in the accumulation type) and the probabilities (or, given a 1-element ``grad_scale``,
+        the gradient), into ``out`` where given (C-contiguous, of the logits' shape and dtype, apart from them: checked by the op).
 
         ``check=False``: the kernel still flags a label out of range (its row's loss is NaN), but nobody reads
         the flag back, which saves a host sync per call.
@@ -95,7 +95,8 @@ class KernelLauncher:
         logits = xp.ascontiguousarray(logits)
         labels64 = xp.ascontiguousarray(labels.astype(xp.int64, copy=False))
         rows, cols = logits.shape
-        loss = xp.empty(rows, dtype=logits.dtype)
+        acc = dtype_config(logits.dtype).acc_numpy_dtype
+        loss = xp.empty(rows, dtype=acc)  # in the accumulation type: a reduction rounds once (docs/semantics.md)
         if out is None:
             out = xp.empty_like(logits)
         else:
@@ -105,8 +106,7 @@ class KernelLauncher:
         if grad_scale is not None:
             grad_scale = xp.ascontiguousarray(grad_scale.astype(logits.dtype, copy=False))
         error_row = xp.full(1, NO_ERROR, dtype=xp.uint64) if check else self._unread_error_word()
-        acc = dtype_config(logits.dtype).acc_numpy_dtype.itemsize
-        plan = row_plan(op.name, rows, cols, acc, self.max_grid, has_smem_variant=False)
+        plan = row_plan(op.name, rows, cols, acc.itemsize, self.max_grid, has_smem_variant=False)
         self.launch(op.module, plan, logits.dtype,
                     [logits, labels64, loss, out, grad_scale, error_row, rows, cols, int(ignore_index),
                      *plan.extra_args])

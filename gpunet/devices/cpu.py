@@ -120,8 +120,9 @@ class CpuDevice(HostDevice):
 
     def _cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True,
                        out=None):
-        """Per-row losses and the probabilities, or the gradient scaled by ``grad_scale``, into ``out`` where given
-        (the kernel devices' contract; labels are always checked here, which costs no device sync)."""
+        """Per-row losses (in the accumulation type, float32 for float16) and the probabilities, or the gradient
+        scaled by ``grad_scale``, into ``out`` where given (the kernel devices' contract; labels are always checked
+        here, which costs no device sync)."""
         wide = numpy.ascontiguousarray(widened(logits))
         given, out = out, _place(out, wide)
         loss = numpy.empty(wide.shape[0], dtype=wide.dtype)
@@ -134,14 +135,14 @@ class CpuDevice(HostDevice):
                 bad_row = fn(wide, labels64, row_scale, loss, out, *wide.shape, int(ignore_index), host_threads())
                 if bad_row >= 0:
                     raise label_out_of_range(bad_row, int(labels[bad_row]), logits.shape[1], ignore_index)
-                return loss.astype(logits.dtype, copy=False), _delivered(out, given, logits.dtype)
+                return loss, _delivered(out, given, logits.dtype)
         check_label_range(numpy, labels, logits.shape[1], ignore_index)
         form = quietly(functools.partial(op.numpy, numpy, ignore_index=ignore_index))
         if row_scale is None:
             self.map_rows(lambda x, lab, lo, o: form(x, lab, None, lo, o), [wide, labels], [loss, out])
         else:
             self.map_rows(form, [wide, labels, row_scale], [loss, out])
-        return loss.astype(logits.dtype, copy=False), _delivered(out, given, logits.dtype)
+        return loss, _delivered(out, given, logits.dtype)
 
     def _cross_entropy_reduced(self, op, logits, labels, ignore_index: int, mean: bool, check: bool = True,
                                out=None):
@@ -158,7 +159,8 @@ class CpuDevice(HostDevice):
                      *logits.shape, int(ignore_index), int(mean), host_threads(), loss)
         if bad_row >= 0:  # the label as given, not as converted (a uint64 past 2^63 would read negative)
             raise label_out_of_range(bad_row, int(labels[bad_row]), logits.shape[1], ignore_index)
-        return logits.dtype.type(loss[0]), grad
+        with quiet():  # rounded once from float64: past the dtype's range it is inf, without a warning
+            return loss[0].astype(logits.dtype), grad
 
     def _cross_entropy_backward(self, op, probs, labels, row_scale, ignore_index: int):
         check_label_range(numpy, labels, probs.shape[1], ignore_index)

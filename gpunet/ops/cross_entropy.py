@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 
 from ..devices import Op, device_of
-from .checks import (checked_out, labels_as_int64, on_device, require_int64, require_labels, require_ndim,
-                     require_reduction)
+from .checks import (checked_out, labels_as_int64, on_device, require_divisor, require_int64, require_labels,
+                     require_ndim, require_reduction)
 from ..numerics import quiet, wide_dtype
 from .rows import row_max, row_sum
 
@@ -53,16 +53,24 @@ def _reduced_from_rows(xp, cross_entropy_rows, logits, labels, ignore_index, mea
     """The "mean" or "sum" loss and its gradient from the per-row form: the gradient is scaled by ``1 / n_valid``
     as it is written (``n_valid``: ``count`` where given, else this batch's counted rows). ``1 / n_valid`` is inf
     when no row counts, harmless since ignored rows never use it (their gradient is 0 by rule), and it makes the
-    mean loss ``0 * inf = NaN``, as PyTorch's."""
-    dtype = wide_dtype(logits.dtype)
-    n_valid = (labels != ignore_index).sum() if count is None else xp.asarray(count)
+    mean loss ``0 / 0 = NaN``, as PyTorch's. The row losses (in the accumulation type) are summed in float64 and
+    the result rounded once to the logits' dtype."""
+    n_valid = (labels != ignore_index).sum() if count is None else count
     with quiet(xp):
-        scale = xp.reciprocal(n_valid, dtype=dtype) if mean else xp.ones((), dtype=dtype)
-    loss_rows, grad = cross_entropy_rows(logits, labels, ignore_index, grad_scale=scale.reshape(1), check=check,
-                                         out=out)
+        divisor = xp.asarray(n_valid, dtype=xp.float64)
+        scale = xp.reciprocal(divisor) if mean else xp.ones((), dtype=xp.float64)
+        grad_scale = scale.astype(wide_dtype(logits.dtype)).reshape(1)
+    loss_rows, grad = cross_entropy_rows(logits, labels, ignore_index, grad_scale=grad_scale, check=check, out=out)
+    total = loss_rows.sum(dtype=xp.float64)
     with quiet(xp):
-        total = loss_rows.sum()
-        return ((total * scale).astype(loss_rows.dtype, copy=False) if mean else total), grad
+        return rounded(total / divisor if mean else total, logits.dtype), grad
+
+
+def rounded(value, dtype):
+    """A float64 result (a NumPy scalar or a device array) rounded once to ``dtype``: past its range it is inf,
+    without a warning (the reduction rule of docs/semantics.md)."""
+    with quiet():
+        return value.astype(dtype)
 
 
 SOFTMAX_CROSS_ENTROPY = Op("softmax_cross_entropy", "cross_entropy", "cross_entropy", _cross_entropy_rows,
@@ -100,7 +108,7 @@ def softmax_cross_entropy(logits, labels, ignore_index: int = -100, reduction: s
     """
     dev, logits, labels = _prepare(logits, labels, "logits", reduction, device, ignore_index, out)
     loss_rows, probs = dev.run(SOFTMAX_CROSS_ENTROPY, logits, labels, ignore_index, out=out)
-    return _reduce(dev.xp, loss_rows, labels, ignore_index, reduction), probs
+    return _reduce(dev.xp, loss_rows, labels, ignore_index, reduction, logits.dtype), probs
 
 
 def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, reduction: str = "mean",
@@ -116,7 +124,8 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
 
     ``count`` (reduction "mean" only): divide by this many rows instead of this batch's counted rows; a
     data-parallel rank passes the count of the whole global batch (``gpunet.distributed``), so that the ranks'
-    gradients sum to the global batch's.
+    gradients sum to the global batch's. A positive finite real number (``TypeError`` for a bool or a string,
+    ``ValueError`` for 0, a negative number, NaN or inf).
 
     ``out``: an array of the logits' shape and dtype, apart from them, that takes the gradient, as ``out`` of
     :func:`softmax_cross_entropy` (with ``check_labels=False`` on a GPU a bad label's row is written, NaN).
@@ -125,13 +134,15 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
     if count is not None:
         if reduction != "mean":
             raise ValueError(f"count divides a mean: it needs reduction='mean', not {reduction!r}")
+        count = require_divisor(count, "count")
         return _reduced_from_rows(dev.xp, functools.partial(dev.run, SOFTMAX_CROSS_ENTROPY), logits, labels,
                                   ignore_index, True, check_labels, count, out=out)
     if reduction != "none":
         return dev.run(SOFTMAX_CROSS_ENTROPY_REDUCED, logits, labels, ignore_index, reduction == "mean",
                        check=check_labels, out=out)
-    return dev.run(SOFTMAX_CROSS_ENTROPY, logits, labels, ignore_index,
-                   grad_scale=dev.xp.ones(1, dtype=wide_dtype(logits.dtype)), check=check_labels, out=out)
+    loss_rows, grad = dev.run(SOFTMAX_CROSS_ENTROPY, logits, labels, ignore_index,
+                              grad_scale=dev.xp.ones(1, dtype=wide_dtype(logits.dtype)), check=check_labels, out=out)
+    return rounded(loss_rows, logits.dtype), grad
 
 
 def scale_grad(grad, dloss, reduction: str = "mean"):
@@ -173,12 +184,12 @@ def _row_scale(xp, dloss, valid, reduction, dtype):
     return valid_f * dloss
 
 
-def _reduce(xp, loss_rows, labels, ignore_index, reduction):
+def _reduce(xp, loss_rows, labels, ignore_index, reduction, dtype):
+    """The row losses (in the accumulation type) reduced: summed in float64, rounded once to ``dtype``."""
     if reduction == "none":
-        return loss_rows
-    total = loss_rows.sum()
+        return rounded(loss_rows, dtype)
+    total = loss_rows.sum(dtype=xp.float64)
     if reduction == "sum":
-        return total
-    n_valid = (labels != ignore_index).sum()
+        return rounded(total, dtype)
     with quiet(xp):
-        return total / n_valid.astype(loss_rows.dtype)
+        return rounded(total / (labels != ignore_index).sum(), dtype)
