@@ -51,13 +51,14 @@ struct RowTarget {
     }
 };
 
+template <bool MIXED>
 __device__ __forceinline__ RowTarget row_target(const acc_t* __restrict__ weight, const scalar_t* __restrict__ targets,
                                                 acc_t smoothing, long long label, long long ignore_index,
                                                 long long row, int cols) {
     RowTarget t;
     t.weight = weight;
     t.smoothing = smoothing;
-    if (targets != nullptr) {
+    if (MIXED && targets != nullptr) {
         t.target = targets + row * (long long)cols;
         t.label = -1;
         t.ignored = false;
@@ -69,14 +70,14 @@ __device__ __forceinline__ RowTarget row_target(const acc_t* __restrict__ weight
     t.target = nullptr;
     t.label = label;
     t.ignored = label == ignore_index;
-    t.mixed = smoothing != acc_t(0);
+    t.mixed = MIXED && smoothing != acc_t(0);
     const acc_t w = (weight != nullptr && label_ok(label, cols)) ? weight[label] : acc_t(1);
     t.a = (acc_t(1) - smoothing) * w;
     t.k = smoothing / acc_t(cols);
     return t;
 }
 
-__device__ __forceinline__ acc_t row_loss(const RowTarget& t, acc_t x_label, int cols, long long row, acc_t m,
+__device__ __forceinline__ acc_t row_loss(const RowTarget t, acc_t x_label, int cols, long long row, acc_t m,
                                           acc_t s, acc_t S, acc_t U, unsigned long long* error_row) {
     if (t.ignored) return acc_t(0);
     const acc_t log_s = gp_log(s);
@@ -93,7 +94,7 @@ __device__ __forceinline__ acc_t row_loss(const RowTarget& t, acc_t x_label, int
 struct RowOutput {
     bool grad;
     acc_t scale;
-    __device__ __forceinline__ acc_t operator()(const RowTarget& t, acc_t p, long long col, int cols, acc_t U) const {
+    __device__ __forceinline__ acc_t operator()(const RowTarget t, acc_t p, long long col, int cols, acc_t U) const {
         if (!grad) return p;
         if (t.ignored) return acc_t(0);
         return t.grad(p, col, cols, U) * scale;
@@ -106,7 +107,7 @@ __device__ __forceinline__ acc_t gradient_scale(const acc_t* __restrict__ grad_s
 }
 
 // Warp variant (cols <= 1024): a group of `width` lanes per row, COLS logits per lane in registers.
-template <int COLS>
+template <int COLS, bool MIXED>
 __device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const long long* __restrict__ labels,
                                         const scalar_t* __restrict__ targets, const acc_t* __restrict__ weight,
                                         acc_t* __restrict__ loss, scalar_t* __restrict__ out,
@@ -120,13 +121,13 @@ __device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const lo
         const bool row_ok = row < rows;
         const long long offset = row * cols;
         const long long label = !row_ok ? ignore_index : labels != nullptr ? labels[row] : -1;
-        const RowTarget t = row_target(weight, targets, smoothing, label, ignore_index, row_ok ? row : 0, cols);
+        const RowTarget t = row_target<MIXED>(weight, targets, smoothing, label, ignore_index, row_ok ? row : 0, cols);
         acc_t v[COLS], m, s, S = 0, U = 0;
         warp_row_load<COLS>(x + offset, row_ok, cols, sub, width, v);
         // The label's logit from the registers of its lane: a load of x[label] waited for the label (SASS: the
         // row's loads issued only after it, one memory latency a row).
         const acc_t x_label = warp_row_pick<COLS>(v, label_ok(label, cols) ? int(label) : 0, width);
-        if (t.mixed) {  // uniform over the launch: smoothing or targets are the call's, not the row's
+        if (MIXED) {
             acc_t top = neg_inf();
 #pragma unroll
             for (int j = 0; j < COLS; ++j) top = MaxOp::apply(top, v[j]);
@@ -158,6 +159,7 @@ __device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const lo
 
 // Block variant (longer rows): one block per row, online (max, sum) pass, then (smoothing or targets) the
 // (S, U) pass, then the output pass.
+template <bool MIXED>
 __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const long long* __restrict__ labels,
                                          const scalar_t* __restrict__ targets, const acc_t* __restrict__ weight,
                                          acc_t* __restrict__ loss, scalar_t* __restrict__ out,
@@ -172,8 +174,8 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
         // After the reductions here: one dependent load per row of over 1024 columns costs little, and held
         // across them it made ptxas spill (float16, sm_70).
         const long long label = labels != nullptr ? labels[row] : -1;
-        const RowTarget t = row_target(weight, targets, smoothing, label, ignore_index, row, cols);
-        if (t.mixed) {
+        const RowTarget t = row_target<MIXED>(weight, targets, smoothing, label, ignore_index, row, cols);
+        if (MIXED) {
             for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
                 const acc_t u = t.u(c, cols);
                 S += u * (m - load(x + offset, c));
@@ -185,11 +187,14 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
         if (threadIdx.x == 0)
             loss[row] = row_loss(t, label_logit(x + offset, label, cols), cols, row, m, s, S, U, error_row);
         const acc_t inv_s = acc_t(1) / s;
-        ROW_CHUNKS(base, ROW_UNROLL) {
-            acc_t v[ROW_UNROLL];
-            load_chunk(x + offset, base, cols, acc_t(0), v);
+        // Half as deep with smoothing or targets: each column also loads its weight and target (ptxas spilled the
+        // full depth in double, sm_80-89).
+        constexpr int DEPTH = MIXED ? ROW_UNROLL_2 : ROW_UNROLL;
+        ROW_CHUNKS(base, DEPTH) {
+            acc_t v[DEPTH];
+            load_chunk<DEPTH>(x + offset, base, cols, acc_t(0), v);
 #pragma unroll
-            for (int u = 0; u < ROW_UNROLL; ++u) {
+            for (int u = 0; u < DEPTH; ++u) {
                 const long long c = chunk_column(base, u);
                 if (c < cols)
                     store(out, offset + c, output(t, gp_exp(v[u] - m) * inv_s, c, cols, U));
@@ -204,13 +209,24 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
                 long long rows, int cols, long long ignore_index, acc_t smoothing
 #define CE_PASS x, labels, targets, weight, loss, out, grad_scale, error_row, rows, cols, ignore_index, smoothing
 
-extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp1(CE_ARGS, int width) { ce_warp<1>(CE_PASS, width); }
-extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp2(CE_ARGS, int width) { ce_warp<2>(CE_PASS, width); }
-extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp4(CE_ARGS, int width) { ce_warp<4>(CE_PASS, width); }
-extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp8(CE_ARGS, int width) { ce_warp<8>(CE_PASS, width); }
-extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp16(CE_ARGS, int width) { ce_warp<16>(CE_PASS, width); }
-extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp32(CE_ARGS, int width) { ce_warp<32>(CE_PASS, width); }
-extern "C" __global__ void __launch_bounds__(256) softmax_cross_entropy_plain(CE_ARGS) { ce_block(CE_PASS); }
+// Labels without smoothing (weights or not): S and U are never needed. With smoothing or probability targets
+// (`_mixed`), the extra sums hold more registers: a looser cap (128 for float and half, 170 for double), where
+// the tight one spilled.
+#define CE_MIXED_BOUNDS __launch_bounds__(128, sizeof(acc_t) == 8 ? 3 : 4)
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp1(CE_ARGS, int width) { ce_warp<1, false>(CE_PASS, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp2(CE_ARGS, int width) { ce_warp<2, false>(CE_PASS, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp4(CE_ARGS, int width) { ce_warp<4, false>(CE_PASS, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp8(CE_ARGS, int width) { ce_warp<8, false>(CE_PASS, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp16(CE_ARGS, int width) { ce_warp<16, false>(CE_PASS, width); }
+extern "C" __global__ void WARP_FORWARD_BOUNDS softmax_cross_entropy_warp32(CE_ARGS, int width) { ce_warp<32, false>(CE_PASS, width); }
+extern "C" __global__ void __launch_bounds__(256) softmax_cross_entropy_plain(CE_ARGS) { ce_block<false>(CE_PASS); }
+extern "C" __global__ void CE_MIXED_BOUNDS softmax_cross_entropy_mixed_warp1(CE_ARGS, int width) { ce_warp<1, true>(CE_PASS, width); }
+extern "C" __global__ void CE_MIXED_BOUNDS softmax_cross_entropy_mixed_warp2(CE_ARGS, int width) { ce_warp<2, true>(CE_PASS, width); }
+extern "C" __global__ void CE_MIXED_BOUNDS softmax_cross_entropy_mixed_warp4(CE_ARGS, int width) { ce_warp<4, true>(CE_PASS, width); }
+extern "C" __global__ void CE_MIXED_BOUNDS softmax_cross_entropy_mixed_warp8(CE_ARGS, int width) { ce_warp<8, true>(CE_PASS, width); }
+extern "C" __global__ void CE_MIXED_BOUNDS softmax_cross_entropy_mixed_warp16(CE_ARGS, int width) { ce_warp<16, true>(CE_PASS, width); }
+extern "C" __global__ void CE_MIXED_BOUNDS softmax_cross_entropy_mixed_warp32(CE_ARGS, int width) { ce_warp<32, true>(CE_PASS, width); }
+extern "C" __global__ void __launch_bounds__(256) softmax_cross_entropy_mixed_plain(CE_ARGS) { ce_block<true>(CE_PASS); }
 
 // Backward: row r's gradient from its probabilities, (a (p - [c == label]) + k (U p - u_c)) * row_scale[r], U the
 // row's sum of u (row_u, computed by the host: one reduction it needs anyway for targets).
@@ -226,7 +242,7 @@ extern "C" __global__ void softmax_cross_entropy_backward(const scalar_t* __rest
         const long long row = i / cols;
         const int col = int(i - row * cols);
         const long long label = labels != nullptr ? labels[row] : -1;
-        const RowTarget t = row_target(weight, targets, smoothing, label, ignore_index, row, cols);
+        const RowTarget t = row_target<true>(weight, targets, smoothing, label, ignore_index, row, cols);
         acc_t g = 0;
         if (!t.ignored) g = t.grad(load(probs, i), col, cols, row_u != nullptr ? row_u[row] : acc_t(0)) * row_scale[row];
         store(grad, i, g);

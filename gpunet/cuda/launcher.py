@@ -112,7 +112,9 @@ class KernelLauncher:
         if weight is not None:
             weight = xp.ascontiguousarray(weight.astype(acc, copy=False))
         error_row = xp.full(1, NO_ERROR, dtype=xp.uint64) if check else self._unread_error_word()
-        plan = row_plan(op.name, rows, cols, acc.itemsize, self.max_grid, has_smem_variant=False)
+        mixed = targets is not None or smoothing != 0  # the kernels that also sum the smoothing or target part
+        plan = row_plan(op.name + ("_mixed" if mixed else ""), rows, cols, acc.itemsize, self.max_grid,
+                        has_smem_variant=False)
         self.launch(op.module, plan, logits.dtype,
                     [logits, labels64, targets, weight, loss, out, grad_scale, error_row, rows, cols,
                      int(ignore_index), float(smoothing), *plan.extra_args])

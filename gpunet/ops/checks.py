@@ -86,6 +86,16 @@ def require_divisor(value, name: str) -> float:
     return number
 
 
+def require_smoothing(value) -> float:
+    """label_smoothing: a real number in [0, 1], as PyTorch takes it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"label_smoothing must be a real number, got {type(value).__name__}: {value!r}")
+    number = float(value)
+    if not (0.0 <= number <= 1.0):  # NaN fails too
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {number!r}")
+    return number
+
+
 def labels_as_int64(xp, labels, n_classes: int, ignore_index: int):
     """Labels of any integer kind as int64, the one type every form reads. An unsigned label past int64's range
     can be no class and no ignore_index: it is out of range, named as given (converted, it would wrap to a

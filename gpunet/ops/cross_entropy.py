@@ -17,13 +17,14 @@ from __future__ import annotations
 import functools
 
 from ..devices import Op, device_of
+from ..errors import check_label_range
 from .checks import require_divisor
 from .cross_entropy_targets import delivered, prepare, rows_out
 from ..numerics import quiet, wide_dtype
 from .rows import row_max, row_sum
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_with_grad", "softmax_cross_entropy_backward",
-           "scale_grad"]
+           "scale_grad", "softmax_cross_entropy_divisor"]
 
 
 # ---- the NumPy forms, over a block of rows (float32 or wider) --------------------------------------------------
@@ -206,6 +207,28 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
                                   out=place, **call.options)
         loss = call.loss_shape(rounded(loss_rows, call.dtype))
     return loss, delivered(call, grad, out)
+
+
+def softmax_cross_entropy_divisor(labels, ignore_index: int = -100, *, weight=None, axis=None,
+                                  device=None) -> float:
+    """What a "mean" over a batch with these ``labels`` divides by, as a float: the rows whose label is not
+    ``ignore_index``, or with ``weight`` their classes' weight sum; for probability targets (floating, with the
+    class axis ``axis``, 1 or 0 for one row) the number of rows. Data parallelism computes it over the global
+    batch and passes it to each rank's :func:`softmax_cross_entropy_with_grad` as ``count``, so that N ranks
+    give one process's gradient."""
+    dev = device_of(labels, device)
+    labels = dev.asarray(labels)
+    xp = dev.xp
+    if labels.dtype.kind == "f":
+        axis = (1 if labels.ndim >= 2 else 0) if axis is None else axis
+        return float(labels.size // max(labels.shape[axis], 1))
+    valid = labels.reshape(-1) != ignore_index
+    if weight is None:
+        return float(valid.sum())
+    weight = dev.asarray(weight).astype(xp.float64)
+    check_label_range(xp, labels.reshape(-1), len(weight), ignore_index)
+    picked = xp.where(valid, labels.reshape(-1), 0)
+    return float((weight[picked] * valid).sum())
 
 
 def scale_grad(grad, dloss, reduction: str = "mean"):

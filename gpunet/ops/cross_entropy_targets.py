@@ -13,7 +13,7 @@ import dataclasses
 
 from ..numerics import wide_dtype
 from .checks import (checked_out, labels_as_int64, normalize_axis, on_device, promoted, require_floating,
-                     require_int64, require_reduction)
+                     require_int64, require_reduction, require_smoothing)
 from .rows import from_rows, to_rows
 
 
@@ -65,16 +65,6 @@ class Call:
 
     def loss_shape(self, loss_rows):
         return loss_rows.reshape(self.batch_shape)
-
-
-def require_smoothing(value) -> float:
-    """label_smoothing: a real number in [0, 1], as PyTorch takes it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"label_smoothing must be a real number, got {type(value).__name__}: {value!r}")
-    number = float(value)
-    if not (0.0 <= number <= 1.0):  # NaN fails too
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {number!r}")
-    return number
 
 
 def prepare(scores, targets, name, reduction, device, ignore_index, out=None, weight=None, label_smoothing=0.0,

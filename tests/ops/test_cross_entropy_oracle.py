@@ -79,10 +79,15 @@ def _magnitudes(x, t, kwargs):
 
 
 def _assert_close(got, want, terms, rtol, what):
+    """Within ``rtol`` of the value and its terms, plus the spacing of ``got``'s dtype at the value (its final
+    rounding: in float16's subnormal range that spacing is larger than any relative bound)."""
+    dtype = np.asarray(got).dtype
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     assert got.shape == want.shape, what
     same_special = (np.isnan(got) & np.isnan(want)) | (got == want)
-    bad = ~same_special & ~(abs(got - want) <= rtol * (abs(want) + terms))
+    with np.errstate(over="ignore"):
+        rounding = np.spacing(abs(want).astype(dtype)).astype(np.float64)
+    bad = ~same_special & ~(abs(got - want) <= rtol * (abs(want) + terms) + rounding)
     assert not bad.any(), f"{what}: {got[bad][:5]} vs {want[bad][:5]} (terms {np.broadcast_to(terms, bad.shape)[bad][:5]})"
 
 
