@@ -88,7 +88,8 @@ def require_divisor(value, name: str) -> float:
 
 def require_smoothing(value) -> float:
     """label_smoothing: a real number in [0, 1], as PyTorch takes it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+    is_bool = isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+    if is_bool or isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
         raise TypeError(f"label_smoothing must be a real number, got {type(value).__name__}: {value!r}")
     number = float(value)
     if not (0.0 <= number <= 1.0):  # NaN fails too
