@@ -88,6 +88,8 @@ def require_divisor(value, name: str) -> float:
 
 def require_smoothing(value) -> float:
     """label_smoothing: a real number in [0, 1], as PyTorch takes it."""
+    if type(value) is float and 0.0 <= value <= 1.0:  # the common case, at every call: no more checks
+        return value
     is_bool = isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
     if is_bool or isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
         raise TypeError(f"label_smoothing must be a real number, got {type(value).__name__}: {value!r}")

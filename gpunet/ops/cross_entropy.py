@@ -132,6 +132,8 @@ def _reduced_with(xp, cross_entropy_rows, scores, labels, ignore_index, options,
 def rounded(value, dtype):
     """A float64 result (a NumPy scalar or a device array) rounded once to ``dtype``: past its range it is inf,
     without a warning (the reduction rule of docs/semantics.md)."""
+    if value.dtype == dtype:  # float32 and float64 rows: nothing to round (and no errstate: a microsecond)
+        return value
     with quiet():
         return value.astype(dtype)
 
