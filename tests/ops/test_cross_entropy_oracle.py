@@ -124,3 +124,26 @@ def test_forward_then_backward_matches_pytorch(oracle, form):
         what = f"case {i} ({case['source']}, {kwargs['reduction']}, shape {x.shape}, {x.dtype})"
         _assert_close(loss, arrays[f"out{i}_loss"], loss_terms, rtol, what + " loss")
         _assert_close(grad, arrays[f"out{i}_grad"], grad_terms, rtol, what + " grad")
+
+
+def test_a_planted_bug_fails_the_comparison(oracle, monkeypatch):
+    """Mutation: a weighted mean divided by the counted rows instead of their weight sum (the classic mistake)
+    must fail the comparison above, at its tolerances."""
+    from gpunet.ops.cross_entropy_targets import Call
+
+    def unweighted(call):
+        return call.dev.xp.asarray(float((call.labels != call.ignore_index).sum()) if call.targets is None
+                                   else call.scores.shape[0])
+    monkeypatch.setattr(Call, "divisor", unweighted)
+    meta, arrays = oracle
+    caught = 0
+    for i, case in enumerate(meta["cases"]):
+        x, t, kwargs = _inputs(case, arrays)
+        if kwargs["weight"] is None or kwargs["reduction"] != "mean" or t.dtype.kind == "f":
+            continue
+        loss, _ = ops.softmax_cross_entropy_with_grad(x, t, device="cpu", **kwargs)
+        try:
+            _assert_close(loss, arrays[f"out{i}_loss"], _magnitudes(x, t, kwargs)[0], RTOL[x.dtype.type], "")
+        except AssertionError:
+            caught += 1
+    assert caught >= 20, caught
