@@ -20,11 +20,12 @@ softmax family; every input contiguous, transposed, strided (a slice of a larger
 NaN: a form that read outside the view would show it), reversed (negative strides) or byte-swapped; values
 normal, tied, constant, tiny (subnormal) or huge (past float16's range: inf after the cast), sometimes with a whole
 row or column of -inf (or NaN, +inf, 0), then NaN, +inf and -inf at random positions and at the columns where the
-kernels split a row (SPLIT_COLUMNS: lane, warp, block and chunk edges, the last column); backward inputs usually
-the forward's output, sometimes any values; labels of every integer kind (int8..uint64, strided or not, and float
-and bool labels that must be refused) with ignored rows (none, some, all), negative labels, labels at and past C,
-each kind's extremes and 2**64-1; ``ignore_index`` the default -100, a class in [0, C), -1, C, the int64 extremes,
-and values that must be refused (2**63, -2**63-1, 2**70, True, 1.5); every reduction and an unknown one;
+kernels split a row (SPLIT_COLUMNS: lane, warp, block and chunk edges, a block thread's last column, the last
+column); backward inputs usually the forward's output, sometimes any values; labels of every integer kind
+(int8..uint64, strided or not, and float and bool labels that must be refused) with ignored rows (none, some,
+all), negative labels, labels at and past C, each kind's extremes and 2**64-1; ``ignore_index`` the default -100,
+a class in [0, C), -1, C, the int64 extremes, and values that must be refused (2**63, -2**63-1, 2**70, True, 1.5);
+every reduction and an unknown one;
 ``check_labels=False`` where every label is good; dloss scalars and per-row arrays with NaN and inf, and of the
 wrong shape; the compiled kernels' instruction set (avx512, avx2, generic: whichever this CPU runs).
 
@@ -314,9 +315,11 @@ MAGNITUDES = [1e-3, 1.0, 4.0, 30.0, 300.0, 1e4]
 SPECIALS = [NAN, INF, -INF]
 # Where the kernels split a row: the CPU's 16- and 8-lane vectors (15/16, 31/32), a warp's lanes (31/32, 63), a
 # block of 256 threads (255/256), a thread's float64 and float32 chunks and the CPU's float sums (1023/1024,
-# 2047/2048); -1: the last column (the padding's neighbour). A merge that loses a NaN shows there, rarely at a
-# random position (a NaN at column 31 of 1025 gave a finite loss on sim: tests/ops/test_special_positions.py).
-SPLIT_COLUMNS = [0, 15, 16, 31, 32, 63, 255, 256, 1023, 1024, 2047, 2048, -1]
+# 2047/2048); -1: the last column (the padding's neighbour); (r, 256): the last column of block thread r (its
+# last chunk, whose neighbour is padding). A merge that loses a NaN shows there, rarely at a random position (a
+# NaN at column 31 of 1025 gave a finite loss on sim: tests/ops/test_special_positions.py).
+SPLIT_COLUMNS = [0, 15, 16, 31, 32, 63, 255, 256, 1023, 1024, 2047, 2048, -1, (0, 256), (31, 256), (32, 256),
+                 (255, 256)]
 layouts = st.sampled_from(["contiguous", "contiguous", "transposed", "strided", "reversed"])
 
 
@@ -368,14 +371,19 @@ def values(draw, shape, dtype, rows_axis=None, pattern=None):
 
 
 def _flat_position(shape, rows_axis, position) -> int:
-    """The flat index of a drawn position: an int anywhere, or ``(line, column)``: that column (past the row's end,
-    or -1: the last) of a line along ``rows_axis`` (else the last axis)."""
+    """The flat index of a drawn position: an int anywhere, or ``(line, split column)``: that column of a line
+    along ``rows_axis`` (else the last axis), the last where the line is shorter."""
     size = int(np.prod(shape))
     if isinstance(position, int) or len(shape) == 0:
         return (position if isinstance(position, int) else position[0]) % size
-    line, column = position
+    line, split = position
     lines = np.moveaxis(np.arange(size).reshape(shape), -1 if rows_axis is None else rows_axis, -1)
     n = lines.shape[-1]
+    if isinstance(split, tuple):   # (r, period): the last column c with c % period == r
+        r, period = split
+        column = r + (n - 1 - r) // period * period
+    else:
+        column = split
     return int(lines.reshape(-1, n)[line % (size // n), column if 0 <= column < n else n - 1])
 
 
