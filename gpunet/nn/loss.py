@@ -19,9 +19,12 @@ class SoftmaxCrossEntropy(Module):
         self.check_labels = check_labels
         self._grad = None
 
-    def forward(self, logits, labels):
+    def forward(self, logits, labels, count=None):
+        """The loss of ``logits`` for ``labels``. ``count`` (reduction "mean" only): the number of counted rows to
+        divide by, when these rows are one part of a larger batch (a rank's slice of the global batch), so that
+        the parts' losses and gradients add up to the whole batch's."""
         loss, self._grad = ops.softmax_cross_entropy_with_grad(logits, labels, self.ignore_index, self.reduction,
-                                                               self.check_labels, device=self.device)
+                                                               self.check_labels, count=count, device=self.device)
         return loss
 
     def backward(self, dloss=1.0):

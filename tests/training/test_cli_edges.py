@@ -64,14 +64,14 @@ def test_the_device_from_the_environment_is_the_one_trained_on(monkeypatch, tmp_
 
 def interrupt_in_epoch(monkeypatch, n):
     """Ctrl-C during epoch ``n`` (0-based) of the next run."""
-    from gpunet import training
-    real = training.train_epoch
+    from gpunet.training import loop
+    real = loop.train_epoch
 
-    def train_epoch(model, loss_fn, opt, batches, epoch, *rest):
+    def train_epoch(trainer, batches, epoch, *rest):
         if epoch == n:
             raise KeyboardInterrupt
-        return real(model, loss_fn, opt, batches, epoch, *rest)
-    monkeypatch.setattr(training, "train_epoch", train_epoch)
+        return real(trainer, batches, epoch, *rest)
+    monkeypatch.setattr(loop, "train_epoch", train_epoch)
 
 
 def test_ctrl_c_says_what_was_kept_and_exits_130(tmp_path, monkeypatch, capsys):
@@ -143,7 +143,7 @@ def test_out_of_memory_allocating_the_optimizer_state(tmp_path, monkeypatch, opt
 def test_out_of_memory_moving_the_dataset(tmp_path, monkeypatch):
     def batches(*args, **kwargs):
         raise MemoryError
-    monkeypatch.setattr("gpunet.training.Batches", batches)
+    monkeypatch.setattr("gpunet.training.loop.Batches", batches)
     with pytest.raises(OutOfMemory, match=r"moving the dataset .* to the device"):
         fit(spiral_config(tmp_path), **QUIET)
 

@@ -57,11 +57,11 @@ def config(out, **kw):
 
 
 def test_checkpoints_follow_the_cadence(tmp_path, monkeypatch):
-    import gpunet.training as training
+    from gpunet.training import loop
 
     writes = []
-    real = training.save_checkpoint
-    monkeypatch.setattr(training, "save_checkpoint", lambda path, m, o, meta: writes.append(meta["epoch"]) or
+    real = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", lambda path, m, o, meta: writes.append(meta["epoch"]) or
                         real(path, m, o, meta))
     fit(config(tmp_path / "rare", save_every=1e9), **QUIET)
     assert writes == [6]  # only at the end
