@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from ..numerics import quiet, wide_dtype
+
 EPSILON = 1e-6  # PyTorch's: keeps the factor finite for an all-zero gradient
 
 
@@ -24,12 +26,13 @@ def clip_grad_norm(params, max_norm: float):
         raise ValueError("clip_grad_norm got an empty parameter list")
     require_max_norm(max_norm)
     xp = params[0].device.xp
-    accumulate = xp.float64 if any(p.grad.dtype == xp.float64 for p in params) else xp.float32
-    norms = xp.stack([xp.linalg.norm(p.grad.ravel().astype(accumulate, copy=False)) for p in params])
-    total = xp.linalg.norm(norms)
-    scale = xp.minimum(max_norm / (total + EPSILON), 1.0)
-    for p in params:
-        p.grad *= scale.astype(p.grad.dtype)
+    accumulate = max((wide_dtype(p.grad.dtype) for p in params), key=lambda dtype: dtype.itemsize)
+    with quiet(xp):  # an inf gradient: inf * 0 = NaN, as documented above
+        norms = xp.stack([xp.linalg.norm(p.grad.ravel().astype(accumulate, copy=False)) for p in params])
+        total = xp.linalg.norm(norms)
+        scale = xp.minimum(max_norm / (total + EPSILON), 1.0)
+        for p in params:
+            p.grad *= scale.astype(p.grad.dtype)
     return total
 
 
