@@ -163,6 +163,22 @@ def test_one_batch_per_epoch_and_an_infinite_learning_rate_writes_no_checkpoint(
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_divergence_writes_and_names_the_last_good_epoch_kept_in_memory(tmp_path, capsys):
+    """spiral --lr 1e30 with the default --save-every: epoch 1 ends finite but unsaved (5 s had not passed), epoch
+    2 diverges. Epoch 1, kept in memory, is written and named (it used to be thrown away, with "No epoch
+    finished")."""
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "spiral", "--epochs", "5", "--device", "cpu", "--no-progress", "--out",
+                 str(out), "--lr", "1e30"]) == 3
+    err = capsys.readouterr().err
+    assert "loss became nan at step 2 (epoch 2, batch 1)" in err
+    assert f"The last good checkpoint, after epoch 1, is kept: {out / 'checkpoint.npz'}." in err
+    model_state, _, meta = load_checkpoint(out / "checkpoint.npz")
+    assert meta["epoch"] == 1 and [h["epoch"] for h in meta["history"]] == [1]
+    assert all(np.isfinite(w).all() for w in model_state.values())
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_a_checkpoint_kept_after_divergence_is_finite(tmp_path, capsys):
     assert main([*SPIRAL, "--epochs", "1", "--batch-size", "300", "--optimizer", "sgd", "--out", str(tmp_path)]) == 0
     assert main([*SPIRAL, "--epochs", "5", "--batch-size", "300", "--optimizer", "sgd", "--lr", "1e38",
