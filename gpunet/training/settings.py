@@ -153,7 +153,8 @@ def config_from_arguments(args: argparse.Namespace, dataset_recipe, **overrides)
         if field.metadata["flag"] is None:
             continue
         given = getattr(args, field.name)
-        values[field.name] = getattr(dataset_recipe, field.name) if field.metadata["recipe"] and given is None else given
+        from_recipe = field.metadata["recipe"] and given is None
+        values[field.name] = getattr(dataset_recipe, field.name) if from_recipe else given
     return TrainConfig(**{**values, **overrides})
 
 

@@ -34,8 +34,8 @@ def test_the_recipes_settings_are_the_recipes_fields_and_resume_rules_are_as_the
 
 
 def test_the_command_line_gives_the_config_it_says():
-    args = build_parser().parse_args(["train", "--dataset", "spiral", "--lr", "0.5", "--no-progress", "--clip-grad-norm", "2",
-                                      "--hidden", "7,5", "--resume", "--device", "cpu"])
+    args = build_parser().parse_args(["train", "--dataset", "spiral", "--lr", "0.5", "--no-progress",
+                                      "--clip-grad-norm", "2", "--hidden", "7,5", "--resume", "--device", "cpu"])
     config = config_from_arguments(args, RECIPES["spiral"])
     spiral = RECIPES["spiral"]
     assert config == TrainConfig(dataset="spiral", lr=0.5, progress=False, clip_grad_norm=2.0, hidden=(7, 5),
