@@ -153,7 +153,8 @@ def test_out_of_memory_moving_the_dataset(tmp_path, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_one_batch_per_epoch_and_an_infinite_learning_rate_writes_no_checkpoint(tmp_path):
-    """The loss is looked at before the step; with one batch per epoch the step after the look used to be saved."""
+    """The loss is looked at every CHECK_EVERY steps; with one batch per epoch the update after the last look used
+    to be saved: the check of every weight at the epoch's end catches it."""
     with pytest.raises(DivergenceError) as info:
         fit(spiral_config(tmp_path, batch_size=300, lr=math.inf, optimizer="sgd", epochs=3), **QUIET)
     message = str(info.value)
