@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy
+
 from .. import dtypes
 from ..devices import device_of
 from ..errors import label_out_of_range
@@ -71,15 +73,19 @@ def require_int64(value, name: str):
         raise ValueError(f"{name} = {int(value)} does not fit int64: labels are compared as int64 on every device")
 
 
-def require_divisor(value, name: str) -> float:
-    """A positive, finite real number (a Python or NumPy number, or a 0-d array of one on any device) as a
-    float: what a mean may be divided by. A bool or a string is a ``TypeError``; 0, negative, NaN or inf a
-    ``ValueError``."""
+def require_divisor(value, name: str):
+    """What a mean may be divided by. A Python or NumPy number must be positive and finite (returned as a float):
+    a bool or a string is a ``TypeError``; 0, negative, NaN or inf a ``ValueError``. A 0-d real array (on any
+    device) is a divisor computed by the caller (data parallelism's global one, ``softmax_cross_entropy_divisor``)
+    and is returned as it is: reading its value would be a host sync per step on a GPU; a zero there gives
+    PyTorch's 0 / 0 = NaN mean, as one process would."""
     dtype = getattr(value, "dtype", None)
     is_real = (dtype.kind in "iuf" and getattr(value, "ndim", 0) == 0) if dtype is not None else (
         isinstance(value, (int, float)) and not isinstance(value, bool))
     if not is_real:
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}: {value!r}")
+    if hasattr(value, "ndim") and not isinstance(value, numpy.generic):  # an array, not a NumPy number
+        return value
     number = float(value)
     if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{name} must be positive and finite, got {number!r}")

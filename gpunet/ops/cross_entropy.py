@@ -210,26 +210,26 @@ def softmax_cross_entropy_with_grad(logits, labels, ignore_index: int = -100, re
     return loss, delivered(call, grad, out)
 
 
-def softmax_cross_entropy_divisor(labels, ignore_index: int = -100, *, weight=None, axis=None,
-                                  device=None) -> float:
-    """What a "mean" over a batch with these ``labels`` divides by, as a float: the rows whose label is not
-    ``ignore_index``, or with ``weight`` their classes' weight sum; for probability targets (floating, with the
-    class axis ``axis``, 1 or 0 for one row) the number of rows. Data parallelism computes it over the global
-    batch and passes it to each rank's :func:`softmax_cross_entropy_with_grad` as ``count``, so that N ranks
-    give one process's gradient."""
+def softmax_cross_entropy_divisor(labels, ignore_index: int = -100, *, weight=None, axis=None, device=None):
+    """What a "mean" over a batch with these ``labels`` divides by, as a 0-d float64 array on the labels' device
+    (never read back, so a GPU step stays free of host syncs): the rows whose label is not ``ignore_index``, or
+    with ``weight`` their classes' weight sum; for probability targets (floating, with the class axis ``axis``, 1
+    or 0 for one row) the number of rows. Data parallelism computes it over the global batch and passes it to
+    each rank's :func:`softmax_cross_entropy_with_grad` as ``count``, so that N ranks give one process's
+    gradient. A label out of range is the loss's to report; here it only must not index outside ``weight``."""
     dev = device_of(labels, device)
     labels = dev.asarray(labels)
     xp = dev.xp
     if labels.dtype.kind == "f":
         axis = (1 if labels.ndim >= 2 else 0) if axis is None else axis
-        return float(labels.size // max(labels.shape[axis], 1))
-    valid = labels.reshape(-1) != ignore_index
+        return xp.asarray(labels.size // max(labels.shape[axis], 1), dtype=xp.float64)
+    flat = labels.reshape(-1)
+    valid = flat != ignore_index
     if weight is None:
-        return float(valid.sum())
+        return valid.sum(dtype=xp.float64)
     weight = dev.asarray(weight).astype(xp.float64)
-    check_label_range(xp, labels.reshape(-1), len(weight), ignore_index)
-    picked = xp.where(valid, labels.reshape(-1), 0)
-    return float((weight[picked] * valid).sum())
+    picked = xp.clip(xp.where(valid, flat, 0), 0, len(weight) - 1)
+    return (weight[picked] * valid).sum()
 
 
 def scale_grad(grad, dloss, reduction: str = "mean"):

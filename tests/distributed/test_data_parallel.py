@@ -69,6 +69,36 @@ def test_ranks_reach_the_weights_of_one_process(tmp_path, n, activation, optimiz
         assert sorted(used.tolist()) == list(range(43 if device == "sim" else 203))
 
 
+def farthest(got: dict, want: dict) -> float:
+    """The largest difference between two sets of weights, relative to each tensor's largest weight."""
+    return max(float(np.abs(got[k] - want[k]).max() / np.abs(want[k]).max()) for k in want
+               if not k.startswith("used") and k not in ("losses", "norms"))
+
+
+def test_one_process_and_two_ranks_clip_alike(tmp_path):
+    """--clip-grad-norm on 2 ranks clips the global gradient, after the allreduce: the weights stay as close to one
+    process's as they are without clipping (only the order of float additions differs), though clipping is
+    active at most steps and changes the weights."""
+    options = ["--activation", "tanh", "--optimizer", "sgd", "--device", "cpu"]
+    runs = {}
+    for clip in (None, "0.3"):
+        extra = ["--clip-grad-norm", clip] if clip else []
+        for n in (0, 2):
+            out = tmp_path / f"{clip}-{n}"
+            job = ranks(n, out, *options, *extra)
+            assert job.returncode == 0, job.stderr[-3000:]
+            runs[clip, n] = [weights(out / f"rank{r}.npz") for r in range(max(n, 1))]
+    single, two = runs["0.3", 0][0], runs["0.3", 2]
+    np.testing.assert_allclose(two[0]["norms"], single["norms"], rtol=1e-4)  # every rank saw the global norm
+    np.testing.assert_array_equal(two[1]["norms"], two[0]["norms"])
+    assert (single["norms"] > 0.3).mean() > 0.5  # clipping active at most steps
+    assert farthest(single, runs[None, 0][0]) > 1e-2  # and it changed the weights
+    unclipped = farthest(runs[None, 2][0], runs[None, 0][0])
+    assert 0 < unclipped < 1e-5  # float32 rounding, from the order of the additions alone
+    assert farthest(two[0], single) <= 4 * unclipped
+    assert farthest(two[1], two[0]) == 0
+
+
 def test_a_rank_that_raises_ends_the_job(tmp_path):
     start = time.monotonic()
     job = ranks(3, tmp_path / "fault", "--fault-rank", "1", timeout=60)

@@ -2,7 +2,10 @@
 epochs of data-parallel training through the API on a small set with ignored labels and an uneven last batch.
 Each rank saves its weights and the samples it used, by epoch, to OUT/rank<r>.npz.
 
-    train_ranks.py OUT --activation relu --optimizer sgd --device cpu [--single] [--fault-rank R]
+    train_ranks.py OUT --activation relu --optimizer sgd --device cpu [--single] [--fault-rank R] [--clip-grad-norm M]
+
+Every step is gpunet.trainer.Trainer's: the single process's without a data-parallel strategy, the ranks' with
+DataParallel's. With --clip-grad-norm, each step's total gradient norm before clipping is saved too.
 """
 import argparse
 from pathlib import Path
@@ -12,6 +15,7 @@ import numpy as np
 from gpunet import nn, optim
 from gpunet.data import Batches
 from gpunet.distributed import Communicator, DataParallel, rank_device, split, world
+from gpunet.trainer import Trainer
 
 parser = argparse.ArgumentParser()
 parser.add_argument("out")
@@ -23,6 +27,7 @@ parser.add_argument("--fault-rank", type=int, default=None, help="this rank rais
 parser.add_argument("--rows", type=int, default=203)
 parser.add_argument("--batch", type=int, default=40)
 parser.add_argument("--epochs", type=int, default=2)
+parser.add_argument("--clip-grad-norm", type=float, default=None)
 args = parser.parse_args()
 
 comm = Communicator() if args.single else world()
@@ -36,9 +41,10 @@ model = nn.mlp([6, 16, 4], args.activation, seed=0, device=dev)
 loss_fn = nn.SoftmaxCrossEntropy(device=dev)
 opt = (optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if args.optimizer == "sgd"
        else optim.Adam(model.parameters(), lr=0.01))
-parallel = DataParallel(model, loss_fn, comm)
+parallel = None if args.single else DataParallel(model, loss_fn, comm)
+trainer = Trainer(model, loss_fn, opt, parallel=parallel, clip_grad_norm=args.clip_grad_norm)
 batches = Batches(x, y, args.batch, shuffle=True, seed=0, device=dev)
-used, losses, step = [], [], 0
+used, losses, norms, step = [], [], [], 0
 for epoch in range(args.epochs):
     mine = []
     for xb, yb in batches.epoch(epoch):
@@ -47,9 +53,11 @@ for epoch in range(args.epochs):
             raise RuntimeError(f"an injected fault on rank {comm.rank}")
         lo, hi = split(len(yb), comm.size, comm.rank)
         mine += np.rint(dev.to_numpy(xb[lo:hi, 0]) * 1000).astype(int).tolist()
-        losses.append(float(dev.to_numpy(parallel.forward_backward(xb, yb))))
-        opt.step()
+        losses.append(float(dev.to_numpy(trainer.step(xb, yb))))
+        if args.clip_grad_norm is not None:
+            norms.append(float(dev.to_numpy(trainer.grad_norm)))
     used.append(np.array(mine))
 weights = {name: dev.to_numpy(p.data) for name, p in model.named_parameters()}
 np.savez(Path(args.out) / f"rank{comm.rank}.npz", losses=np.array(losses), **weights,
+         **({"norms": np.array(norms)} if norms else {}),
          **{f"used{e}": u for e, u in enumerate(used)})
