@@ -1,13 +1,14 @@
-"""The CUDA device: CuPy arrays; every op runs its kernel from ``kernels/`` through ``cupy.RawModule``, compiled
-once per (module, dtype) and cached. ``probe_cuda`` is the one place that asks whether a GPU is usable."""
+"""The CUDA device: CuPy arrays; every op runs its kernel from ``kernels/``, compiled once per (module, dtype) by
+gpunet's NVRTC binding (``cuda.cubin_cache``) and loaded with ``cupy.RawModule(path=...)``. ``probe_cuda`` is the
+one place that asks whether a GPU is usable."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import dtypes
+from ..cuda import cubin_cache
 from ..cuda.launcher import KernelLauncher
-from ..cuda.nvrtc import compile_options
-from ..cuda.source import check_arguments, element_dtype, read_source, signatures
+from ..cuda.source import check_arguments, element_dtype, signatures
 from .base import Device, is_cupy_array
 from .registry import register_device
 
@@ -52,7 +53,8 @@ _NULL = np.uint64(0)
 
 
 class CudaLauncher(KernelLauncher):
-    """Kernels as ``cupy.RawModule`` functions, with every argument checked against the kernel's signature."""
+    """Kernels as functions of ``cupy.RawModule`` images gpunet compiled itself, with every argument checked against
+    the kernel's signature."""
 
     def __init__(self, cupy, index: int):
         super().__init__(cupy)
@@ -61,17 +63,18 @@ class CudaLauncher(KernelLauncher):
         self._is_array = lambda a: isinstance(a, cupy.ndarray)
         props = cupy.cuda.runtime.getDeviceProperties(index)
         self.max_grid = int(props["multiProcessorCount"]) * 32
-        self.arch = f"sm_{props['major']}{props['minor']}"
+        self.arch = f"sm_{self.gpu.compute_capability}"
         name = props.get("name", "unknown GPU")
         self.gpu_name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
 
     def load_module(self, module: str, config):
-        # The NVRTC tests' options, minus the architecture (CuPy picks the device's own) and the ptxas flags (CuPy
-        # may compile to PTX, where ptxas options do not apply).
-        options = tuple(o for o in compile_options(config, self.arch)
-                        if not o.startswith(("--gpu-architecture", "--ptxas-options")))
-        with self.gpu:
-            return self.xp.RawModule(code=read_source(module), options=options), config
+        """The cubin the NVRTC tests check, for this GPU's architecture (its PTX where the driver is too old)."""
+        def load(path):
+            with self.gpu:
+                raw = self.xp.RawModule(path=str(path))
+                raw.get_function(next(iter(signatures(module))))  # CuPy loads lazily: load here, where it can fall back
+            return raw
+        return cubin_cache.load_module(load, module, config.name, self.arch), config
 
     def kernel(self, module: str, kernel: str, dtype):
         """The compiled function and what its arguments need, looked up once per (module, kernel, dtype): a
