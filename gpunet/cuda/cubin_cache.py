@@ -21,16 +21,18 @@ from .nvrtc import Nvrtc, NvrtcError
 from .source import dtype_config, source_digest_parts
 
 FORMATS = ("cubin", "ptx")
-# The driver's answers to an image newer than itself (or built for no architecture it has): the PTX may still load.
-DRIVER_CANNOT_LOAD = ("CUDA_ERROR_UNSUPPORTED_PTX_VERSION", "CUDA_ERROR_NO_BINARY_FOR_GPU")
+# The driver's answers to an image newer than itself (a newer PTX ISA, a cubin of a newer CUDA major, none for its
+# architecture): another image may still load. A damaged file cannot be the cause: the sidecar's sha256 is checked.
+DRIVER_CANNOT_LOAD = ("CUDA_ERROR_UNSUPPORTED_PTX_VERSION", "CUDA_ERROR_NO_BINARY_FOR_GPU",
+                      "CUDA_ERROR_INVALID_IMAGE")
 
 _log = logging.getLogger("gpunet")
 
 
 @functools.lru_cache(maxsize=None)
-def nvrtc_for(arch: str) -> Nvrtc:
-    """The newest NVRTC installed that compiles for ``arch`` (``sm_XY``): NVRTC 13, or NVRTC 12 for sm_70."""
-    problems = []
+def installed_nvrtcs(arch: str) -> tuple[tuple[Nvrtc, ...], tuple[str, ...]]:
+    """The NVRTCs installed that compile for ``arch`` (``sm_XY``), newest first, and why each other one does not."""
+    found, problems = [], []
     for major in (13, 12):
         try:
             nvrtc = Nvrtc(major)
@@ -38,10 +40,23 @@ def nvrtc_for(arch: str) -> Nvrtc:
             problems.append(str(exc))
             continue
         if arch in nvrtc.supported_archs():
-            return nvrtc
-        problems.append(f"NVRTC {nvrtc.version[0]}.{nvrtc.version[1]} does not compile for {arch}")
-    raise NvrtcError(f"no installed NVRTC compiles for {arch}: {'; '.join(problems)} (install gpunet[cuda13], or "
-                     "gpunet[cuda12] for sm_70)")
+            found.append(nvrtc)
+        else:
+            problems.append(f"NVRTC {version_of(nvrtc)} does not compile for {arch}")
+    return tuple(found), tuple(problems)
+
+
+def nvrtc_for(arch: str) -> Nvrtc:
+    """The newest NVRTC installed that compiles for ``arch``: NVRTC 13, or NVRTC 12 for sm_70."""
+    found, problems = installed_nvrtcs(arch)
+    if not found:
+        raise NvrtcError(f"no installed NVRTC compiles for {arch}: {'; '.join(problems)} (install gpunet[cuda13], "
+                         "or gpunet[cuda12] for sm_70)")
+    return found[0]
+
+
+def version_of(nvrtc: Nvrtc) -> str:
+    return f"{nvrtc.version[0]}.{nvrtc.version[1]}"
 
 
 def target_arch(arch: str, fmt: str) -> str:
@@ -59,17 +74,18 @@ def module_image(module: str, dtype, arch: str, fmt: str = "cubin", nvrtc: Nvrtc
     compiled_for = target_arch(arch, fmt)
     options = binding.compile_options(config, compiled_for, verbose=True)  # ptxas' report goes to the log, not the code
     digest = native.digest_of(module, *source_digest_parts(), "\0".join(options), compiled_for,
-                              f"nvrtc {nvrtc.version[0]}.{nvrtc.version[1]}", fmt)
+                              f"nvrtc {version_of(nvrtc)}", fmt)
     folder = native.cache_dir("cuda")
     image, sidecar = folder / f"{digest}.{fmt}", folder / f"{digest}.json"
-    record = {"module": module, "dtype": config.name, "arch": compiled_for, "options": options, "format": fmt}
+    record = {"module": module, "dtype": config.name, "arch": compiled_for, "options": options, "format": fmt,
+              "nvrtc": version_of(nvrtc)}
     cached = _cached(image, sidecar, record)
     if cached:
         return cached
     result = binding.compile_module(module, config, compiled_for, nvrtc, verbose=True)
     if not result.ok:
         raise NvrtcError(f"{module}.cu ({config.name}, {compiled_for}) does not compile with NVRTC "
-                         f"{nvrtc.version[0]}.{nvrtc.version[1]}:\n{result.log}")
+                         f"{version_of(nvrtc)}:\n{result.log}")
     data = result.cubin.rstrip(b"\0") if fmt == "ptx" else result.cubin
     native.write_atomically(image, data)
     native.write_atomically(sidecar, json.dumps(
@@ -91,24 +107,25 @@ def _cached(image: Path, sidecar: Path, record: dict) -> Path | None:
 
 
 def load_module(load: Callable[[Path], object], module: str, dtype, arch: str):
-    """``load(path)`` of the cubin; where the driver cannot load it (a driver older than the NVRTC), of the PTX,
-    which the driver compiles itself, with one log line; where neither loads, a RuntimeError that says why."""
-    cubin = module_image(module, dtype, arch)
-    try:
-        return load(cubin)
-    except Exception as exc:  # CuPy's CUDADriverError, whose message starts with the driver's error name
-        if not any(code in str(exc) for code in DRIVER_CANNOT_LOAD):
-            raise
-        cubin_error = exc
-    nvrtc = nvrtc_for(arch)
-    version = f"{nvrtc.version[0]}.{nvrtc.version[1]}"
-    try:
-        loaded = load(module_image(module, dtype, arch, fmt="ptx"))
-    except Exception as exc:
-        raise RuntimeError(
-            f"the CUDA driver loads neither the cubin nor the PTX of {module}.cu that NVRTC {version} made for "
-            f"{arch} (cubin: {cubin_error}; PTX: {exc}): the driver is older than NVRTC {version}; update the "
-            "driver, or install the NVRTC of the driver's CUDA version (nvidia-cuda-nvrtc==<version>)") from exc
-    _log.warning("gpunet: the CUDA driver cannot load NVRTC %s's cubin of %s.cu for %s (%s); the driver compiles "
-                 "its PTX instead", version, module, arch, cubin_error)
-    return loaded
+    """``load(path)`` of the newest NVRTC's cubin. Where the driver refuses an image as too new for it (a driver
+    older than the NVRTC), the next is tried: that NVRTC's PTX, which the driver compiles itself, then the cubin
+    and PTX of an older NVRTC installed beside it (NVRTC 12 for a CUDA 12 driver), with one log line saying what
+    was refused; where the driver refuses every one, a RuntimeError that names each refusal."""
+    nvrtc_for(arch)  # no NVRTC for this architecture: say so before trying anything
+    refusals = []
+    for nvrtc in installed_nvrtcs(arch)[0]:
+        for fmt in FORMATS:
+            try:
+                loaded = load(module_image(module, dtype, arch, fmt, nvrtc))
+            except Exception as exc:  # CuPy's CUDADriverError, whose message starts with the driver's error name
+                if not any(code in str(exc) for code in DRIVER_CANNOT_LOAD):
+                    raise
+                refusals.append(f"NVRTC {version_of(nvrtc)}'s {fmt}: {exc}")
+                continue
+            if refusals:
+                _log.warning("gpunet: the CUDA driver refused %s for %s (%s); it loaded NVRTC %s's %s instead",
+                             module + ".cu", arch, "; ".join(refusals), version_of(nvrtc), fmt)
+            return loaded
+    raise RuntimeError(f"the CUDA driver loads no image of {module}.cu for {arch} ({'; '.join(refusals)}): the "
+                       "driver is older than every NVRTC installed; update the driver, or install the NVRTC of the "
+                       "driver's CUDA version (nvidia-cuda-nvrtc-cu12 for CUDA 12)")

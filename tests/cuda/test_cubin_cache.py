@@ -44,8 +44,9 @@ def test_the_nvrtc_tests_and_the_cuda_path_take_their_options_from_one_function(
     assert calls and set(calls) == {("float32", "sm_90", True)}
     sidecar = json.loads(image.with_suffix(".json").read_text())
     assert sidecar["options"] == original(DTYPES["float32"], "sm_90", verbose=True)
-    assert {k: sidecar[k] for k in ("module", "dtype", "arch", "format")} == {
-        "module": "softmax", "dtype": "float32", "arch": "sm_90", "format": "cubin"}
+    assert {k: sidecar[k] for k in ("module", "dtype", "arch", "format", "nvrtc")} == {
+        "module": "softmax", "dtype": "float32", "arch": "sm_90", "format": "cubin",
+        "nvrtc": cubin_cache.version_of(nvrtc_or_skip(13))}
     assert image.parent == fresh_cache and image.read_bytes() == tested.cubin
 
 
@@ -70,15 +71,17 @@ class CUDADriverError(RuntimeError):
     """CuPy's error type for a failed driver call; its message starts with the driver's error name."""
 
 
-def refusing(codes_by_suffix):
-    """A stand-in RawModule whose load of a ``.cubin`` or ``.ptx`` raises the driver error given for it."""
+def refusing(codes_by_suffix, nvrtc_majors=("13", "12")):
+    """A stand-in RawModule whose load of a ``.cubin`` or ``.ptx`` made by one of ``nvrtc_majors`` raises the
+    driver error given for it."""
     class Refusing(StandInRawModule):
         tried = []
 
         def __init__(self, *, path):
-            Refusing.tried.append(Path(path).suffix)
+            made_by = json.loads(Path(path).with_suffix(".json").read_text())["nvrtc"]
+            Refusing.tried.append((made_by.split(".")[0], Path(path).suffix))
             code = codes_by_suffix.get(Path(path).suffix)
-            if code:
+            if code and made_by.split(".")[0] in nvrtc_majors:
                 raise CUDADriverError(f"{code}: the driver says no")
             super().__init__(path=path)
     return Refusing
@@ -93,23 +96,41 @@ def test_a_cubin_the_driver_cannot_load_falls_back_to_ptx_with_one_log_line(capl
         y = SOFTMAX.run(launcher, x)
     np.testing.assert_allclose(y, np.exp(x - x.max(1, keepdims=True)) / np.exp(x - x.max(1, keepdims=True)).sum(
         1, keepdims=True), rtol=1e-5)
-    assert raw.tried == [".cubin", ".ptx"]
+    assert raw.tried == [("13", ".cubin"), ("13", ".ptx")]
     (module,) = StandInRawModule.instances
     assert module.format == "ptx" and module.options == nvrtc.compile_options(DTYPES["float32"], "compute_90", True)
     ptx = module.path.read_text()
     assert ".target sm_90" in ptx and not flushing_instructions(ptx)
-    (record,) = [r for r in caplog.records if "PTX" in r.getMessage()]
-    assert "CUDA_ERROR_UNSUPPORTED_PTX_VERSION" in record.getMessage()
+    (record,) = [r for r in caplog.records if "refused" in r.getMessage()]
+    version = cubin_cache.version_of(nvrtc_or_skip(13))
+    assert f"NVRTC {version}'s cubin: CUDA_ERROR_UNSUPPORTED_PTX_VERSION" in record.getMessage()
+    assert record.getMessage().endswith(f"it loaded NVRTC {version}'s ptx instead")
 
 
-def test_a_driver_that_loads_neither_image_is_named_with_both_errors():
+def test_a_cuda_12_driver_loads_the_cubin_of_nvrtc_12_installed_beside_13(caplog):
+    """A CUDA 12 driver refuses NVRTC 13's cubin and PTX; the test extra's NVRTC 12 makes one it loads."""
     nvrtc_or_skip(13)
+    nvrtc_or_skip(12)
+    raw = refusing({".cubin": "CUDA_ERROR_INVALID_IMAGE", ".ptx": "CUDA_ERROR_UNSUPPORTED_PTX_VERSION"},
+                   nvrtc_majors=("13",))
+    launcher = CudaLauncher(stand_in_cupy(raw), 0)
+    with caplog.at_level(logging.WARNING, logger="gpunet"):
+        SOFTMAX.run(launcher, np.ones((2, 3), np.float32))
+    assert raw.tried == [("13", ".cubin"), ("13", ".ptx"), ("12", ".cubin")]
+    (module,) = StandInRawModule.instances
+    assert module.format == "cubin" and module.options == nvrtc.compile_options(DTYPES["float32"], "sm_90", True)
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
+
+
+def test_a_driver_that_loads_no_image_is_named_with_every_refusal():
+    version = cubin_cache.version_of(nvrtc_or_skip(13))
     raw = refusing({".cubin": "CUDA_ERROR_NO_BINARY_FOR_GPU", ".ptx": "CUDA_ERROR_UNSUPPORTED_PTX_VERSION"})
     launcher = CudaLauncher(stand_in_cupy(raw), 0)
-    with pytest.raises(RuntimeError, match="driver is older than NVRTC") as caught:
+    with pytest.raises(RuntimeError, match="driver is older than every NVRTC installed") as caught:
         SOFTMAX.run(launcher, np.zeros((2, 3), np.float32))
-    assert "CUDA_ERROR_NO_BINARY_FOR_GPU" in str(caught.value) and "CUDA_ERROR_UNSUPPORTED_PTX_VERSION" in str(
-        caught.value)
+    assert len(raw.tried) == 2 * len(cubin_cache.installed_nvrtcs("sm_90")[0])
+    assert f"{version}'s cubin: CUDA_ERROR_NO_BINARY_FOR_GPU" in str(caught.value)
+    assert f"{version}'s ptx: CUDA_ERROR_UNSUPPORTED_PTX_VERSION" in str(caught.value)
 
 
 def test_other_load_errors_are_not_hidden_behind_a_fallback():
@@ -118,7 +139,7 @@ def test_other_load_errors_are_not_hidden_behind_a_fallback():
     launcher = CudaLauncher(stand_in_cupy(raw), 0)
     with pytest.raises(CUDADriverError, match="CUDA_ERROR_OUT_OF_MEMORY"):
         SOFTMAX.run(launcher, np.zeros((2, 3), np.float32))
-    assert raw.tried == [".cubin"]
+    assert raw.tried == [("13", ".cubin")]
 
 
 def test_no_cupy_compile_is_left_in_gpunet():
