@@ -75,22 +75,32 @@ def module_image(module: str, dtype, arch: str, fmt: str = "cubin", nvrtc: Nvrtc
     options = binding.compile_options(config, compiled_for, verbose=True)  # ptxas' report goes to the log, not the code
     digest = native.digest_of(module, *source_digest_parts(), "\0".join(options), compiled_for,
                               f"nvrtc {version_of(nvrtc)}", fmt)
-    folder = native.cache_dir("cuda")
-    image, sidecar = folder / f"{digest}.{fmt}", folder / f"{digest}.json"
     record = {"module": module, "dtype": config.name, "arch": compiled_for, "options": options, "format": fmt,
               "nvrtc": version_of(nvrtc)}
-    cached = _cached(image, sidecar, record)
-    if cached:
-        return cached
-    result = binding.compile_module(module, config, compiled_for, nvrtc, verbose=True)
-    if not result.ok:
-        raise NvrtcError(f"{module}.cu ({config.name}, {compiled_for}) does not compile with NVRTC "
-                         f"{version_of(nvrtc)}:\n{result.log}")
-    data = result.cubin.rstrip(b"\0") if fmt == "ptx" else result.cubin
-    native.write_atomically(image, data)
-    native.write_atomically(sidecar, json.dumps(
-        {**record, "sha256": hashlib.sha256(data).hexdigest()}, indent=1).encode())
-    return image
+
+    def compiled_into(folder: Path) -> Path:
+        image, sidecar = folder / f"{digest}.{fmt}", folder / f"{digest}.json"
+        cached = _cached(image, sidecar, record)
+        if cached:
+            return cached
+        result = binding.compile_module(module, config, compiled_for, nvrtc, verbose=True)
+        if not result.ok:
+            raise NvrtcError(f"{module}.cu ({config.name}, {compiled_for}) does not compile with NVRTC "
+                             f"{version_of(nvrtc)}:\n{result.log}")
+        data = result.cubin.rstrip(b"\0") if fmt == "ptx" else result.cubin
+        native.write_atomically(image, data)
+        native.write_atomically(sidecar, json.dumps(
+            {**record, "sha256": hashlib.sha256(data).hexdigest()}, indent=1).encode())
+        return image
+    try:
+        return compiled_into(native.cache_dir("cuda"))
+    except OSError as exc:  # as native.cached_library: this process's own folder where the cache cannot be used
+        native.warn_once(f"gpunet: the cache folder {native.cache_root() / 'cuda'} cannot be used ({exc}): "
+                         "compiling kernels into a temporary folder for this process only (set GPUNET_CACHE to a "
+                         "writable folder)")
+        folder = native._private_dir() / "cuda"
+        folder.mkdir(exist_ok=True)
+        return compiled_into(folder)
 
 
 def _cached(image: Path, sidecar: Path, record: dict) -> Path | None:

@@ -67,6 +67,17 @@ def test_an_image_is_compiled_once_and_a_damaged_one_again(fresh_cache, monkeypa
     assert image.read_bytes() == good and "does not match its sidecar" in caplog.text
 
 
+def test_a_cache_folder_that_cannot_be_used_compiles_into_a_private_folder(tmp_path, monkeypatch, caplog):
+    nvrtc_or_skip(13)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("GPUNET_CACHE", str(blocked))
+    with caplog.at_level(logging.WARNING, logger="gpunet"):
+        image = cubin_cache.module_image("elementwise", "float32", "sm_80")
+    assert image.is_file() and blocked not in image.parents and image.with_suffix(".json").is_file()
+    assert "set GPUNET_CACHE to a writable folder" in caplog.text
+
+
 class CUDADriverError(RuntimeError):
     """CuPy's error type for a failed driver call; its message starts with the driver's error name."""
 
