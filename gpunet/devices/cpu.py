@@ -15,7 +15,7 @@ from .. import cpu_kernels
 from ..env import setting
 from ..errors import check_label_range, label_out_of_range
 from ..kinds import Kernels
-from ..numerics import quiet, widened
+from ..numerics import quiet, wide_dtype, widened
 from .host import HostDevice, host_pool, host_threads
 from .registry import register_device
 
@@ -112,7 +112,17 @@ class CpuKernels(Kernels):
             fn(list(params), list(grads), *state_lists, sizes, len(params), *hyper, host_threads())
             return
         for i, (w, grad) in enumerate(zip(params, grads)):
-            op.numpy(numpy, w, grad, *(None if lst is None else lst[i] for lst in state_lists), *hyper)
+            narrow = [w, *(None if lst is None else lst[i] for lst in state_lists)]
+            if w.dtype == wide_dtype(w.dtype):
+                op.numpy(numpy, narrow[0], grad, *narrow[1:], *hyper)
+                continue
+            # float16: computed in float32 and each of w and its state rounded once, as the kernel does (in float16
+            # eps and a small second moment underflow, and the step becomes inf)
+            wide = [None if a is None else widened(a) for a in narrow]
+            op.numpy(numpy, wide[0], widened(grad), *wide[1:], *hyper)
+            for a, computed in zip(narrow, wide):
+                if a is not None:
+                    a[...] = computed
 
     def cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True,
                       out=None, targets=None, weight=None, smoothing: float = 0.0):

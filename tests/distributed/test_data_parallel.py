@@ -1,9 +1,11 @@
 """Data-parallel training through MPI (the mpich wheel's mpiexec, CPU and simulator ranks): N ranks reach the
 weights of one process on the same global batches, hold identical weights, use every sample once per epoch,
 resume across world sizes, and a failing rank ends the job."""
+import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +150,37 @@ def test_distributed_without_mpi4py_says_what_to_install(monkeypatch, capsys):
         MpiCommunicator()
     assert main(["train", "--distributed", "--dataset", "moons", "--epochs", "1"]) == 2
     assert "pip install 'gpunet[mpi]'" in capsys.readouterr().err
+
+
+def test_distributed_without_an_mpi_library_says_what_to_install(monkeypatch, capsys):
+    """mpi4py 4 imports without an MPI library; ``from mpi4py import MPI`` then raises RuntimeError("cannot load MPI
+    library"), not ImportError: the advice, not the raw error."""
+    from gpunet.cli import main
+    from gpunet.distributed import DistributedUnavailable, MpiCommunicator
+
+    without_library = types.ModuleType("mpi4py")
+
+    def load(name):
+        raise RuntimeError("cannot load MPI library\n/nowhere/libmpi.so: cannot open shared object file")
+    without_library.__getattr__ = load
+    monkeypatch.setitem(sys.modules, "mpi4py", without_library)
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
+    with pytest.raises(DistributedUnavailable, match=r"pip install 'gpunet\[mpi\]'") as caught:
+        MpiCommunicator()
+    assert "pip install mpich" in str(caught.value) and "cannot load MPI library" in str(caught.value)
+    assert main(["train", "--distributed", "--dataset", "moons", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'gpunet[mpi]'" in err and "Traceback" not in err
+
+
+def test_nproc_without_an_mpi_library_says_what_to_install(tmp_path):
+    """The same through ``--nproc``: each rank says what to install, and the job ends with an error status."""
+    env = {**os.environ, "MPI4PY_LIBMPI": str(tmp_path / "no-libmpi.so")}
+    job = subprocess.run([sys.executable, "-m", "gpunet", "train", "--dataset", "moons", "--epochs", "1", "--device",
+                          "cpu", "--no-progress", "--nproc", "2", "--out", str(tmp_path / "run")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode != 0
+    assert "pip install 'gpunet[mpi]'" in job.stderr and "Traceback" not in job.stderr, job.stderr[-3000:]
 
 
 def test_the_nproc_command_is_the_documented_one():
