@@ -61,7 +61,8 @@ SCAN_LIMIT = 1 << 16
 
 
 def _launch(op, smem: bool, cols: int, acc_bytes: int):
-    plan = row_plan.__wrapped__(op.name, 1, cols, acc_bytes, 4, op.cached_arrays, smem)
+    # as gpunet/cuda/launcher.py asks: cross-entropy kinds have no shared-memory variant, nor cached arrays
+    plan = row_plan.__wrapped__(op.name, 1, cols, acc_bytes, 4, getattr(op, "cached_arrays", 1), smem)
     return plan.kernel, plan.extra_args
 
 
@@ -353,4 +354,4 @@ def test_the_old_merge_fails_the_check(op, dtype, cols, old_merge):
 
 def first_output(launcher, op, x, labels):
     """The per-row loss of cross-entropy, or a softmax-family op's output, run through ``launcher``."""
-    return launcher.run(op, x, labels, IGNORE)[0] if op is SOFTMAX_CROSS_ENTROPY else launcher.run(op, x)
+    return op.run(launcher, x, labels, IGNORE)[0] if op is SOFTMAX_CROSS_ENTROPY else op.run(launcher, x)
