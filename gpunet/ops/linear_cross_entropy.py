@@ -34,7 +34,8 @@ GPU_BLOCK_BYTES = 512 << 20
 # The fewest rows a block has whatever the vocabulary: each block reads W twice and reads and writes dL/dW once, so
 # r rows do about 6 r V d flops for 16 V d bytes (float32) moved; at r = 256 the products stay compute-bound.
 MIN_BLOCK_ROWS = 256
-# dL/dW is accumulated by vocabulary chunks whose partial product, about this many bytes, stays in a core's L2.
+# dL/dW is accumulated by vocabulary chunks: the chunk of G and its partial product, each about this many bytes,
+# stay in a core's L2 cache.
 HOST_CHUNK_BYTES = 1 << 20
 
 
@@ -111,11 +112,11 @@ def linear_cross_entropy(h, weight, labels, bias=None, *, ignore_index: int = -1
     grad_block = xp.empty((block_rows, n_classes), dtype=wide)
     grads = None
     if compute_grads:
-        grads = _Gradients(dev, n_rows, w, b is not None, dtype, wide)
+        grads = _Gradients(dev, n_rows, block_rows, w, b is not None, dtype, wide)
     losses = xp.empty(n_rows, dtype=wide) if reduction == "none" else []
     for start in range(0, n_rows, block_rows):
         stop = min(n_rows, start + block_rows)
-        h_block = h[start:stop].astype(wide, copy=False)
+        h_block = xp.ascontiguousarray(h[start:stop], dtype=wide)  # as every BLAS reads it
         z = dev.matmul(h_block, w.T, out=logits_block[:stop - start])
         if b is not None:
             dev.run(BIAS_ADD, z, b)
@@ -209,9 +210,13 @@ def _total(xp, block_losses):
 
 class _Gradients:
     """``dL/dh`` row block by row block, and ``dL/dW``, ``dL/db`` accumulated over the blocks in the computation's
-    dtype (float32 for float16), ``dL/dW`` in the weight's memory layout."""
+    dtype (float32 for float16), ``dL/dW`` in the weight's memory layout.
 
-    def __init__(self, dev, n_rows, w, with_bias, dtype, wide):
+    ``dL/dW += G^T h_block`` goes by vocabulary chunks, so that its partial product is a chunk, not (V, d): each
+    chunk of ``G``'s columns is first copied apart (a strided slice is a matrix no BLAS reads as such; oneMKL
+    would hand it to NumPy's BLAS, and two BLASes in one process slow each other down several times over)."""
+
+    def __init__(self, dev, n_rows, block_rows, w, with_bias, dtype, wide):
         xp = dev.xp
         self.dev, self.dtype = dev, dtype
         self.w = w
@@ -219,9 +224,10 @@ class _Gradients:
         self.grad_w = xp.zeros(w.shape, dtype=wide, order="C" if w.flags.c_contiguous else "F")
         self.grad_b = xp.zeros(w.shape[0], dtype=wide) if with_bias else None
         n_classes, width = w.shape
-        chunk_bytes = HOST_CHUNK_BYTES if xp is numpy else GPU_BLOCK_BYTES // 4
-        self.chunk = max(1, min(n_classes, chunk_bytes // (width * wide.itemsize)))
-        self.scratch = xp.empty(self.chunk * width, dtype=wide)
+        chunk_bytes = HOST_CHUNK_BYTES if xp is numpy else GPU_BLOCK_BYTES // 8
+        self.chunk = max(1, min(n_classes, chunk_bytes // (max(block_rows, width) * wide.itemsize)))
+        self.grad_chunk = xp.empty(block_rows * self.chunk, dtype=wide)
+        self.product = xp.empty(self.chunk * width, dtype=wide)
 
     def add_block(self, start, stop, h_block, grad):
         """``grad`` is dL/dz of rows ``start:stop``: dL/dh of those rows, and their share of dL/dW and dL/db."""
@@ -232,16 +238,17 @@ class _Gradients:
             self.grad_h[start:stop] = dev.matmul(grad, self.w)
         if self.grad_b is not None:
             self.grad_b += grad.sum(axis=0)
-        n_classes, width = self.w.shape
+        (rows, n_classes), width = grad.shape, self.w.shape[1]
         for first in range(0, n_classes, self.chunk):
             last = min(n_classes, first + self.chunk)
-            part = self.scratch[:(last - first) * width]
-            if self.grad_w.flags.c_contiguous:  # (chunk, d) rows of dL/dW = G[:, chunk]^T h_block
-                self.grad_w[first:last] += dev.matmul(grad[:, first:last].T, h_block,
-                                                      out=part.reshape(last - first, width))
+            columns = self.grad_chunk[:rows * (last - first)].reshape(rows, last - first)
+            columns[...] = grad[:, first:last]
+            if self.grad_w.flags.c_contiguous:  # rows first:last of dL/dW = G[:, chunk]^T h_block
+                self.grad_w[first:last] += dev.matmul(
+                    columns.T, h_block, out=self.product[:(last - first) * width].reshape(last - first, width))
             else:  # dL/dW^T (d, V) is C-contiguous: its columns first:last = h_block^T G[:, chunk]
-                self.grad_w[first:last] += dev.matmul(h_block.T, grad[:, first:last],
-                                                      out=part.reshape(width, last - first)).T
+                self.grad_w[first:last] += dev.matmul(
+                    h_block.T, columns, out=self.product[:width * (last - first)].reshape(width, last - first)).T
 
     def result(self):
         """(dL/dh, dL/dW, dL/db) in the inputs' dtype (float16 past its range becomes inf)."""
