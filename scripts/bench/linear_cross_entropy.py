@@ -10,9 +10,9 @@ Each framework runs in a fresh process of its own (one BLAS's spinning threads w
 alternating the order (A B, B A, ...). A process allocates the inputs, warms its libraries up on a tiny problem,
 allocates and touches arrays the size of the gradients it will return, reads its RSS (the baseline), frees them,
 resets its peak RSS (``/proc/self/clear_refs``) and runs one step: the peak RSS less the baseline is the memory
-the step needs beyond its inputs and the gradients it returns. Then it times ``--lce-repeats`` more steps. The table gives medians over the
-rounds: time per step, the ratio PyTorch / gpunet (above 1: gpunet is faster), extra memory and gpunet's share
-of PyTorch's. Goals: at most 1/20 of PyTorch's memory and at least 1.0x its speed.
+the step needs beyond its inputs and the gradients it returns. Then it times ``--lce-repeats`` more steps. The
+table gives medians over the rounds: time per step, the ratio PyTorch / gpunet (above 1: gpunet is faster),
+extra memory and gpunet's share of PyTorch's. Goals: at most 1/20 of PyTorch's memory and at least 1.0x its speed.
 
 As a section of ``scripts/bench``: ``add_arguments(parser)`` adds the ``--lce-*`` flags, ``run(args)`` runs it
 and returns its results for the JSON.
@@ -165,7 +165,8 @@ def report(shape, ours: dict | None, theirs: dict | None) -> dict:
     speed = theirs["seconds"] / ours["seconds"]
     memory = ours["extra_bytes"] / max(theirs["extra_bytes"], 1)
     loss_gap = abs(ours["loss"] - theirs["loss"]) / abs(theirs["loss"])
-    print(f"speed PyTorch / gpunet: {speed:.2f}x (goal >= {SPEED_GOAL}x: {'met' if speed >= SPEED_GOAL else 'NOT met'})")
+    print(f"speed PyTorch / gpunet: {speed:.2f}x (goal >= {SPEED_GOAL}x: "
+          f"{'met' if speed >= SPEED_GOAL else 'NOT met'})")
     print(f"memory gpunet / PyTorch: 1/{1 / memory:.1f} (goal <= 1/{round(1 / MEMORY_GOAL)}: "
           f"{'met' if memory <= MEMORY_GOAL else 'NOT met'}); losses agree to {loss_gap:.1e}")
     out.update(speed_ratio=speed, memory_ratio=memory, loss_relative_gap=loss_gap,
