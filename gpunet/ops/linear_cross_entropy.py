@@ -9,7 +9,8 @@ Row ``n`` of ``G`` needs only row ``n`` of ``z``, so a block of ``r`` rows is co
 ``r x V`` logits (one product), the loss and ``G`` in one fused pass (``ops.softmax_cross_entropy_with_grad``:
 gpunet's CUDA kernel on a GPU and in ``sim``, the compiled CPU kernel on ``cpu``), then ``dL/dh`` of its rows and
 its share of ``dL/dW`` (two more products) and of ``dL/db``. Three products in all, as many as the materialised
-computation, and the extra memory is the block's logits and gradient, ``O(r x V)``, instead of ``N x V`` twice.
+computation, and the extra memory is one buffer of ``(r + s) x V``, where the block's gradient replaces its logits
+``s`` rows at a time (:func:`sub_block_rows`), instead of ``N x V`` twice.
 """
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ from .checks import (labels_as_int64, native, on_device, promoted, require_float
 from .cross_entropy import softmax_cross_entropy_with_grad
 from .linear import BIAS_ADD
 
-__all__ = ["linear_cross_entropy", "LinearCrossEntropyResult", "block_rows_for"]
+__all__ = ["linear_cross_entropy", "LinearCrossEntropyResult", "block_rows_for", "sub_block_rows"]
 
-# The logits block and its gradient together, in bytes: on the host about the last-level cache of a current server
-# CPU's core complex (32 MiB on AMD Zen 4, 30-60 MiB on Intel Xeons), so the fused pass and the next product read
-# the block from cache where they can; on a GPU a small share of its memory, large enough for cuBLAS's full speed.
+# A block's logits (then its gradient, in their place), in bytes: on the host about the last-level cache of a
+# current server CPU's core complex (32 MiB on AMD Zen 4, 30-60 MiB on Intel Xeons), so the fused pass and the
+# next product read the block from cache where they can; on a GPU a small share of its memory, large enough for
+# cuBLAS's full speed.
 HOST_BLOCK_BYTES = 32 << 20
 GPU_BLOCK_BYTES = 512 << 20
 # The fewest rows a block has whatever the vocabulary: each block reads W twice and reads and writes dL/dW once, so
@@ -49,13 +51,21 @@ class LinearCrossEntropyResult(NamedTuple):
 
 
 def block_rows_for(host: bool, n_rows: int, n_classes: int, itemsize: int) -> int:
-    """The rule for ``r``, the rows of one block: as many as let the block's logits and their gradient
-    (``2 r V`` values of ``itemsize`` bytes) fit in ``HOST_BLOCK_BYTES`` (``GPU_BLOCK_BYTES`` on a GPU), a
-    multiple of 16, never fewer than ``MIN_BLOCK_ROWS`` (below that, reading W for each block costs more than its
-    products) and never more than the batch."""
+    """The rule for ``r``, the rows of one block: as many as let the block's logits (``r V`` values of
+    ``itemsize`` bytes, which its gradient then replaces) fill ``HOST_BLOCK_BYTES`` (``GPU_BLOCK_BYTES`` on a
+    GPU), a multiple of 16, never fewer than ``MIN_BLOCK_ROWS`` (below that, reading W for each block costs more
+    than its products) and never more than the batch."""
     budget = HOST_BLOCK_BYTES if host else GPU_BLOCK_BYTES
-    rows = budget // (2 * n_classes * itemsize) // 16 * 16
+    rows = budget // (n_classes * itemsize) // 16 * 16
     return max(1, min(n_rows, max(MIN_BLOCK_ROWS, rows)))
+
+
+def sub_block_rows(block_rows: int) -> int:
+    """The rows ``s`` the fused cross-entropy takes at a time within a block: it writes their gradient into the
+    ``s`` rows above them, whose logits it has already read (it needs an output apart from its input), so a block
+    needs one buffer of ``r + s`` rows, not two of ``r``. An eighth of the block, at least 16 rows (the CPU kernel
+    splits rows over threads; a GPU launch wants many rows)."""
+    return min(block_rows, max(16, block_rows // 8))
 
 
 def linear_cross_entropy(h, weight, labels, bias=None, *, ignore_index: int = -100, reduction: str = "mean",
@@ -108,8 +118,8 @@ def linear_cross_entropy(h, weight, labels, bias=None, *, ignore_index: int = -1
     b = None if bias is None else bias.astype(wide, copy=False)
     if reduction == "mean":
         count = (labels != ignore_index).sum() if count is None else count
-    logits_block = xp.empty((block_rows, n_classes), dtype=wide)
-    grad_block = xp.empty((block_rows, n_classes), dtype=wide)
+    sub = sub_block_rows(block_rows)
+    buffer = xp.empty((block_rows + sub, n_classes), dtype=wide)  # a block's logits, then its gradient
     grads = None
     if compute_grads:
         grads = _Gradients(dev, n_rows, block_rows, w, b is not None, dtype, wide)
@@ -117,18 +127,23 @@ def linear_cross_entropy(h, weight, labels, bias=None, *, ignore_index: int = -1
     for start in range(0, n_rows, block_rows):
         stop = min(n_rows, start + block_rows)
         h_block = xp.ascontiguousarray(h[start:stop], dtype=wide)  # as every BLAS reads it
-        z = dev.matmul(h_block, w.T, out=logits_block[:stop - start])
+        z = dev.matmul(h_block, w.T, out=buffer[sub:sub + stop - start])
         if b is not None:
             dev.run(BIAS_ADD, z, b)
-        block_labels = labels[start:stop]
-        loss, grad = softmax_cross_entropy_with_grad(z, block_labels, ignore_index, reduction, check_labels=False,
-                                                     count=count, device=dev, out=grad_block[:stop - start])
-        if label_smoothing:
-            loss = _smooth(xp, z, block_labels, grad, loss, label_smoothing, ignore_index, count, reduction)
-        if reduction == "none":
-            losses[start:stop] = loss
-        else:
-            losses.append(loss)
+        for first in range(0, stop - start, sub):  # G of these rows into the rows above them, already read
+            last = min(stop - start, first + sub)
+            part_labels = labels[start + first:start + last]
+            loss, grad = softmax_cross_entropy_with_grad(z[first:last], part_labels, ignore_index, reduction,
+                                                         check_labels=False, count=count, device=dev,
+                                                         out=buffer[first:last])
+            if label_smoothing:
+                loss = _smooth(xp, z[first:last], part_labels, grad, loss, label_smoothing, ignore_index, count,
+                               reduction)
+            if reduction == "none":
+                losses[start + first:start + last] = loss
+            else:
+                losses.append(loss)
+        grad = buffer[:stop - start]
         if grads is not None:
             if row_dloss is not None:
                 with quiet(xp):
