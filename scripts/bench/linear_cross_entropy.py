@@ -12,7 +12,8 @@ allocates and touches arrays the size of the gradients it will return, reads its
 resets its peak RSS (``/proc/self/clear_refs``) and runs one step: the peak RSS less the baseline is the memory
 the step needs beyond its inputs and the gradients it returns. Then it times ``--lce-repeats`` more steps. The
 table gives medians over the rounds: time per step, the ratio PyTorch / gpunet (above 1: gpunet is faster),
-extra memory and gpunet's share of PyTorch's. Goals: at most 1/20 of PyTorch's memory and at least 1.0x its speed.
+extra memory and gpunet's share of PyTorch's; then each round's ratio (its two processes ran back to back).
+Goals: at most 1/20 of PyTorch's memory and at least 1.0x its speed.
 
 As a section of ``scripts/bench``: ``add_arguments(parser)`` adds the ``--lce-*`` flags, ``run(args)`` runs it
 and returns its results for the JSON.
@@ -188,8 +189,20 @@ def run(args) -> dict:
         for framework in frameworks if r % 2 == 0 else frameworks[::-1]:
             runs[framework].append(run_worker(framework, shape, args.lce_repeats))
     result = report(shape, summary(runs["gpunet"]), summary(runs.get("torch", [])))
+    result["round_speed_ratios"] = round_ratios(runs)
+    if result["round_speed_ratios"]:
+        print("each round's PyTorch / gpunet (two processes seconds apart): "
+              + ", ".join(f"{r:.2f}x" for r in result["round_speed_ratios"]))
     result["runs"] = runs
     return result
+
+
+def round_ratios(runs: dict) -> list:
+    """PyTorch's median step time over gpunet's, round by round: on a shared machine the load drifts within
+    minutes, and a round's two processes ran back to back."""
+    pairs = zip(runs.get("gpunet", []), runs.get("torch", []))
+    return [statistics.median(theirs["seconds"]) / statistics.median(ours["seconds"])
+            for ours, theirs in pairs if ours and theirs and ours["seconds"] and theirs["seconds"]]
 
 
 def main() -> int:

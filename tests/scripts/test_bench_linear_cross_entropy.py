@@ -40,6 +40,9 @@ def test_the_table_takes_medians_and_judges_the_goals(section, capsys):
     slow = section.report((4, 2, 8), section.summary([run([3.0], 100)]), theirs)
     assert slow["goals"] == {"speed": False, "memory": False}
     assert section.summary([run([1.0], 1), None]) is None  # a failed process fails the figure, not the bench
+    rounds = {"gpunet": [run([1.0, 3.0], 1), None, run([2.0], 1)], "torch": [run([4.0], 1), run([1.0], 1),
+                                                                            run([3.0], 1)]}
+    assert section.round_ratios(rounds) == [2.0, 1.5]  # round by round; a failed process drops its round
 
 
 def test_the_section_runs_alone(section, capsys):
