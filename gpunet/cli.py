@@ -174,8 +174,12 @@ def _as_rank(config) -> int:
                 comm.finalize()  # so that the exit status is not turned into MPI_Abort
                 return stop.exit_status(exc.signum)
     except DivergenceError as exc:
+        # every rank diverges at the same step (they share the global loss and weights): rank 0 first writes the
+        # last good epoch; a rank exiting before it would end the job through MPI_Abort, cutting the save off
+        comm.barrier()
         if comm.rank == 0:
-            print(f"gpunet: {exc}", file=sys.stderr)
+            print(f"gpunet: {exc}", file=sys.stderr, flush=True)
+        comm.finalize()  # so that the exit status is not turned into MPI_Abort
         return 3
     except Exception as exc:
         print(f"gpunet: error: rank {comm.rank} of {comm.size} on {comm.host}: {exc}", file=sys.stderr, flush=True)
