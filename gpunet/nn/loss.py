@@ -43,4 +43,4 @@ class SoftmaxCrossEntropy(Module):
     def backward(self, dloss=1.0):
         if self._grad is None:
             raise RuntimeError("SoftmaxCrossEntropy.backward called before forward")
-        return ops.scale_grad(self._grad, dloss, self.reduction)
+        return ops.scale_grad(self._grad, dloss, self.reduction, self.axis)

@@ -231,18 +231,26 @@ def softmax_cross_entropy_divisor(labels, ignore_index: int = -100, *, weight=No
     return xp.asarray((weight[picked] * valid).sum())
 
 
-def scale_grad(grad, dloss, reduction: str = "mean"):
+def scale_grad(grad, dloss, reduction: str = "mean", axis=None):
     """``grad * dloss`` for the gradient of :func:`softmax_cross_entropy_with_grad` (computed for ``dloss = 1``):
     a scalar ``dloss`` for "mean" and "sum", a scalar or one value per row for "none" (for K-dim logits, of the
-    labels' shape: it multiplies along every axis but the class axis 1)."""
+    labels' shape: it multiplies along every axis but the class axis, ``axis`` as the op took it: 1 by default,
+    0 for an unbatched row)."""
     if isinstance(dloss, (int, float)) and dloss == 1:
         return grad
     xp = device_of(grad).xp
     if reduction != "none":
         return grad * _checked_dloss(xp, dloss, reduction, (), grad.dtype)
-    batch = (grad.shape[0],) + tuple(grad.shape[2:]) if grad.ndim >= 2 else ()
+    if grad.ndim < 2:
+        return grad * _checked_dloss(xp, dloss, reduction, (), grad.dtype)
+    axis = 1 if axis is None else axis
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -grad.ndim <= axis < grad.ndim:
+        raise ValueError(f"axis must be an integer in [{-grad.ndim}, {grad.ndim}) for a gradient of shape "
+                         f"{tuple(grad.shape)}, got {axis!r}")
+    axis %= grad.ndim
+    batch = tuple(n for i, n in enumerate(grad.shape) if i != axis)
     dloss = _checked_dloss(xp, dloss, reduction, batch, grad.dtype)
-    return grad * (xp.expand_dims(dloss, 1) if dloss.ndim else dloss)
+    return grad * (xp.expand_dims(dloss, axis) if dloss.ndim else dloss)
 
 
 def softmax_cross_entropy_backward(probs, labels, dloss=1.0, ignore_index: int = -100, reduction: str = "mean",

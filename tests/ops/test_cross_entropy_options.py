@@ -52,8 +52,7 @@ def test_gradient_against_finite_differences(form, rng, options, shape, axis, re
         return float(np.sum(dloss * loss))
 
     loss, grad = ops.softmax_cross_entropy_with_grad(x, t, reduction=reduction, device=form, **kwargs)
-    grad = ops.scale_grad(grad, dloss if reduction == "none" else float(dloss), reduction) if axis is None else \
-        grad * (np.expand_dims(dloss, axis) if reduction == "none" else dloss)
+    grad = ops.scale_grad(grad, dloss if reduction == "none" else float(dloss), reduction, axis)
     numeric = numerical_gradient(loss_of, x) if x.size <= 200 else None
     if numeric is None:  # 4500 entries: check a column block's worth by directional derivatives instead
         direction = rng.standard_normal(x.shape)
@@ -81,6 +80,24 @@ def test_entry_points_and_layer_agree(form, rng, options, shape, axis):
         np.testing.assert_allclose(loss3, loss, rtol=1e-13)
         np.testing.assert_allclose(grad2, grad, rtol=1e-12, atol=1e-15 * np.abs(grad).max())
         np.testing.assert_array_equal(layer.backward(), grad)
+        dloss = rng.standard_normal(np.shape(loss)) if reduction == "none" else 0.5
+        want = ops.softmax_cross_entropy_backward(probs, t, dloss, reduction=reduction, device=form, **kwargs)
+        np.testing.assert_allclose(layer.backward(dloss), want, rtol=1e-12, atol=1e-15 * np.abs(want).max())
+
+
+def test_a_per_element_dloss_follows_the_class_axis_of_a_square_batch(form, rng):
+    """(2, 5, 5) with the classes last: a per-element dloss of shape (2, 5) is as valid along axis 1 as along
+    axis 2, so scaling along the wrong axis gave a wrong gradient without an error (the layer's backward did)."""
+    x, t = rng.standard_normal((2, 5, 5)), rng.integers(0, 5, (2, 5))
+    dloss = rng.standard_normal((2, 5))
+    layer = nn.SoftmaxCrossEntropy(reduction="none", device=form, axis=-1)
+    layer.forward(x, t)
+    moved = nn.SoftmaxCrossEntropy(reduction="none", device=form)
+    moved.forward(np.moveaxis(x, 2, 1), t)
+    np.testing.assert_allclose(layer.backward(dloss), np.moveaxis(moved.backward(dloss), 1, 2), rtol=1e-13,
+                               atol=1e-16)
+    with pytest.raises(ValueError, match="axis must be an integer"):
+        ops.scale_grad(x, dloss, "none", axis=3)
 
 
 def test_a_class_axis_not_last_equals_the_moved_logits(form, rng):
