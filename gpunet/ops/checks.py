@@ -78,7 +78,8 @@ def require_divisor(value, name: str):
     a bool or a string is a ``TypeError``; 0, negative, NaN or inf a ``ValueError``. A 0-d real array (on any
     device) is a divisor computed by the caller (data parallelism's global one, ``softmax_cross_entropy_divisor``)
     and is returned as it is: reading its value would be a host sync per step on a GPU; a zero there gives
-    PyTorch's 0 / 0 = NaN mean, as one process would."""
+    PyTorch's 0 / 0 = NaN mean, as one process would, and a negative, NaN or infinite one a NaN mean and gradient
+    (``cross_entropy._usable_divisor``), alike on every device."""
     dtype = getattr(value, "dtype", None)
     is_real = (dtype.kind in "iuf" and getattr(value, "ndim", 0) == 0) if dtype is not None else (
         isinstance(value, (int, float)) and not isinstance(value, bool))

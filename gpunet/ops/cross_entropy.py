@@ -106,9 +106,21 @@ def _reduced_from_rows(xp, cross_entropy_rows, call, mean, check, count=None, ou
     ``1 / divisor`` is inf when no row counts, harmless since ignored rows never use it (their gradient is 0 by
     rule), and it makes the mean loss ``0 / 0 = NaN``, as PyTorch's. The row losses (in the accumulation type)
     are summed in float64 and the result rounded once to the logits' dtype."""
-    divisor = call.divisor() if count is None else xp.asarray(count, dtype=xp.float64)
+    divisor = call.divisor() if count is None else _usable_divisor(xp, count)
     return _reduced_with(xp, cross_entropy_rows, call.scores, call.labels, call.ignore_index, call.options,
                          divisor, mean, check, out)
+
+
+def _usable_divisor(xp, count):
+    """``count`` as a float64 0-d array. A number was checked positive and finite (``require_divisor``); an
+    array's value is not read (a host sync on a GPU): a negative, NaN or infinite one becomes NaN, so the mean and
+    the gradient are NaN on every device instead of silently negative or zero; 0 stays 0, the 0 / 0 = NaN mean
+    of a global batch with no counted row (its ignored rows' gradient stays 0)."""
+    divisor = xp.asarray(count, dtype=xp.float64)
+    if isinstance(count, (int, float)):
+        return divisor
+    with quiet(xp):
+        return xp.where((divisor >= 0) & (divisor < xp.inf), divisor, xp.nan)
 
 
 def _reduced_with(xp, cross_entropy_rows, scores, labels, ignore_index, options, divisor, mean, check, out):

@@ -145,6 +145,15 @@ def test_a_rank_whose_global_batch_counts_no_row_gets_nan_not_an_error(form):
         ops.softmax_cross_entropy_with_grad(np.ones((4, 3)), labels, count=0, device=form)
 
 
+@pytest.mark.parametrize("bad", [-1.0, np.nan, np.inf])
+def test_a_bad_array_divisor_gives_nan_not_a_silent_number(form, bad):
+    """A 0-d array count is not read back (a GPU's would be a host sync): a negative, NaN or infinite one makes
+    the mean and every gradient NaN, where it gave a negative loss (-1), or 0 and a zero gradient (inf)."""
+    x, labels = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 2.0]]), np.array([0, 2])
+    loss, grad = ops.softmax_cross_entropy_with_grad(x, labels, count=np.array(bad), device=form)
+    assert np.isnan(float(loss)) and np.isnan(grad).all()
+
+
 def test_weighted_mean_divides_by_the_weight_sum(form):
     """Planted bug guard: a weighted mean divided by the row count instead of the weight sum is off by 3x here."""
     x, t, w = np.zeros((2, 2)), np.array([0, 0]), np.array([3.0, 1.0])
