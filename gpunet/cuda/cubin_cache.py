@@ -110,6 +110,8 @@ def _cached(image: Path, sidecar: Path, record: dict) -> Path | None:
         data = image.read_bytes()
     except (OSError, ValueError):
         return None
+    if not isinstance(recorded, dict):  # valid JSON, but not what this module writes: a list, a number
+        recorded = {}
     if {k: recorded.get(k) for k in record} != record or recorded.get("sha256") != hashlib.sha256(data).hexdigest():
         _log.warning("gpunet: the cached kernel image %s does not match its sidecar; compiling it again", image)
         return None

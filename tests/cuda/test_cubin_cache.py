@@ -65,6 +65,13 @@ def test_an_image_is_compiled_once_and_a_damaged_one_again(fresh_cache, monkeypa
     with caplog.at_level(logging.WARNING, logger="gpunet"):
         assert cubin_cache.module_image("softmax", "float64", "sm_80") == image
     assert image.read_bytes() == good and "does not match its sidecar" in caplog.text
+    sidecar = image.with_suffix(".json")
+    for foreign in ("[1, 2]", "7", '{"sha256": 5}'):  # valid JSON that is no sidecar: compiled again, no crash
+        sidecar.write_text(foreign)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="gpunet"):
+            assert cubin_cache.module_image("softmax", "float64", "sm_80") == image
+        assert image.read_bytes() == good and "does not match its sidecar" in caplog.text, foreign
 
 
 def test_a_cache_folder_that_cannot_be_used_compiles_into_a_private_folder(tmp_path, monkeypatch, caplog):
