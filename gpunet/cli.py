@@ -20,7 +20,7 @@ from .distributed import DistributedUnavailable, launch, stop, world
 from .plots import plot_confusion
 from .recipes import recipe_for
 from .training import (DivergenceError, Interrupted, TrainConfig, accuracy, build_model, check_plot_path,
-                       confusion_matrix, fit)
+                       confusion_matrix, fit, resumed_recipe)
 from .training.settings import (DEVICE_HELP, POSITIVE_INT, add_train_arguments, config_from_arguments,
                                 default_device, given_recipe_settings)
 
@@ -70,6 +70,8 @@ def _train(args, argv) -> int:
     if args.nproc is not None and not args.distributed:
         return _launch(args.nproc, argv)
     recipe = recipe_for(args.dataset)
+    if args.resume:  # the settings the checkpoint was trained with, where the recipe has changed since
+        recipe = resumed_recipe(recipe, args.out)
     given = given_recipe_settings(args)
     overridden = f" (given: {', '.join('--' + n.replace('_', '-') for n in given)})" if given else ""
     config = config_from_arguments(args, recipe, progress=args.progress and sys.stderr.isatty(),

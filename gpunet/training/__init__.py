@@ -14,11 +14,12 @@ from .errors import DivergenceError, Interrupted, OutOfMemory, RunFolderError, i
 from .evaluation import accuracy, confusion_matrix, model_predictions, model_sizes, require_labels_in_range
 from .loop import build_model, build_optimizer, fit
 from .plot_paths import check_plot_path
-from .run_folder import LOCK_NAME, TWO_D_DATASETS, check_outputs, lock_run_folder, resume
+from .run_folder import LOCK_NAME, TWO_D_DATASETS, check_outputs, lock_run_folder, resume, resumed_recipe
 from .settings import OPTIMIZERS, RECIPE_SETTINGS, RUN_DEFINING, TrainConfig
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "RECIPE_SETTINGS", "RUN_DEFINING", "fit", "train_epoch", "learning_rate",
            "CHECK_EVERY", "Trainer", "forward_backward", "build_model", "build_optimizer", "accuracy",
            "confusion_matrix", "model_predictions", "model_sizes", "require_labels_in_range", "DivergenceError",
            "Interrupted", "OutOfMemory", "RunFolderError", "is_out_of_memory", "out_of_memory_advice",
-           "check_plot_path", "check_outputs", "lock_run_folder", "resume", "LOCK_NAME", "TWO_D_DATASETS"]
+           "check_plot_path", "check_outputs", "lock_run_folder", "resume", "resumed_recipe", "LOCK_NAME",
+           "TWO_D_DATASETS"]

@@ -7,6 +7,7 @@ an epoch; a checkpoint of other settings is refused before anything is loaded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 from pathlib import Path
@@ -69,6 +70,29 @@ def check_outputs(config: TrainConfig) -> None:
             raise RunFolderError(f"--plot-boundary draws 2-D datasets ({', '.join(TWO_D_DATASETS)}), not "
                                  f"{config.dataset}")
         check_plot_path(config.plot_boundary, "--plot-boundary")
+
+
+def resumed_recipe(recipe, out):
+    """``recipe`` (a ``gpunet.recipes.Recipe``) with each setting the checkpoint in ``out`` was trained with, for
+    ``--resume``: a recipe changed since (the spiral's went from SGD to Adam) must not refuse a checkpoint an
+    older gpunet wrote, and a flag given still wins over both. A value of the wrong type is left to the recipe,
+    and a checkpoint that cannot be read to :func:`resume`, which says why."""
+    try:
+        _, _, meta = load_checkpoint(Path(out) / CHECKPOINT_NAME)
+    except (OSError, ValueError, CheckpointError):
+        return recipe
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        return recipe
+    kept = {}
+    for field in dataclasses.fields(recipe):
+        now, value = getattr(recipe, field.name), saved.get(field.name)
+        if isinstance(now, tuple) and isinstance(value, list):
+            value = tuple(value)
+        same_type = type(value) is type(now) or (type(now) is float and type(value) is int)
+        if same_type and (not isinstance(value, tuple) or all(type(v) is int and v > 0 for v in value)):
+            kept[field.name] = value
+    return dataclasses.replace(recipe, **kept)
 
 
 def resume(checkpoint_path: Path, config: TrainConfig, model, opt, log) -> tuple:

@@ -163,7 +163,7 @@ def test_resume_with_nothing_to_resume_is_an_error(tmp_path, no_dataset):
 def trained(tmp_path_factory):
     """A one-epoch spiral run with adam, relu, hidden 8: the checkpoint the resume tests start from."""
     out = tmp_path_factory.mktemp("trained")
-    assert cli([*SPIRAL, "--optimizer", "adam", "--out", str(out)])[0] == 0  # not the spiral recipe's sgd
+    assert cli([*SPIRAL, "--optimizer", "adam", "--out", str(out)])[0] == 0
     return (out / "checkpoint.npz").read_bytes()
 
 
@@ -194,6 +194,26 @@ def test_resume_may_change_the_learning_rate_and_epochs(tmp_path, trained, capsy
     assert main([*SPIRAL[:-5], "--epochs", "2", "--lr", "0.0005", "--device", "cpu", "--no-progress",
                  "--optimizer", "adam", "--out", str(out), "--resume"]) == 0
     assert "resumed from" in capsys.readouterr().out
+
+
+def test_a_checkpoint_of_an_older_recipe_resumes_with_its_own_settings(tmp_path, capsys):
+    """The spiral recipe was cs231n's SGD (lr 1, L2 1e-3, constant) before it became Adam: a run an older gpunet
+    trained with it resumes with no flag given, every recipe setting taken from its checkpoint; a flag given
+    still wins, and one that differs from the checkpoint is still refused."""
+    out = tmp_path / "run"
+    old_recipe = ["--optimizer", "sgd", "--lr", "1", "--momentum", "0", "--weight-decay", "1e-3",
+                  "--schedule", "constant", "--batch-size", "300"]
+    assert cli([*SPIRAL, *old_recipe, "--out", str(out)])[0] == 0
+    capsys.readouterr()
+    assert main(["train", "--dataset", "spiral", "--epochs", "2", "--device", "cpu", "--no-progress",
+                 "--out", str(out), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "resumed from" in printed and "sgd lr 1 momentum 0 weight decay 0.001" in printed, printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["optimizer"] == "sgd" and metrics["config"]["hidden"] == [8]
+    code, err = cli(["train", "--dataset", "spiral", "--epochs", "3", "--device", "cpu", "--no-progress",
+                     "--out", str(out), "--resume", "--optimizer", "adam"])
+    assert code == 2 and "--optimizer sgd in the checkpoint, adam now" in err
 
 
 def test_resume_from_a_checkpoint_saved_through_the_api(tmp_path, no_dataset, monkeypatch):
