@@ -82,12 +82,17 @@ class UpdateOp(Op):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CrossEntropyOp(Op):
-    """Per-row losses of (N, C) ``logits`` against (N,) int64 ``labels`` and the probabilities, or, given a
-    1-element ``grad_scale`` (in the logits' wide dtype), the gradient ``(p - onehot) * grad_scale`` (0 for
-    ignored rows); into ``out`` where given (C-contiguous, of the logits' shape and dtype, apart from them).
-    Returns ``(loss_rows, probs_or_grad)``. Labels out of range are the kernels' to find: an error (``check``),
-    or with ``check=False`` on a GPU a NaN row that nobody reads back. NumPy form
-    ``numpy(xp, x, labels, row_scale, loss, out, ignore_index=)`` over a block of rows."""
+    """Per-row losses (in the accumulation dtype) of (N, C) ``logits`` against (N,) int64 ``labels`` (or, with
+    ``labels`` None, (N, C) probability ``targets`` of the logits' dtype) and the probabilities, or, given a
+    1-element ``grad_scale`` (in the logits' wide dtype), the gradient ``(a (p - onehot) + k (U p - u)) *
+    grad_scale`` (``a`` the label's weight times ``1 - smoothing``, ``k`` = ``smoothing / C``, ``u`` the smoothing
+    or target part, ``U`` its row sum: docs/semantics.md; 0 for ignored rows); ``weight`` (C,) class weights in
+    the wide dtype or None; into ``out`` where given (C-contiguous, of the logits' shape and dtype, apart from
+    them). Returns ``(loss_rows, probs_or_grad)``. Labels out of range are the kernels' to find: an error
+    (``check``), or with ``check=False`` on a GPU a NaN row that nobody reads back. NumPy form
+    ``numpy(xp, x, labels, targets, row_scale, loss, out, ignore_index, weight, smoothing)`` over a block of rows;
+    CUDA kernels ``softmax_cross_entropy[_mixed]_<variant>(x, labels, targets, weight, loss, out, grad_scale,
+    error_row, rows, cols, ignore_index, smoothing[, width])`` (``_mixed`` with smoothing or targets)."""
 
     def run(self, kernels, logits, labels, ignore_index: int, grad_scale=None, check: bool = True, out=None,
             targets=None, weight=None, smoothing: float = 0.0):
@@ -107,10 +112,12 @@ class CrossEntropyReducedOp(Op):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CrossEntropyBackwardOp(Op):
-    """``(probs - onehot(labels)) * row_scale[:, None]`` for (N, C) ``probs``, (N,) int64 ``labels`` and an (N,)
-    ``row_scale`` (0 for ignored rows); labels out of range raise. NumPy form
-    ``numpy(xp, probs, labels, row_scale, grad, ignore_index=)`` over a block of rows; CUDA kernel
-    ``name(probs, labels, row_scale, grad, rows, cols, ignore_index)``."""
+    """``(a (p - onehot) + k (U p - u)) * row_scale[:, None]`` (the terms of :class:`CrossEntropyOp`) for (N, C)
+    ``probs``, (N,) int64 ``labels`` or (N, C) ``targets``, an (N,) ``row_scale`` and, where given, the (N,)
+    row sums ``row_u`` of ``u`` (0 for ignored rows); labels out of range raise. NumPy form
+    ``numpy(xp, probs, labels, targets, scale, grad, ignore_index, weight, smoothing, U)`` over a block of rows;
+    CUDA kernel ``name(probs, labels, targets, weight, row_scale, row_u, grad, rows, cols, ignore_index,
+    smoothing)``."""
 
     def run(self, kernels, probs, labels, row_scale, ignore_index: int, row_u=None, targets=None, weight=None,
             smoothing: float = 0.0):

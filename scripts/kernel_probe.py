@@ -11,7 +11,7 @@ import numpy as np
 import gpunet
 from gpunet import ops
 
-ELEMENTS = 2**26  # as scripts/bench.py on a GPU: 256 MB of float32, past the L2 cache
+ELEMENTS = 2**26  # as scripts/bench/ on a GPU: 256 MB of float32, past the L2 cache
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """The functional core: every op takes ``device=None`` (the device the input lives on) and runs on any device.
 
-Each module declares its ops once (``gpunet.devices.Op``) and lists its public functions in ``__all__``, which
+Each module declares its ops once (a kind of ``gpunet.kinds``) and lists its public functions in ``__all__``, which
 this package re-exports: a new op in an existing module needs no line here.
 """
 from . import (activations as _activations, cross_entropy as _cross_entropy, linear as _linear,
