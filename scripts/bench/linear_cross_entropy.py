@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
+import gpunet
 from gpunet import ops
-from gpunet.devices.host import host_blas
 
 NAME = "linear_cross_entropy"
 ALONE = True
@@ -118,7 +118,7 @@ def measure(framework: str, shape, repeats: int) -> dict:
     result = {"framework": framework, "loss": loss, "extra_bytes": extra, "baseline_bytes": baseline,
               "first_step_s": first, "seconds": seconds}
     if framework == "gpunet":
-        result["blas"] = host_blas().choice()[1]
+        result["blas"] = gpunet.device("cpu").describe()["blas"]
     else:
         import torch
         result["torch"] = torch.__version__
