@@ -44,7 +44,7 @@ class Trainer:
 
     def __init__(self, model, loss_fn, optimizer, *, parallel=None, clip_grad_norm: float | None = None):
         if clip_grad_norm is not None:
-            require_max_norm(clip_grad_norm)
+            clip_grad_norm = require_max_norm(clip_grad_norm)
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.parallel = parallel
         self.clip_grad_norm = clip_grad_norm

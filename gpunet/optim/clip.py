@@ -7,6 +7,9 @@ and applied as a device array, never read back to the host, so that clipping on 
 from __future__ import annotations
 
 import math
+import numbers
+
+import numpy
 
 from ..numerics import quiet, wide_dtype
 
@@ -24,7 +27,7 @@ def clip_grad_norm(params, max_norm: float):
     params = list(params)
     if not params:
         raise ValueError("clip_grad_norm got an empty parameter list")
-    require_max_norm(max_norm)
+    max_norm = require_max_norm(max_norm)
     xp = params[0].device.xp
     accumulate = max((wide_dtype(p.grad.dtype) for p in params), key=lambda dtype: dtype.itemsize)
     with quiet(xp):  # an inf gradient: inf * 0 = NaN, as documented above
@@ -36,8 +39,10 @@ def clip_grad_norm(params, max_norm: float):
     return total
 
 
-def require_max_norm(max_norm) -> None:
-    """ValueError unless ``max_norm`` is a positive finite number (a bool is not one)."""
-    if isinstance(max_norm, bool) or not (isinstance(max_norm, (int, float)) and math.isfinite(max_norm)
-                                          and max_norm > 0):
+def require_max_norm(max_norm) -> float:
+    """``max_norm`` as a float: a positive finite real number (a Python or NumPy one; a bool is not one), else
+    ValueError."""
+    is_real = isinstance(max_norm, numbers.Real) and not isinstance(max_norm, (bool, numpy.bool_))
+    if not (is_real and math.isfinite(max_norm) and max_norm > 0):
         raise ValueError(f"the max gradient norm must be a positive finite number, got {max_norm!r}")
+    return float(max_norm)

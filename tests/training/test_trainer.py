@@ -80,7 +80,21 @@ def test_clipping_a_zero_gradient_and_a_nonfinite_one(dev):
     assert np.isnan(dev.to_numpy(params[0].grad)[1])
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), True, "1"])
+@pytest.mark.parametrize("good", [np.float32(0.5), np.int64(2), np.float64(0.5), 2])
+def test_a_numpy_max_norm_is_a_max_norm(good):
+    """A NumPy float32 or int64 is as good a max norm as a Python number (it was refused)."""
+    import gpunet
+
+    grads = [np.array([3.0, 4.0], np.float32)]
+    params = parameters(gpunet.device("cpu"), grads)
+    assert float(optim.clip_grad_norm(params, good)) == pytest.approx(5.0)
+    np.testing.assert_allclose(params[0].grad, grads[0] * float(good) / (5.0 + 1e-6), rtol=1e-6)
+    model = nn.mlp([2, 3], seed=0, device="cpu")
+    trainer = Trainer(model, nn.SoftmaxCrossEntropy(device="cpu"), optim.SGD(model.parameters()), clip_grad_norm=good)
+    assert type(trainer.clip_grad_norm) is float
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), True, np.bool_(True), "1", np.float32(-1)])
 def test_a_bad_max_norm_is_refused(bad):
     import gpunet
 
