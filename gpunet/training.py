@@ -447,7 +447,7 @@ def train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps, parall
     in_a_step = out_of_memory_advice(
         model.device.name, f"in a training step with batch size {config.batch_size}",
         f"Try a smaller --batch-size (e.g. {max(1, config.batch_size // 2)}) or smaller --hidden layers.")
-    with in_a_step:
+    with in_a_step, model.device.context():  # the step's operators (losses[i] = loss) on the model's GPU
         for i, (xb, yb) in enumerate(bar):
             opt.lr = learning_rate(config, opt.step_count, total_steps)
             if parallel:
@@ -465,7 +465,7 @@ def train_epoch(model, loss_fn, opt, batches, epoch, config, total_steps, parall
     _check_weights_finite(model, opt, epoch, config)
     model.device.synchronize()
     seconds = time.perf_counter() - start
-    record = {"epoch": epoch + 1, "train_loss": float(losses.mean()), "seconds": seconds,
+    record = {"epoch": epoch + 1, "train_loss": float(xp.mean(losses)), "seconds": seconds,
               "samples_per_s": seen / seconds}
     if parallel:
         record["allreduce_seconds_per_step"] = parallel.allreduce_seconds / max(parallel.steps, 1)
@@ -488,7 +488,7 @@ def _check_weights_finite(model, opt, epoch, config):
     xp = model.device.xp
     named = [(name, p.data) for name, p in model.named_parameters()]
     named += [(f"optimizer state.{i}.{key}", buf) for i, slot in enumerate(opt.state) for key, buf in slot.items()]
-    finite = model.device.to_numpy(xp.stack([xp.isfinite(a).all() for _, a in named]))
+    finite = model.device.to_numpy(xp.stack([xp.all(xp.isfinite(a)) for _, a in named]))
     if finite.all():
         return
     name = named[int((~finite).argmax())][0]
