@@ -31,4 +31,4 @@ def rank_device(spec: str, comm: Communicator):
     except CudaUnavailable as exc:
         raise CudaUnavailable(f"rank {comm.rank} on {comm.host}: {exc}") from None
     dev.make_current()
-    return dev, gpu_communicator(comm, index) if comm.size > 1 else comm
+    return dev, gpu_communicator(comm, index, cupy) if comm.size > 1 else comm

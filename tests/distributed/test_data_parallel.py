@@ -45,7 +45,7 @@ def test_split_covers_every_row_once_as_evenly_as_possible(rows, parts):
 
 @pytest.mark.parametrize("n,activation,optimizer,device", [
     (2, "relu", "sgd", "cpu"), (3, "tanh", "adam", "cpu"), (3, "relu", "adam", "cpu"), (2, "tanh", "sgd", "cpu"),
-    (2, "relu", "sgd", "sim"),
+    (2, "relu", "sgd", "sim"), (2, "relu", "adam", "simgpu"),
 ])
 def test_ranks_reach_the_weights_of_one_process(tmp_path, n, activation, optimizer, device):
     extra = ["--rows", "43", "--batch", "8", "--epochs", "1"] if device == "sim" else []  # the simulator is slow
@@ -57,13 +57,15 @@ def test_ranks_reach_the_weights_of_one_process(tmp_path, n, activation, optimiz
     want = weights(tmp_path / "single" / "rank0.npz")
     got = [weights(tmp_path / "ranks" / f"rank{r}.npz") for r in range(n)]
     for name in want:
-        if name.startswith("used"):
+        if name.startswith("used"):  # the samples (used0, ...) and GPUs (usedgpus) each rank used
             continue
         for r in range(1, n):  # every rank holds the same weights, bit for bit
             np.testing.assert_array_equal(got[r][name], got[0][name], err_msg=f"{name} on rank {r}")
         # float32, a dozen steps: only the order of the additions differs from one process
         np.testing.assert_allclose(got[0][name], want[name], rtol=2e-5, atol=2e-6 * np.abs(want[name]).max(),
                                    err_msg=name)
+    if device == "simgpu":  # rank r trains on simulated GPU r, every array of it there (issue 23, defect 2)
+        assert [set(g["usedgpus"].tolist()) for g in got] == [{r} for r in range(n)]
     for epoch in range(1 if device == "sim" else 2):  # every sample exactly once per epoch, across the ranks
         used = np.concatenate([g[f"used{epoch}"] for g in got])
         assert sorted(used.tolist()) == list(range(43 if device == "sim" else 203))

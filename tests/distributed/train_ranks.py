@@ -11,6 +11,7 @@ import numpy as np
 
 from gpunet import nn, optim
 from gpunet.data import Batches
+from gpunet.devices import is_cupy_array
 from gpunet.distributed import Communicator, DataParallel, rank_device, split, world
 
 parser = argparse.ArgumentParser()
@@ -51,5 +52,8 @@ for epoch in range(args.epochs):
         opt.step()
     used.append(np.array(mine))
 weights = {name: dev.to_numpy(p.data) for name, p in model.named_parameters()}
-np.savez(Path(args.out) / f"rank{comm.rank}.npz", losses=np.array(losses), **weights,
+arrays = [a for p in model.parameters() for a in (p.data, p.grad)] + parallel.buffers.data + parallel.buffers.grads
+arrays += [buf for slot in opt.state for buf in slot.values()] + [batches.x, batches.y]
+gpus = [a.device.id if is_cupy_array(a) else -1 for a in arrays]  # the GPU each array lives on (-1: the host)
+np.savez(Path(args.out) / f"rank{comm.rank}.npz", losses=np.array(losses), **weights, usedgpus=np.array(gpus),
          **{f"used{e}": u for e, u in enumerate(used)})
