@@ -61,7 +61,7 @@ def _default_device() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
-    device_help = "cpu, sim, cuda, cuda:N or auto (default: $GPUNET_DEVICE, else auto)"
+    device_help = "cpu, sim, cuda, cuda:N, simgpu[:N] (a simulated GPU) or auto (default: $GPUNET_DEVICE, else auto)"
     parser = argparse.ArgumentParser(prog="gpunet", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

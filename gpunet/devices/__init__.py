@@ -3,11 +3,10 @@
 ``base`` (the Device interface), ``registry`` (a name -> a factory; ``device(spec)``), ``host`` (what NumPy-array
 devices share), ``cpu`` (compiled CPU kernels or NumPy forms), ``sim`` (the CUDA kernels on the CPU simulator),
 ``cuda`` (the CUDA kernels through CuPy), ``simgpu`` (the ``cuda`` device over a simulated GPU, a stand-in
-CuPy). Each device module registers itself; the op kinds every device
-implements are in ``gpunet.kinds``.
+CuPy). Each device module registers itself; the op kinds every device implements are in ``gpunet.kinds``.
 
-``device("cpu" | "sim" | "cuda" | "cuda:N" | "auto")``. The default device is ``$GPUNET_DEVICE``, else "auto",
-and ``set_default_device`` changes it. "auto" takes the GPU when CuPy imports, sees a device and can allocate on
+``device("cpu" | "sim" | "cuda" | "cuda:N" | "simgpu" | "simgpu:N" | "auto")``. The default device is
+``$GPUNET_DEVICE``, else "auto", and ``set_default_device`` changes it. "auto" takes the GPU when CuPy imports, sees a device and can allocate on
 it, and otherwise falls back to the CPU with one log line saying why. "cuda" asked for by name never falls back.
 """
 from __future__ import annotations
