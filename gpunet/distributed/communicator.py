@@ -12,8 +12,6 @@ import os
 import socket
 import sys
 
-import numpy
-
 from .. import dtypes
 from ..devices import is_cupy_array
 
