@@ -13,6 +13,7 @@ Known gap: an array is a NumPy subclass, so ``numpy.asarray(gpu_array)`` works h
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -268,7 +269,8 @@ class RawModule:
             self.sim = SimModule(meta["module"], self.config)
         else:
             self.config = next(c for c in DTYPES.values() if f"-DSCALAR_T={c.scalar}" in options)
-            self.sim = SimModule(f"code{abs(hash(code)):x}", self.config, source=code)
+            name = "code" + hashlib.sha256(code.encode()).hexdigest()[:16]  # stable: the simulator build is cached
+            self.sim = SimModule(name, self.config, source=code)
         self.code, self.path, self.options = code, path, tuple(options)
         self.signatures = signatures_of(self.sim.source)
 
