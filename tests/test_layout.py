@@ -16,6 +16,7 @@ LAYERS = [
     {"gpunet.devices"},
     {"gpunet.ops"},
     {"gpunet.nn", "gpunet.optim", "gpunet.gradcheck"},
+    {"gpunet.trainer"},
     {"gpunet.data", "gpunet.checkpoint", "gpunet.plots", "gpunet.distributed", "gpunet.recipes",
      "gpunet.info"},
     {"gpunet.training"},

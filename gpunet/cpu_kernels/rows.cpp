@@ -187,29 +187,70 @@ static void softmax_backward_rows(const T* __restrict__ y, const T* __restrict__
     }
 }
 
-// One row's loss (m - x[label]) + log s, returned in double, and its gradient (p - onehot(label)) * row_scale;
-// a row labelled ignore_index gets loss 0 and a zero gradient. The label is in range (the caller checked).
+// One row's loss and its gradient times row_scale (kernels/cross_entropy.cu's formula, returned in double): for
+// a label, a (log s + m - x[label]) + k (S + U log s), with a = (1 - eps) w[label], k = eps / cols, u_c = w_c;
+// for probability targets `tr`, k (S + U log s) with k = 1, u_c = w_c ((1 - eps) t_c + eps / cols); S = sum_c
+// u_c (m - x_c), U = sum_c u_c (computed only where k != 0: a -inf logit would make 0 * inf of them). Gradient
+// a (p - onehot) + k (U p - u). A row labelled ignore_index gets loss 0 and a zero gradient. The label is in
+// range (the caller checked).
 template <class T>
-static inline double cross_entropy_row(const T* __restrict__ xr, int64_t label, T row_scale, T* __restrict__ gr,
+static inline T target_part(const T* __restrict__ tr, const T* __restrict__ weight, T smoothing, int64_t cols,
+                            int64_t j) {
+    const T w = weight ? weight[j] : T(1);
+    return tr ? w * ((T(1) - smoothing) * tr[j] + smoothing / (T)cols) : w;
+}
+
+template <class T>
+static inline double cross_entropy_row(const T* __restrict__ xr, int64_t label, const T* __restrict__ tr,
+                                       const T* __restrict__ weight, T smoothing, T row_scale, T* __restrict__ gr,
                                        int64_t cols, int64_t ignore_index) {
-    if (label == ignore_index) {
+    const bool soft = tr != nullptr;
+    if (!soft && label == ignore_index) {
         memset(gr, 0, cols * sizeof(T));
         return 0;
     }
     const T m = row_max(xr, cols);
+    const bool mixed = soft || smoothing != T(0);
+    const T k = soft ? T(1) : smoothing / (T)cols;
+    double S = 0, U = 0;
+    if (mixed) {
+        for (int64_t j = 0; j < cols; ++j) {
+            const T u = target_part(tr, weight, smoothing, cols, j);
+            S += (double)(u * (m - xr[j]));
+            U += (double)u;
+        }
+    }
     const double s = exp_shifted(xr, gr, cols, m);
-    scale(gr, cols, (T)(1.0 / s) * row_scale);
-    gr[label] -= row_scale;
-    return (double)(m - xr[label]) + ::log(s);
+    const double log_s = ::log(s);
+    const T inv_s = (T)(1.0 / s);
+    const T a = soft ? T(0) : (T(1) - smoothing) * (weight ? weight[label] : T(1));
+    double loss = soft ? 0.0 : (double)a * ((double)(m - xr[label]) + log_s);  // (m - x) first: exact at the max
+    if (!mixed) {
+        const T p_label = gr[label] * inv_s;
+        scale(gr, cols, inv_s * a * row_scale);
+        gr[label] = (p_label - 1) * a * row_scale;  // p - 1 first: -inf, not inf - inf, for an infinite scale
+        return loss;
+    }
+    loss += (double)k * (S + U * log_s);
+    const T u_sum = (T)U;
+    for (int64_t j = 0; j < cols; ++j) {
+        const T p = gr[j] * inv_s;
+        const T g = (soft ? T(0) : a * (p - (j == label ? T(1) : T(0)))) +
+                    k * (u_sum * p - target_part(tr, weight, smoothing, cols, j));
+        gr[j] = g * row_scale;
+    }
+    return loss;
 }
 
 // Per-row losses and gradients, each row with its own scale (reduction "none", or a caller's mean).
 template <class T>
 static void cross_entropy_rows(const T* __restrict__ x, const int64_t* __restrict__ labels,
+                               const T* __restrict__ targets, const T* __restrict__ weight, T smoothing,
                                const T* __restrict__ row_scale, T* __restrict__ loss, T* __restrict__ grad,
                                int64_t rows, int64_t cols, int64_t ignore_index) {
     for (int64_t r = 0; r < rows; ++r)
-        loss[r] = (T)cross_entropy_row(x + r * cols, labels[r], row_scale[r], grad + r * cols, cols, ignore_index);
+        loss[r] = (T)cross_entropy_row(x + r * cols, labels ? labels[r] : -1, targets ? targets + r * cols : nullptr,
+                                       weight, smoothing, row_scale[r], grad + r * cols, cols, ignore_index);
 }
 
 // The first row whose label is neither in [0, cols) nor ignore_index (-1 if none), and how many rows count.
@@ -246,8 +287,8 @@ static int64_t cross_entropy_reduced(const T* x, const int64_t* labels, T* grad,
     double* row_loss_data = row_loss.data();
     over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r)
-            row_loss_data[r] =
-                cross_entropy_row(x + r * cols, labels[r], (T)scale, grad + r * cols, cols, ignore_index);
+            row_loss_data[r] = cross_entropy_row(x + r * cols, labels[r], (const T*)nullptr, (const T*)nullptr, T(0),
+                                                 (T)scale, grad + r * cols, cols, ignore_index);
     });
     double total = 0;
     for (int64_t r = 0; r < rows; ++r) total += row_loss_data[r];
@@ -287,16 +328,20 @@ extern "C" {
             softmax_backward_rows(logy + r0 * cols, dy + r0 * cols, dx + r0 * cols, r1 - r0, cols, 1, stream);      \
         });                                                                                                         \
     }                                                                                                               \
-    int64_t softmax_cross_entropy_##SUFFIX(const T* x /*[rows*cols]*/, const int64_t* labels /*[rows]*/,           \
+    int64_t softmax_cross_entropy_##SUFFIX(const T* x /*[rows*cols]*/, const int64_t* labels /*[rows]?*/,          \
+                                           const T* targets /*[rows*cols]?*/, const T* weight /*[cols]?*/,          \
                                            const T* row_scale /*[rows]*/, T* loss /*[rows]*/,                       \
                                            T* grad /*[rows*cols]*/, int64_t rows, int64_t cols,                     \
-                                           int64_t ignore_index, int threads) {                                     \
+                                           int64_t ignore_index, double smoothing, int threads) {                   \
         int64_t counted = 0;                                                                                        \
-        const int64_t bad = check_labels(labels, rows, cols, ignore_index, &counted);                               \
-        if (bad >= 0) return bad;  /* a label past the row is never read: nothing is written */                     \
+        if (labels) {                                                                                               \
+            const int64_t bad = check_labels(labels, rows, cols, ignore_index, &counted);                           \
+            if (bad >= 0) return bad; /* a label past the row is never read: nothing is written */                  \
+        }                                                                                                           \
         over_threads(rows, cols, threads, [=](int64_t r0, int64_t r1) {                                             \
-            cross_entropy_rows(x + r0 * cols, labels + r0, row_scale + r0, loss + r0, grad + r0 * cols, r1 - r0,     \
-                               cols, ignore_index);                                                                 \
+            cross_entropy_rows(x + r0 * cols, labels ? labels + r0 : nullptr,                                       \
+                               targets ? targets + r0 * cols : nullptr, weight, (T)smoothing, row_scale + r0,       \
+                               loss + r0, grad + r0 * cols, r1 - r0, cols, ignore_index);                           \
         });                                                                                                         \
         return -1;                                                                                                  \
     }                                                                                                               \

@@ -82,30 +82,38 @@ class KernelLauncher(Kernels):
                         [w, grad, *states, w.size, *hyper])
 
     def cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True,
-                      out=None):
-        """Per-row losses and the probabilities (or, given a 1-element ``grad_scale``, the gradient), into ``out``
-        where given (C-contiguous, of the logits' shape and dtype, apart from them: checked by the op).
+                      out=None, targets=None, weight=None, smoothing: float = 0.0):
+        """Per-row losses (in the accumulation type) and the probabilities (or, given a 1-element ``grad_scale``,
+        the gradient), into ``out`` where given (C-contiguous, of the logits' shape and dtype, apart from them: checked by the op).
 
         ``check=False``: the kernel still flags a label out of range (its row's loss is NaN), but nobody reads
-        the flag back, which saves a host sync per call.
+        the flag back, which saves a host sync per call. ``labels`` is None for probability ``targets``;
+        ``weight`` (C,) is in the accumulation type.
         """
         xp = self.xp
         logits = xp.ascontiguousarray(logits)
-        labels64 = xp.ascontiguousarray(labels.astype(xp.int64, copy=False))
+        labels64 = None if labels is None else xp.ascontiguousarray(labels.astype(xp.int64, copy=False))
+        if targets is not None:
+            targets = xp.ascontiguousarray(targets.astype(logits.dtype, copy=False))
+            check = False  # no labels: nothing to flag
         rows, cols = logits.shape
-        loss = xp.empty(rows, dtype=logits.dtype)
+        acc = dtype_config(logits.dtype).acc_numpy_dtype
+        loss = xp.empty(rows, dtype=acc)  # in the accumulation type: a reduction rounds once (docs/semantics.md)
         if out is None:
             out = xp.empty_like(logits)
         elif check:  # a caller's array is left as it was when a label is bad, as on the CPU (one more sync)
             check_label_range(xp, labels, cols, ignore_index)
         if grad_scale is not None:
-            grad_scale = xp.ascontiguousarray(grad_scale.astype(logits.dtype, copy=False))
+            grad_scale = xp.ascontiguousarray(grad_scale.astype(acc, copy=False))
+        if weight is not None:
+            weight = xp.ascontiguousarray(weight.astype(acc, copy=False))
         error_row = xp.full(1, NO_ERROR, dtype=xp.uint64) if check else self._unread_error_word()
-        acc = dtype_config(logits.dtype).acc_numpy_dtype.itemsize
-        plan = row_plan(op.name, rows, cols, acc, self.max_grid, has_smem_variant=False)
+        mixed = targets is not None or smoothing != 0  # the kernels that also sum the smoothing or target part
+        plan = row_plan(op.name + ("_mixed" if mixed else ""), rows, cols, acc.itemsize, self.max_grid,
+                        has_smem_variant=False)
         self.launch(op.module, plan, logits.dtype,
-                    [logits, labels64, loss, out, grad_scale, error_row, rows, cols, int(ignore_index),
-                     *plan.extra_args])
+                    [logits, labels64, targets, weight, loss, out, grad_scale, error_row, rows, cols,
+                     int(ignore_index), float(smoothing), *plan.extra_args])
         if check:
             bad_row = int(error_row[0])
             if bad_row != NO_ERROR:
@@ -117,16 +125,24 @@ class KernelLauncher(Kernels):
             self._error_scratch = self.xp.full(1, NO_ERROR, dtype=self.xp.uint64)
         return self._error_scratch
 
-    def cross_entropy_backward(self, op, probs, labels, row_scale, ignore_index: int):
+    def cross_entropy_backward(self, op, probs, labels, row_scale, ignore_index: int, row_u=None, targets=None,
+                               weight=None, smoothing: float = 0.0):
         xp = self.xp
         probs = xp.ascontiguousarray(probs)
         rows, cols = probs.shape
-        check_label_range(xp, labels, cols, ignore_index)
+        acc = dtype_config(probs.dtype).acc_numpy_dtype
+        if labels is not None:
+            check_label_range(xp, labels, cols, ignore_index)
+            labels = xp.ascontiguousarray(labels.astype(xp.int64, copy=False))
+        if targets is not None:
+            targets = xp.ascontiguousarray(targets.astype(probs.dtype, copy=False))
         grad = xp.empty_like(probs)
-        labels64 = xp.ascontiguousarray(labels.astype(xp.int64, copy=False))
+
+        def in_acc(a):
+            return None if a is None else xp.ascontiguousarray(a.astype(acc, copy=False))
         plan = elementwise_plan(op.name, rows * cols, self.max_grid)
         self.launch(op.module, plan, probs.dtype,
-                    [probs, labels64, xp.ascontiguousarray(row_scale.astype(probs.dtype, copy=False)), grad, rows,
-                     cols, int(ignore_index)])
+                    [probs, labels, targets, in_acc(weight), in_acc(row_scale), in_acc(row_u), grad, rows, cols,
+                     int(ignore_index), float(smoothing)])
         return grad
 

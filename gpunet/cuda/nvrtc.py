@@ -1,8 +1,13 @@
 """A ctypes binding of NVRTC, the compiler CuPy uses, to build kernels without a GPU or a CUDA install.
 
 Finds ``libnvrtc`` in the pip packages ``nvidia-cuda-nvrtc`` (CUDA 13) or ``nvidia-cuda-nvrtc-cu12`` (CUDA 12,
-the last to target sm_70), then in a system CUDA. ``compile_module`` returns the cubin and NVRTC's log, which
-carries ptxas' resource report (registers, shared memory, spills) when asked for with ``verbose``.
+the last to target sm_70), then in a system CUDA. ``compile_module`` returns the cubin (or, for a ``compute_XY``
+architecture, the PTX) and NVRTC's log, which carries ptxas' resource report (registers, shared memory, spills)
+when asked for with ``verbose``.
+
+Why ctypes and not NVIDIA's ``cuda-bindings``: its NVRTC module compiles without a GPU (checked with 13.5.0), but
+one environment holds one ``cuda-bindings`` major, bound to one NVRTC major, and the suite needs NVRTC 13 (sm_75
+and up) and NVRTC 12 (sm_70, which 13 dropped) side by side; the six NVRTC calls used here are stable C API.
 """
 from __future__ import annotations
 
@@ -57,12 +62,21 @@ class Nvrtc:
         lib.nvrtcVersion(ctypes.byref(major_v), ctypes.byref(minor_v))
         self.version = (major_v.value, minor_v.value)
 
+    def supported_archs(self) -> tuple[str, ...]:
+        """The ``sm_XY`` architectures this NVRTC compiles for (NVRTC 13 has dropped sm_70, for one)."""
+        count = ctypes.c_int()
+        self._check(self.lib.nvrtcGetNumSupportedArchs(ctypes.byref(count)), "nvrtcGetNumSupportedArchs")
+        archs = (ctypes.c_int * count.value)()
+        self._check(self.lib.nvrtcGetSupportedArchs(archs), "nvrtcGetSupportedArchs")
+        return tuple(f"sm_{a}" for a in archs)
+
     def _check(self, status, what):
         if status != 0:
             raise NvrtcError(f"{what}: {self.lib.nvrtcGetErrorString(status).decode()}")
 
     def compile(self, source: str, name: str, options: list[str]):
-        """Return ``(ok, log, cubin_bytes)``."""
+        """Return ``(ok, log, image)``: the cubin, or the PTX (NUL-terminated text) where the options name a
+        virtual architecture (``--gpu-architecture=compute_XY``), for the driver to compile."""
         lib = self.lib
         prog = ctypes.c_void_p()
         self._check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None),
@@ -77,10 +91,12 @@ class Nvrtc:
             log_text = log.value.decode(errors="replace")
             if status != 0:
                 return False, log_text, b""
-            lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
-            cubin = ctypes.create_string_buffer(size.value)
-            lib.nvrtcGetCUBIN(prog, cubin)
-            return True, log_text, cubin.raw
+            get_size, get = ((lib.nvrtcGetPTXSize, lib.nvrtcGetPTX) if wants_ptx(options)
+                             else (lib.nvrtcGetCUBINSize, lib.nvrtcGetCUBIN))
+            self._check(get_size(prog, ctypes.byref(size)), get_size.__name__)
+            image = ctypes.create_string_buffer(size.value)
+            self._check(get(prog, image), get.__name__)
+            return True, log_text, image.raw
         finally:
             lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
@@ -100,9 +116,21 @@ class CompileResult:
                 and "0 bytes spill stores, 0 bytes spill loads" not in line]
 
 
+def wants_ptx(options: list[str]) -> bool:
+    return any(o.startswith("--gpu-architecture=compute_") for o in options)
+
+
+# The floating-point semantics of docs/semantics.md, spelled out rather than left to NVRTC's defaults: subnormals
+# kept (no flush to zero), IEEE division and square root, and no contraction of a*b+c into an FMA, as in the
+# simulator (g++ -ffp-contract=off, gpunet/cuda/sim_build.py) and the CPU.
+FLOAT_SEMANTICS = ("--ftz=false", "--prec-div=true", "--prec-sqrt=true", "--fmad=false")
+
+
 def compile_options(config: DtypeConfig, arch: str, verbose: bool = False) -> list[str]:
+    """The one list of NVRTC options: the NVRTC tests and the ``cuda`` device (``cubin_cache.module_image``) both
+    compile with exactly this. ``arch``: ``sm_XY`` for a cubin, ``compute_XY`` for PTX."""
     options = [f"--gpu-architecture={arch}", f"--include-path={kernel_dir()}", "--std=c++17",
-               "--ptxas-options=--warn-on-spills", *config.compile_defines()]
+               "--ptxas-options=--warn-on-spills", *FLOAT_SEMANTICS, *config.compile_defines()]
     if config.defines:  # cuda_fp16.h ships with the nvrtc wheel's CUDA headers
         options += [f"--include-path={p}" for p in cuda_include_dirs()]
     if verbose:

@@ -18,7 +18,9 @@ from .nvrtc import cuda_include_dirs
 SIM_DIR = Path(__file__).resolve().parent
 HEADER = SIM_DIR / "cuda_sim.h"
 SANITIZERS = {None: [], "address": ["-fsanitize=address", "-fno-omit-frame-pointer"], "thread": ["-fsanitize=thread"]}
-CXXFLAGS = ["-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-g0", "-w"]
+# -ffp-contract=off: no a*b+c fused into an FMA, as NVRTC's --fmad=false (nvrtc.FLOAT_SEMANTICS); g++ would fuse
+# wherever the target has FMA. No -ffast-math, -ffinite-math-only or flush-to-zero: subnormals, NaN and inf kept.
+CXXFLAGS = ["-std=c++20", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-pthread", "-g0", "-w"]
 _EXTERN_SHARED = re.compile(r"extern\s+static\s+([A-Za-z_][\w:\s]*?)\s+(\w+)\s*\[\s*\]\s*;")
 
 

@@ -15,7 +15,7 @@ from .. import cpu_kernels
 from ..env import setting
 from ..errors import check_label_range, label_out_of_range
 from ..kinds import Kernels
-from ..numerics import quiet, widened
+from ..numerics import quiet, wide_dtype, widened
 from .host import HostDevice, host_pool, host_threads
 from .registry import register_device
 
@@ -112,32 +112,47 @@ class CpuKernels(Kernels):
             fn(list(params), list(grads), *state_lists, sizes, len(params), *hyper, host_threads())
             return
         for i, (w, grad) in enumerate(zip(params, grads)):
-            op.numpy(numpy, w, grad, *(None if lst is None else lst[i] for lst in state_lists), *hyper)
+            narrow = [w, *(None if lst is None else lst[i] for lst in state_lists)]
+            if w.dtype == wide_dtype(w.dtype):
+                op.numpy(numpy, narrow[0], grad, *narrow[1:], *hyper)
+                continue
+            # float16: computed in float32 and each of w and its state rounded once, as the kernel does (in float16
+            # eps and a small second moment underflow, and the step becomes inf)
+            wide = [None if a is None else widened(a) for a in narrow]
+            op.numpy(numpy, wide[0], widened(grad), *wide[1:], *hyper)
+            for a, computed in zip(narrow, wide):
+                if a is not None:
+                    a[...] = computed
 
     def cross_entropy(self, op, logits, labels, ignore_index: int, grad_scale=None, check: bool = True,
-                      out=None):
-        """Per-row losses and the probabilities, or the gradient scaled by ``grad_scale``, into ``out`` where given
-        (the kernel devices' contract; labels are always checked here, which costs no device sync)."""
+                      out=None, targets=None, weight=None, smoothing: float = 0.0):
+        """Per-row losses (in the accumulation type, float32 for float16) and the probabilities, or the gradient
+        scaled by ``grad_scale``, into ``out`` where given (the kernel devices' contract; labels are always checked
+        here, which costs no device sync). ``labels`` is None for probability ``targets``; ``weight`` is in the
+        accumulation type."""
         wide = numpy.ascontiguousarray(widened(logits))
+        wide_targets = None if targets is None else numpy.ascontiguousarray(widened(targets))
         given, out = out, _place(out, wide)
         loss = numpy.empty(wide.shape[0], dtype=wide.dtype)
         row_scale = None
         if grad_scale is not None:
-            row_scale = numpy.where(labels != ignore_index, grad_scale.astype(wide.dtype), 0).astype(wide.dtype)
+            row_scale = numpy.full(wide.shape[0], grad_scale.astype(wide.dtype)[0], dtype=wide.dtype)
+            if labels is not None:
+                row_scale[labels == ignore_index] = 0
             fn = self._compiled_for(op, [wide])
             if fn is not None:  # it checks the labels itself, before it reads a row
-                labels64 = numpy.ascontiguousarray(labels, dtype=numpy.int64)
-                bad_row = fn(wide, labels64, row_scale, loss, out, *wide.shape, int(ignore_index), host_threads())
+                labels64 = None if labels is None else numpy.ascontiguousarray(labels, dtype=numpy.int64)
+                bad_row = fn(wide, labels64, wide_targets, weight, row_scale, loss, out, *wide.shape,
+                             int(ignore_index), float(smoothing), host_threads())
                 if bad_row >= 0:
                     raise label_out_of_range(bad_row, int(labels[bad_row]), logits.shape[1], ignore_index)
-                return loss.astype(logits.dtype, copy=False), _delivered(out, given, logits.dtype)
-        check_label_range(numpy, labels, logits.shape[1], ignore_index)
-        form = quietly(functools.partial(op.numpy, numpy, ignore_index=ignore_index))
-        if row_scale is None:
-            self.map_rows(lambda x, lab, lo, o: form(x, lab, None, lo, o), [wide, labels], [loss, out])
-        else:
-            self.map_rows(form, [wide, labels, row_scale], [loss, out])
-        return loss.astype(logits.dtype, copy=False), _delivered(out, given, logits.dtype)
+                return loss, _delivered(out, given, logits.dtype)
+        if labels is not None:
+            check_label_range(numpy, labels, logits.shape[1], ignore_index)
+        form = quietly(functools.partial(op.numpy, numpy, ignore_index=ignore_index, weight=weight,
+                                         smoothing=smoothing))
+        _map_optional_rows(self, form, [wide, labels, wide_targets, row_scale], [loss, out])
+        return loss, _delivered(out, given, logits.dtype)
 
     def cross_entropy_reduced(self, op, logits, labels, ignore_index: int, mean: bool, check: bool = True,
                               out=None):
@@ -153,15 +168,31 @@ class CpuKernels(Kernels):
                      *logits.shape, int(ignore_index), int(mean), host_threads(), loss)
         if bad_row >= 0:  # the label as given, not as converted (a uint64 past 2^63 would read negative)
             raise label_out_of_range(bad_row, int(labels[bad_row]), logits.shape[1], ignore_index)
-        return logits.dtype.type(loss[0]), grad
+        with quiet():  # rounded once from float64: past the dtype's range it is inf, without a warning
+            return loss[0].astype(logits.dtype), grad
 
-    def cross_entropy_backward(self, op, probs, labels, row_scale, ignore_index: int):
-        check_label_range(numpy, labels, probs.shape[1], ignore_index)
+    def cross_entropy_backward(self, op, probs, labels, row_scale, ignore_index: int, row_u=None, targets=None,
+                               weight=None, smoothing: float = 0.0):
+        if labels is not None:
+            check_label_range(numpy, labels, probs.shape[1], ignore_index)
         wide = numpy.ascontiguousarray(widened(probs))
+        wide_targets = None if targets is None else numpy.ascontiguousarray(widened(targets))
         grad = numpy.empty_like(wide)
-        form = functools.partial(op.numpy, numpy, ignore_index=ignore_index)
-        self.map_rows(quietly(form), [wide, labels, row_scale.astype(wide.dtype, copy=False)], [grad])
+        form = quietly(lambda p, lab, t, sc, u, g: op.numpy(numpy, p, lab, t, sc, g, ignore_index, weight, smoothing,
+                                                            u))
+        _map_optional_rows(self, form, [wide, labels, wide_targets, row_scale.astype(wide.dtype, copy=False),
+                                        None if row_u is None else row_u.astype(wide.dtype, copy=False)], [grad])
         return grad.astype(probs.dtype, copy=False)
+
+
+def _map_optional_rows(device, form, inputs, outputs) -> None:
+    """``device.map_rows(form, ...)`` where some inputs may be None (passed to ``form`` as None)."""
+    present = [a for a in inputs if a is not None]
+
+    def body(*arrays):
+        given = iter(arrays[:len(present)])
+        form(*(None if a is None else next(given) for a in inputs), *arrays[len(present):])
+    device.map_rows(body, present, outputs)
 
 
 def _place(out, wide):

@@ -1,5 +1,6 @@
-"""The CUDA device: CuPy arrays; every op runs its kernel from ``kernels/`` through ``cupy.RawModule``, compiled
-once per (module, dtype) and cached. ``probe_cuda`` is the one place that asks whether a GPU is usable."""
+"""The CUDA device: CuPy arrays; every op runs its kernel from ``kernels/``, compiled once per (module, dtype) by
+gpunet's NVRTC binding (``cuda.cubin_cache``) and loaded with ``cupy.RawModule(path=...)``. ``probe_cuda`` is the
+one place that asks whether a GPU is usable."""
 from __future__ import annotations
 
 import types
@@ -7,9 +8,9 @@ import types
 import numpy as np
 
 from .. import dtypes
+from ..cuda import cubin_cache
 from ..cuda.launcher import KernelLauncher
-from ..cuda.nvrtc import compile_options
-from ..cuda.source import check_arguments, element_dtype, read_source, signatures
+from ..cuda.source import check_arguments, element_dtype, signatures
 from .base import Device, is_cupy_array
 from .registry import register_device
 
@@ -28,33 +29,62 @@ class CudaUnavailable(RuntimeError):
 
 
 def probe_cuda(index: int = 0):
-    """Return ``(cupy, None)`` when device ``index`` is usable, else ``(None, reason)``.
+    """Return ``(cupy, None)`` when device ``index`` is usable, else ``(None, reason)``, the reason naming CUDA's
+    own error.
 
-    CuPy imports without a GPU; ``is_available()`` may then say False, and otherwise the first allocation raises
-    ``CUDARuntimeError`` (a RuntimeError). Anything else, a kernel compile error for one, is not caught.
+    CuPy imports without a GPU; its ``is_available()`` then says only False, so the device count is asked for
+    first: it raises ``CUDARuntimeError`` (``cudaErrorInsufficientDriver`` both for no driver and for one older
+    than CuPy's CUDA runtime; ``cudaErrorNoDevice``). Any CUDA failure of the probe's allocation, out of memory
+    (CuPy's ``OutOfMemoryError`` is a MemoryError) included, means the device is not usable, so that ``auto``
+    falls back; anything else, a kernel compile error for one, is gpunet's or CuPy's bug and is not caught.
     """
     try:
         import cupy
     except ImportError as exc:
         return None, f"CuPy is not installed ({exc}); install gpunet[cuda12] or gpunet[cuda13]"
     try:
-        if not cupy.cuda.is_available():
-            return None, "CuPy is installed but no CUDA driver or device is available"
         count = cupy.cuda.runtime.getDeviceCount()
-        if index >= count:
-            return None, f"cuda:{index} asked for, but only {count} CUDA device(s) exist"
+    except RuntimeError as exc:
+        return None, _driver_problem(cupy, exc)
+    if not count or not cupy.cuda.is_available():
+        return None, "CuPy is installed but no CUDA driver or device is available"
+    if index >= count:
+        return None, f"cuda:{index} asked for, but only {count} CUDA device(s) exist"
+    try:
         with cupy.cuda.Device(index):
             cupy.zeros(1, dtype=cupy.float32).sum().item()
-    except RuntimeError as exc:
-        return None, f"CuPy cannot use the GPU: {type(exc).__name__}: {exc}"
+    except (RuntimeError, MemoryError) as exc:  # CUDARuntimeError, CUDADriverError, OutOfMemoryError
+        return None, f"CuPy cannot use cuda:{index}: {type(exc).__name__}: {exc}"
     return cupy, None
+
+
+def _cuda_version(number: int) -> str:
+    return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def _driver_problem(cupy, exc) -> str:
+    """Why CUDA's device count failed, in words: no driver, a driver older than CuPy's runtime, or CUDA's error."""
+    runtime = cupy.cuda.runtime
+    error = f"{type(exc).__name__}: {exc}"
+    if "cudaErrorInsufficientDriver" not in str(exc):
+        return f"CuPy cannot use CUDA ({error})"
+    try:
+        driver, needed = runtime.driverGetVersion(), runtime.runtimeGetVersion()
+    except RuntimeError:
+        driver, needed = 0, 0
+    if not driver:
+        return f"no NVIDIA driver is installed ({error})"
+    return (f"the NVIDIA driver supports CUDA {_cuda_version(driver)}, older than CuPy's CUDA runtime "
+            f"{_cuda_version(needed)} ({error}): update the driver, or install the CuPy of the driver's CUDA "
+            f"(gpunet[cuda12] for CUDA 12)")
 
 
 _NULL = np.uint64(0)
 
 
 class CudaLauncher(KernelLauncher):
-    """Kernels as ``cupy.RawModule`` functions, with every argument checked against the kernel's signature."""
+    """Kernels as functions of ``cupy.RawModule`` images gpunet compiled itself, with every argument checked against
+    the kernel's signature."""
 
     def __init__(self, cupy, index: int):
         super().__init__(cupy)
@@ -63,17 +93,18 @@ class CudaLauncher(KernelLauncher):
         self._is_array = lambda a: isinstance(a, cupy.ndarray)
         props = cupy.cuda.runtime.getDeviceProperties(index)
         self.max_grid = int(props["multiProcessorCount"]) * 32
-        self.arch = f"sm_{props['major']}{props['minor']}"
+        self.arch = f"sm_{self.gpu.compute_capability}"
         name = props.get("name", "unknown GPU")
         self.gpu_name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
 
     def load_module(self, module: str, config):
-        # The NVRTC tests' options, minus the architecture (CuPy picks the device's own) and the ptxas flags (CuPy
-        # may compile to PTX, where ptxas options do not apply).
-        options = tuple(o for o in compile_options(config, self.arch)
-                        if not o.startswith(("--gpu-architecture", "--ptxas-options")))
-        with self.gpu:
-            return self.xp.RawModule(code=read_source(module), options=options), config
+        """The cubin the NVRTC tests check, for this GPU's architecture (its PTX where the driver is too old)."""
+        def load(path):
+            with self.gpu:
+                raw = self.xp.RawModule(path=str(path))
+                raw.get_function(next(iter(signatures(module))))  # CuPy loads lazily: load here, where it can fall back
+            return raw
+        return cubin_cache.load_module(load, module, config.name, self.arch), config
 
     def kernel(self, module: str, kernel: str, dtype):
         """The compiled function and what its arguments need, looked up once per (module, kernel, dtype): a

@@ -13,7 +13,6 @@ Known gap: an array is a NumPy subclass, so ``numpy.asarray(gpu_array)`` works h
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -22,7 +21,7 @@ import types
 
 import numpy as np
 
-from ..cuda.source import DTYPES, dtype_config, element_dtype, signatures_of
+from ..cuda.source import dtype_config, element_dtype, signatures_of
 from . import simgpu_nccl
 from .cuda import CudaDevice
 from .registry import register_device
@@ -259,19 +258,22 @@ launches: dict = {}  # GPU -> kernels launched on it
 
 
 class RawModule:
-    """``cupy.RawModule``: ``path=`` a compiled image with its sidecar ``<digest>.json`` ({"module", "dtype", ...};
-    the simulator builds the same source for that dtype), or ``code=`` with ``options`` (``-DSCALAR_T=...``)."""
+    """``cupy.RawModule(path=...)``: a compiled image (``gpunet.cuda.cubin_cache``) whose sidecar ``<digest>.json``
+    ({"module", "dtype", "format", ...}) says what it was compiled from; the simulator builds that same source for
+    that dtype. CuPy's own compile (``code=``) is refused: gpunet compiles nothing through CuPy, whose compile adds
+    ``-ftz=true`` behind its back (docs/semantics.md)."""
 
-    def __init__(self, code=None, path=None, options=(), backend="nvrtc", name_expressions=None, **unused):
-        if path is not None:
-            meta = json.loads(pathlib.Path(path).with_suffix(".json").read_text())
-            self.config = dtype_config(np.dtype(meta["dtype"]))
-            self.sim = SimModule(meta["module"], self.config)
-        else:
-            self.config = next(c for c in DTYPES.values() if f"-DSCALAR_T={c.scalar}" in options)
-            name = "code" + hashlib.sha256(code.encode()).hexdigest()[:16]  # stable: the simulator build is cached
-            self.sim = SimModule(name, self.config, source=code)
-        self.code, self.path, self.options = code, path, tuple(options)
+    def __init__(self, code=None, *, path=None, options=(), **unused):
+        if code is not None or path is None:
+            raise TypeError("the simulated GPU loads compiled images only (RawModule(path=...)): gpunet compiles "
+                            "nothing through CuPy")
+        path = pathlib.Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        if path.suffix != "." + meta["format"] or not path.is_file():
+            raise RuntimeError(f"CUDA_ERROR_INVALID_IMAGE: {path} is not the {meta['format']} its sidecar names")
+        self.config = dtype_config(np.dtype(meta["dtype"]))
+        self.sim = SimModule(meta["module"], self.config)
+        self.path, self.options = path, tuple(meta.get("options", ()))
         self.signatures = signatures_of(self.sim.source)
 
     def get_function(self, name):

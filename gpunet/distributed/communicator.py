@@ -15,8 +15,9 @@ import sys
 from .. import dtypes
 from ..devices import is_cupy_array
 
-MPI_MISSING = ("--distributed needs MPI for Python: pip install 'gpunet[mpi]' (mpi4py and the mpich wheel), or "
-               "mpi4py built against your cluster's MPI")
+MPI_MISSING = ("--distributed needs MPI for Python and an MPI library: pip install 'gpunet[mpi]' (mpi4py and the "
+               "mpich wheel; pip install mpich where mpi4py is there but no MPI library), or mpi4py built against "
+               "your cluster's MPI")
 
 
 START_TIMEOUT_ENV = "GPUNET_MPI_START_TIMEOUT"
@@ -211,6 +212,8 @@ def _wait_for_every_rank_in_mpi_init():
         from mpi4py import MPI
     except ImportError as exc:
         raise DistributedUnavailable(f"{MPI_MISSING} ({exc})") from None
+    except RuntimeError as exc:  # mpi4py 4 without a loadable libmpi: "cannot load MPI library" and each path tried
+        raise DistributedUnavailable(f"{MPI_MISSING} (mpi4py: {str(exc).splitlines()[0]})") from None
     finally:
         if starting:
             faulthandler.cancel_dump_traceback_later()

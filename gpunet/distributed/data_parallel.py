@@ -1,7 +1,8 @@
 """Data parallelism: N ranks train one model exactly as one process trains it on the same global batches.
 
 Each rank takes its slice of every global batch (:func:`split`), computes the loss of its rows divided by the
-*global* number of counted rows (``count=`` of the fused loss), and backpropagates. The gradient of a mean over
+*global* number of counted rows (``count=`` of the loss module), and backpropagates, in the one training step
+(:class:`gpunet.trainer.Trainer`, whose gradient hook this strategy provides). The gradient of a mean over
 the global batch is the sum over ranks of these partial gradients, so one SUM allreduce gives every rank the
 single-process gradient (up to the order of float additions), and the same optimizer step keeps the weights equal
 everywhere. Parameters and gradients are views of one flat buffer per (device, dtype), so that allreduce needs no
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from .. import ops
+from ..trainer import Trainer
 from .communicator import Communicator
 
 
@@ -51,8 +52,11 @@ class FlatBuffers:
 
 
 class DataParallel:
-    """Forward and backward of ``model`` with the fused softmax cross-entropy (``loss_fn``'s settings) over this
-    rank's slice of a global batch, then one allreduce. Weights start as rank 0's (broadcast)."""
+    """The data-parallel strategy of a :class:`gpunet.trainer.Trainer` over ``comm``: ``shard`` gives each rank
+    its slice of a global batch and the global batch's divisor (``loss_fn.divisor``: its counted rows, or with class
+    weights their weight sum, for ``loss_fn``'s mean), and
+    ``reduce_gradients``, the step's gradient hook, sums the gradients and the loss over the ranks with one
+    allreduce. Weights start as rank 0's (broadcast)."""
 
     def __init__(self, model, loss_fn, comm: Communicator):
         self.model, self.loss_fn, self.comm = model, loss_fn, comm
@@ -60,28 +64,30 @@ class DataParallel:
         for data in self.buffers.data:
             comm.broadcast(data, root=0)
         self.allreduce_seconds, self.steps = 0.0, 0
+        self._gradients_only = Trainer(model, loss_fn, None, parallel=self)
 
-    def forward_backward(self, xb, yb):
-        """The global batch's mean loss (a device scalar) and, in every parameter's ``grad``, its gradient."""
+    def shard(self, xb, yb):
+        """``(x, y, count)``: this rank's rows of the global batch ``xb``, ``yb`` (possibly none) and the global
+        batch's divisor (its counted rows, or their class-weight sum), which every rank's loss divides by."""
         lo, hi = split(len(yb), self.comm.size, self.comm.rank)
-        ignore = self.loss_fn.ignore_index
-        counted = (yb != ignore).sum()  # every rank holds the whole global batch's labels: no communication
-        if hi > lo:
-            logits = self.model.forward(xb[lo:hi])
-            loss, grad = ops.softmax_cross_entropy_with_grad(logits, yb[lo:hi], ignore, "mean",
-                                                            check_labels=self.loss_fn.check_labels, count=counted,
-                                                            device=self.model.device)
-            self.model.backward(grad)
-            self.buffers.loss_slot[0] = loss
-        else:  # fewer rows than ranks in this batch: this rank contributes nothing, but takes part
-            for grad in self.buffers.grads:
-                grad[...] = 0
+        # Every rank holds the whole batch's labels, so the global divisor needs no message (and no host read).
+        return xb[lo:hi], yb[lo:hi], self.loss_fn.divisor(yb)
+
+    def reduce_gradients(self, loss):
+        """The gradient hook: every parameter's ``grad`` and ``loss`` (this rank's part) summed over the ranks
+        in one allreduce of the flat gradient buffers. Returns the global batch's loss, a device scalar."""
+        self.buffers.loss_slot[0] = loss
         start = time.perf_counter()
         for grad in self.buffers.grads:
             self.comm.allreduce_sum(grad)
         self.allreduce_seconds += time.perf_counter() - start
         self.steps += 1
         return self.buffers.loss_slot[0].copy()
+
+    def forward_backward(self, xb, yb):
+        """The global batch's mean loss (a device scalar) and, in every parameter's ``grad``, its gradient: the
+        Trainer's step up to the update (``Trainer.gradients``)."""
+        return self._gradients_only.gradients(xb, yb)
 
     def weights_digest(self) -> str:
         """A digest of every weight's bytes: equal on every rank while they agree."""

@@ -1,6 +1,10 @@
 """Argument checks shared by every op: each error names the offending value, dtype and shape."""
 from __future__ import annotations
 
+import math
+
+import numpy
+
 from .. import dtypes
 from ..devices import device_of
 from ..errors import label_out_of_range
@@ -67,6 +71,38 @@ def require_int64(value, name: str):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
     if not INT64_MIN <= int(value) <= INT64_MAX:
         raise ValueError(f"{name} = {int(value)} does not fit int64: labels are compared as int64 on every device")
+
+
+def require_divisor(value, name: str):
+    """What a mean may be divided by. A Python or NumPy number must be positive and finite (returned as a float):
+    a bool or a string is a ``TypeError``; 0, negative, NaN or inf a ``ValueError``. A 0-d real array (on any
+    device) is a divisor computed by the caller (data parallelism's global one, ``softmax_cross_entropy_divisor``)
+    and is returned as it is: reading its value would be a host sync per step on a GPU; a zero there gives
+    PyTorch's 0 / 0 = NaN mean, as one process would."""
+    dtype = getattr(value, "dtype", None)
+    is_real = (dtype.kind in "iuf" and getattr(value, "ndim", 0) == 0) if dtype is not None else (
+        isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not is_real:
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}: {value!r}")
+    if hasattr(value, "ndim") and not isinstance(value, numpy.generic):  # an array, not a NumPy number
+        return value
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be positive and finite, got {number!r}")
+    return number
+
+
+def require_smoothing(value) -> float:
+    """label_smoothing: a real number in [0, 1], as PyTorch takes it."""
+    if type(value) is float and 0.0 <= value <= 1.0:  # the common case, at every call: no more checks
+        return value
+    is_bool = isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+    if is_bool or isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+        raise TypeError(f"label_smoothing must be a real number, got {type(value).__name__}: {value!r}")
+    number = float(value)
+    if not (0.0 <= number <= 1.0):  # NaN fails too
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {number!r}")
+    return number
 
 
 def labels_as_int64(xp, labels, n_classes: int, ignore_index: int):

@@ -12,9 +12,10 @@ import gpunet
 from gpunet import nn, optim
 from gpunet.data import Batches, load_mnist
 from gpunet.distributed import Communicator, DataParallel, rank_environment, world
+from gpunet.trainer import Trainer
 
 from .core import run_worker
-from .step import loss_module, require_labels, train_step
+from .step import loss_module, require_labels
 from .timing import alternating_rounds, median_runs
 
 NAME = "distributed"
@@ -87,17 +88,18 @@ def dp_worker(batches, steps, warmup, distributed):
         loss_fn = loss_module(dev)
         opt = optim.Adam(model.parameters(), lr=1e-3)
         parallel = DataParallel(model, loss_fn, comm) if distributed else None
+        trainer = Trainer(model, loss_fn, opt, parallel=parallel)
         data = Batches(x, y, batch, seed=0, drop_last=True, device=dev)
         stream = (b for epoch in itertools.count() for b in data.epoch(epoch))
         for _ in range(warmup):
-            train_step(model, loss_fn, opt, *next(stream), parallel=parallel)
+            trainer.step(*next(stream))
         timed = dp_steps(batch, steps)
         # DataParallel's own record, read before and after the timed steps.
         seconds_before, steps_before = (parallel.allreduce_seconds, parallel.steps) if parallel else (0.0, 0)
         comm.barrier()
         start = time.perf_counter()
         for _ in range(timed):
-            train_step(model, loss_fn, opt, *next(stream), parallel=parallel)
+            trainer.step(*next(stream))
         comm.barrier()
         seconds = time.perf_counter() - start
         row = {"network": name, "batch": batch, "ranks": comm.size,

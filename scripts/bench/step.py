@@ -1,5 +1,5 @@
-"""gpunet's training step as the sections time it, in one place: the one function to swap for gpunet's public
-training step when it lands (``train_step`` below keeps its arguments).
+"""gpunet's training step as the sections time it: ``gpunet.trainer.Trainer``, the step ``gpunet train`` and
+its N ranks take, with the loss module below.
 
 The loss does not check labels (``check_labels=False``), as ``gpunet train`` runs it: on a GPU the check reads
 the kernel's error flag back, a host synchronisation per step that PyTorch's step does not make. The labels are
@@ -19,16 +19,3 @@ def require_labels(labels, n_classes: int) -> None:
     if bad.any():
         i = int(bad.argmax())
         raise ValueError(f"label {int(labels[i])} of sample {i} is out of range [0, {n_classes})")
-
-
-def train_step(model, loss_fn, opt, xb, yb, parallel=None):
-    """One step: forward, the loss through the loss module, backward (through ``parallel``, a DataParallel, when
-    given: its slice of the batch, then the gradients' allreduce), the update. Returns the loss as a device
-    array, never read here."""
-    if parallel is None:
-        loss = loss_fn.forward(model.forward(xb), yb)
-        model.backward(loss_fn.backward())
-    else:
-        loss = parallel.forward_backward(xb, yb)
-    opt.step()
-    return loss

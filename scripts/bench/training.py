@@ -8,10 +8,11 @@ import time
 import gpunet
 from gpunet import nn, optim
 from gpunet.data import Batches, load_mnist
+from gpunet.trainer import Trainer
 
 from .products import matrix_products, products_and_update, products_bound_columns
 from .report import plain
-from .step import loss_module, require_labels, train_step
+from .step import loss_module, require_labels
 from .step_counts import count_gpunet_launches, profile_step
 from .timing import alternating_rounds, device_timer, joined_rounds, median_runs, torch_cuda_timer
 
@@ -59,7 +60,7 @@ def gpunet_trainer(dev, sizes, activation):
     model = nn.mlp(sizes, activation, seed=0, device=dev)
     loss_fn = loss_module(dev)
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    return lambda xb, yb: train_step(model, loss_fn, opt, xb, yb)
+    return Trainer(model, loss_fn, opt).step
 
 
 def gpunet_epoch(dev, step, batch, x, y, epochs_timed=1):

@@ -72,13 +72,13 @@ class TestCallChecks:
         x, grad = np.zeros((2, 3), np.float32), np.empty((2, 3), np.float32)
         labels, scale, loss = np.zeros(2, np.int64), np.ones(2, np.float32), np.empty(2, np.float32)
         with pytest.raises(OverflowError, match="ignore_index = 1180591620717411303424 does not fit int64_t"):
-            ce(x, labels, scale, loss, grad, 2, 3, 2**70, 1)
+            ce(x, labels, None, None, scale, loss, grad, 2, 3, 2**70, 0.0, 1)
         with pytest.raises(TypeError, match="threads takes an integer, got bool"):
-            ce(x, labels, scale, loss, grad, 2, 3, -100, True)
-        with pytest.raises(TypeError, match="takes 9 arguments"):
-            ce(x, labels, scale, loss, grad, 2, 3, -100)
+            ce(x, labels, None, None, scale, loss, grad, 2, 3, -100, 0.0, True)
+        with pytest.raises(TypeError, match="takes 12 arguments"):
+            ce(x, labels, None, None, scale, loss, grad, 2, 3, -100, 0.0)
         with pytest.raises(TypeError, match="labels takes int64 data, got int32"):
-            ce(x, labels.astype(np.int32), scale, loss, grad, 2, 3, -100, 1)
+            ce(x, labels.astype(np.int32), None, None, scale, loss, grad, 2, 3, -100, 0.0, 1)
 
     def test_buffer_lists_are_checked_element_by_element(self):
         sgd = cpu_kernels.library().function("sgd_update", np.float32)
@@ -157,7 +157,7 @@ def test_a_label_past_the_row_is_reported_by_the_kernel_not_read():
     loss = np.full(3, 7.0, np.float32)
     for bad in (4, 1 << 40, -5):
         labels = np.array([0, bad, 1], np.int64)
-        assert ce(x, labels, np.ones(3, np.float32), loss, grad, 3, 4, -100, 1) == 1
+        assert ce(x, labels, None, None, np.ones(3, np.float32), loss, grad, 3, 4, -100, 0.0, 1) == 1
         assert np.all(grad == 7.0) and np.all(loss == 7.0)  # nothing written
 
 

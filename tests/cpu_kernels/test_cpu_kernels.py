@@ -247,8 +247,8 @@ def _all_ops(dtype, threads):
         entry(f"{prefix}softmax_backward", x.dtype)(np.nan_to_num(y), dy, dx, 1500, 301, threads)
         out += [y, dx]
     loss, grad = np.empty(1500, dtype), np.empty_like(x)
-    entry("softmax_cross_entropy", x.dtype)(x, labels, np.full(1500, 0.5, dtype), loss, grad, 1500, 301, -100,
-                                            threads)
+    entry("softmax_cross_entropy", x.dtype)(x, labels, None, None, np.full(1500, 0.5, dtype), loss, grad, 1500, 301,
+                                            -100, 0.0, threads)
     reduced_grad = np.empty_like(x)
     x_finite = np.nan_to_num(x, nan=0.0, neginf=-50.0)
     reduced_loss = np.zeros(1)
@@ -321,7 +321,8 @@ int main() {
             (it & 1 ? log_softmax_forward_f32 : softmax_forward_f32)(x.data(), y.data(), rows, cols, 4);
             if (!(it & 1) && y != once) bad = 1;
             (it & 1 ? log_softmax_backward_f32 : softmax_backward_f32)(once.data(), x.data(), dx.data(), rows, cols, 3);
-            softmax_cross_entropy_f32(x.data(), labels.data(), scale.data(), loss.data(), grad.data(), rows, cols, -100, 2);
+            softmax_cross_entropy_f32(x.data(), labels.data(), nullptr, nullptr, scale.data(), loss.data(), grad.data(), rows,
+                                      cols, -100, 0.0, 2);
             double total = 0;
             if (softmax_cross_entropy_reduced_f32(x.data(), labels.data(), grad.data(), rows, cols, -100, it & 1, 2,
                                                   &total) != -1)

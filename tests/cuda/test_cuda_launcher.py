@@ -1,9 +1,11 @@
-"""The GPU launcher, exercised without a GPU: CuPy's RawModule is replaced by a stand-in that checks every
-argument has the exact C type the kernel's signature asks for (CuPy passes scalars by their NumPy type), then
-runs the kernel in the simulator. This proves the CUDA path's compile options and marshalling, which the real
-parity tests on a GPU then only confirm."""
-import contextlib
+"""The GPU launcher, exercised without a GPU: CuPy's RawModule is replaced by a stand-in that loads the image
+gpunet's NVRTC binding compiled (``RawModule(path=...)``, recording the path and the options its sidecar names),
+checks every argument has the exact C type the kernel's signature asks for (CuPy passes scalars by their NumPy
+type), then runs the kernel in the simulator. This proves the CUDA path's compile options and marshalling, which
+the real parity tests on a GPU then only confirm."""
+import json
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +19,9 @@ from gpunet.ops.softmax import LOG_SOFTMAX, SOFTMAX, SOFTMAX_BACKWARD
 from gpunet.optim.adam import ADAM_UPDATE
 from gpunet.optim.sgd import SGD_UPDATE
 from gpunet.devices.cuda import CudaDevice, CudaLauncher
-from gpunet.cuda.source import DTYPES, element_dtype, signatures_of
+from gpunet import native
+from gpunet.cuda.nvrtc import compile_options
+from gpunet.cuda.source import DTYPES, element_dtype
 from gpunet.devices.sim import SimModule
 
 
@@ -46,14 +50,18 @@ class StandInKernel:
 
 
 class StandInRawModule:
+    """``cupy.RawModule`` as the cuda path must call it: a compiled image's ``path`` and nothing to compile."""
     instances = []
 
-    def __init__(self, code, options):
-        self.code, self.options = code, options
-        config = next(c for c in DTYPES.values() if f"-DSCALAR_T={c.scalar}" in options)
-        self.config = config
-        self.signatures = signatures_of(code)
-        self.sim = SimModule(f"standin_{len(code)}", config, source=code)
+    def __init__(self, code=None, *, path=None, options=(), **compile_arguments):
+        assert code is None and not options and not compile_arguments, "CuPy must compile nothing for gpunet"
+        self.path = Path(path)
+        sidecar = json.loads(self.path.with_suffix(".json").read_text())
+        self.options, self.format = sidecar["options"], sidecar["format"]
+        assert self.path.suffix == "." + self.format and self.path.stat().st_size > 0
+        self.config = DTYPES[sidecar["dtype"]]
+        self.sim = SimModule(sidecar["module"], self.config)
+        self.signatures = self.sim.signatures
         self.launches = []
         StandInRawModule.instances.append(self)
 
@@ -62,15 +70,28 @@ class StandInRawModule:
         return StandInKernel(self, name)
 
 
-def stand_in_cupy():
+class StandInGpu:
+    """``cupy.cuda.Device(i)``: a context, and the architecture CuPy reports (``compute_capability``)."""
+    compute_capability = "90"
+
+    def __init__(self, index):
+        self.id = index
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def stand_in_cupy(raw_module=None):
     """NumPy dressed as CuPy: RawModule is the stand-in above, one GPU of 2 SMs, architecture sm_90."""
     cupy = types.ModuleType("cupy")
     cupy.__getattr__ = lambda name: getattr(np, name)
     cupy.ndarray = np.ndarray
-    cupy.RawModule = StandInRawModule
+    cupy.RawModule = raw_module or StandInRawModule
     cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(
-        getDeviceProperties=lambda i: {"multiProcessorCount": 2, "major": 9, "minor": 0}),
-        Device=lambda i: contextlib.nullcontext())
+        getDeviceProperties=lambda i: {"multiProcessorCount": 2, "major": 9, "minor": 0}), Device=StandInGpu)
     StandInRawModule.instances.clear()
     return cupy
 
@@ -94,11 +115,14 @@ def test_the_cuda_device_over_a_stand_in_cupy_registers_as_a_device_of_its_own(m
     assert [m.launches for m in StandInRawModule.instances] == [["softmax_forward_warp2"]]
 
 
-def test_compile_options_leave_the_architecture_to_cupy(runner):
+def test_the_gpu_loads_the_cubin_the_nvrtc_tests_compile(runner):
+    """The device's cubin: compiled by gpunet for the device's own architecture with the NVRTC tests' options
+    (compile_module(..., verbose=True) in test_nvrtc.py), cached under <cache>/cuda, loaded by path."""
     SOFTMAX.run(runner, np.zeros((2, 3), np.float32))
     (module,) = StandInRawModule.instances
-    assert not any(o.startswith(("--gpu-architecture", "--ptxas-options")) for o in module.options)
-    assert any(o.startswith("--include-path=") for o in module.options) and "-DSCALAR_T=float" in module.options
+    assert module.format == "cubin" and module.path.parent == native.cache_root() / "cuda"
+    assert module.options == compile_options(DTYPES["float32"], "sm_90", verbose=True)
+    assert "--gpu-architecture=sm_90" in module.options and "--ftz=false" in module.options
     assert runner.max_grid == 64 and runner.arch == "sm_90"
 
 

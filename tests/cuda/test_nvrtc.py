@@ -1,12 +1,14 @@
 """Every kernel file compiles with NVRTC (the compiler CuPy uses) for every supported architecture, in every
 dtype, with no register spills; NVRTC 12 covers Volta (sm_70), which NVRTC 13 dropped."""
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from gpunet.cuda.resources import parse_ptxas_log
-from gpunet.cuda.source import DTYPES, modules, signatures
-from gpunet.cuda.nvrtc import ARCHITECTURES, VOLTA, Nvrtc, NvrtcError, compile_module
+from gpunet.cuda.source import DTYPES, modules, read_source, signatures
+from gpunet.cuda.nvrtc import (ARCHITECTURES, FLOAT_SEMANTICS, VOLTA, Nvrtc, NvrtcError, compile_module,
+                               compile_options)
 
 
 def nvrtc_or_skip(major):
@@ -51,3 +53,27 @@ def test_float16_headers_come_from_the_test_extra_not_a_cuda_toolkit():
         folders = cuda_include_dirs(host_compilable=host_compilable)
         assert folders, "no cuda_fp16.h: install the test extra (pip install -e '.[test]')"
         assert folders[0].endswith(os.path.join("nvidia", "cu13", "include")), folders
+
+
+def flushing_instructions(ptx: str) -> set[str]:
+    """The PTX instructions that flush subnormals, less the approximation seeds of libdevice's accurate ``exp``
+    and reciprocal (``ex2.approx.ftz``, ``rcp.approx.ftz``), which get range-reduced arguments whatever ``--ftz``
+    says."""
+    return {i for i in re.findall(r"\t(\S+\.ftz\S*)", ptx) if not i.startswith(("ex2.approx.", "rcp.approx."))}
+
+
+def test_every_module_keeps_subnormals_in_its_ptx():
+    """docs/semantics.md: no flush to zero on the GPU. The PTX of every module and dtype, compiled with the one
+    options function, flushes nowhere; the planted ``--ftz=true`` (what CuPy's own compile appends) shows the
+    check can fail."""
+    nvrtc = nvrtc_or_skip(13)
+    for module in modules():
+        for name, config in DTYPES.items():
+            options = compile_options(config, "compute_90")
+            assert set(FLOAT_SEMANTICS) <= set(options)
+            ok, log, ptx = nvrtc.compile(read_source(module), f"{module}.cu", options)
+            assert ok, log
+            assert b".target sm_90" in ptx and not flushing_instructions(ptx.decode()), (module, name)
+    ok, _, planted = nvrtc.compile(read_source("softmax"), "softmax.cu",
+                                   compile_options(DTYPES["float32"], "compute_90") + ["--ftz=true"])
+    assert ok and {"add.rn.ftz.f32", "mul.rn.ftz.f32"} <= flushing_instructions(planted.decode())

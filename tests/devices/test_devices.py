@@ -1,5 +1,6 @@
 """Device selection: CPU fallback with a log line when CuPy is absent or has no GPU; "cuda" by name errors."""
 import logging
+import re
 import sys
 import types
 
@@ -10,11 +11,25 @@ import gpunet
 from gpunet.devices import CudaUnavailable
 
 
-def fake_cupy(available=True, alloc_error=None):
+class CUDARuntimeError(RuntimeError):
+    """CuPy's error for a failed CUDA runtime call: its message starts with CUDA's error name."""
+
+
+class OutOfMemoryError(MemoryError):
+    """CuPy's out-of-memory error, a MemoryError and not a RuntimeError."""
+
+
+def fake_cupy(available=True, alloc_error=None, count_error=None, driver=13020, runtime=13020):
     cupy = types.ModuleType("cupy")
     cuda = types.SimpleNamespace()
-    cuda.is_available = lambda: available
-    cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
+    cuda.is_available = lambda: available and count_error is None
+
+    def get_device_count():
+        if count_error is not None:
+            raise count_error
+        return 1
+    cuda.runtime = types.SimpleNamespace(getDeviceCount=get_device_count, driverGetVersion=lambda: driver,
+                                         runtimeGetVersion=lambda: runtime)
 
     class Dev:
         def __init__(self, i):
@@ -40,6 +55,19 @@ def fake_cupy(available=True, alloc_error=None):
     (lambda mp: mp.setitem(sys.modules, "cupy", fake_cupy(available=False)), "no CUDA driver or device"),
     (lambda mp: mp.setitem(sys.modules, "cupy", fake_cupy(alloc_error=RuntimeError("cudaErrorNoDevice"))),
      "cudaErrorNoDevice"),
+    # a driver too old for cupy-cuda13x: CUDA's error and both versions, not "no CUDA driver or device"
+    (lambda mp: mp.setitem(sys.modules, "cupy", fake_cupy(count_error=CUDARuntimeError(
+        "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version"), driver=12040)),
+     r"driver supports CUDA 12\.4, older than CuPy's CUDA runtime 13\.2 \(CUDARuntimeError: "
+     r"cudaErrorInsufficientDriver"),
+    (lambda mp: mp.setitem(sys.modules, "cupy", fake_cupy(count_error=CUDARuntimeError(
+        "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version"), driver=0)),
+     r"no NVIDIA driver is installed \(CUDARuntimeError: cudaErrorInsufficientDriver"),
+    (lambda mp: mp.setitem(sys.modules, "cupy", fake_cupy(count_error=CUDARuntimeError(
+        "cudaErrorNoDevice: no CUDA-capable device is detected"))), "CUDARuntimeError: cudaErrorNoDevice"),
+    # out of memory during the probe: a MemoryError, still a reason to fall back
+    (lambda mp: mp.setitem(sys.modules, "cupy", fake_cupy(alloc_error=OutOfMemoryError(
+        "Out of memory allocating 512 bytes"))), "OutOfMemoryError: Out of memory allocating 512 bytes"),
 ])
 def test_auto_falls_back_to_cpu_with_a_reason(monkeypatch, caplog, setup, reason):
     setup(monkeypatch)
@@ -47,7 +75,7 @@ def test_auto_falls_back_to_cpu_with_a_reason(monkeypatch, caplog, setup, reason
     with caplog.at_level(logging.WARNING, logger="gpunet"):
         dev = gpunet.device("auto")
     assert dev.name == "cpu"
-    assert len(caplog.records) == 1 and reason in caplog.records[0].getMessage()
+    assert len(caplog.records) == 1 and re.search(reason, caplog.records[0].getMessage())
     with pytest.raises(CudaUnavailable, match=reason):
         gpunet.device("cuda")
 
@@ -58,8 +86,9 @@ def test_real_cupy_without_gpu_falls_back():
     if cupy.cuda.is_available():
         pytest.skip("a GPU is present")
     assert gpunet.device("auto").name == "cpu"
-    with pytest.raises(CudaUnavailable, match="cuda:0"):
+    with pytest.raises(CudaUnavailable, match="cuda:0") as caught:
         gpunet.device("cuda:0")
+    assert "cudaError" in str(caught.value), "the reason names CUDA's own error"
 
 
 def test_compile_errors_are_not_swallowed(monkeypatch):

@@ -44,14 +44,15 @@ class NumpyFormKernels(Kernels):
         for i, (w, grad) in enumerate(zip(params, grads)):
             op.numpy(np, w, grad, *(None if lst is None else lst[i] for lst in state_lists), *hyper)
 
-    def cross_entropy(self, op, logits, labels, ignore_index, grad_scale=None, check=True, out=None):
+    def cross_entropy(self, op, logits, labels, ignore_index, grad_scale=None, check=True, out=None, targets=None,
+                      weight=None, smoothing=0.0):
         self.calls.append(op.name)
-        gpunet.errors.check_label_range(np, labels, logits.shape[1], ignore_index)
+        if labels is not None:
+            gpunet.errors.check_label_range(np, labels, logits.shape[1], ignore_index)
         out = np.empty_like(logits) if out is None else out
         loss = np.empty(logits.shape[0], dtype=logits.dtype)
-        row_scale = None if grad_scale is None else np.where(labels != ignore_index, grad_scale, 0).astype(
-            logits.dtype)
-        op.numpy(np, logits, labels, row_scale, loss, out, ignore_index=ignore_index)
+        row_scale = None if grad_scale is None else np.full(logits.shape[0], grad_scale[0], dtype=logits.dtype)
+        op.numpy(np, logits, labels, targets, row_scale, loss, out, ignore_index, weight, smoothing)
         return loss, out
 
 

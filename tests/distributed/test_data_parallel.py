@@ -2,9 +2,11 @@
 weights of one process on the same global batches, hold identical weights, use every sample once per epoch,
 resume across world sizes, and a failing rank ends the job."""
 import importlib
+import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +74,36 @@ def test_ranks_reach_the_weights_of_one_process(tmp_path, n, activation, optimiz
         assert sorted(used.tolist()) == list(range(43 if device == "sim" else 203))
 
 
+def farthest(got: dict, want: dict) -> float:
+    """The largest difference between two sets of weights, relative to each tensor's largest weight."""
+    return max(float(np.abs(got[k] - want[k]).max() / np.abs(want[k]).max()) for k in want
+               if not k.startswith("used") and k not in ("losses", "norms"))
+
+
+def test_one_process_and_two_ranks_clip_alike(tmp_path):
+    """--clip-grad-norm on 2 ranks clips the global gradient, after the allreduce: the weights stay as close to one
+    process's as they are without clipping (only the order of float additions differs), though clipping is
+    active at most steps and changes the weights."""
+    options = ["--activation", "tanh", "--optimizer", "sgd", "--device", "cpu"]
+    runs = {}
+    for clip in (None, "0.3"):
+        extra = ["--clip-grad-norm", clip] if clip else []
+        for n in (0, 2):
+            out = tmp_path / f"{clip}-{n}"
+            job = ranks(n, out, *options, *extra)
+            assert job.returncode == 0, job.stderr[-3000:]
+            runs[clip, n] = [weights(out / f"rank{r}.npz") for r in range(max(n, 1))]
+    single, two = runs["0.3", 0][0], runs["0.3", 2]
+    np.testing.assert_allclose(two[0]["norms"], single["norms"], rtol=1e-4)  # every rank saw the global norm
+    np.testing.assert_array_equal(two[1]["norms"], two[0]["norms"])
+    assert (single["norms"] > 0.3).mean() > 0.5  # clipping active at most steps
+    assert farthest(single, runs[None, 0][0]) > 1e-2  # and it changed the weights
+    unclipped = farthest(runs[None, 2][0], runs[None, 0][0])
+    assert 0 < unclipped < 1e-5  # float32 rounding, from the order of the additions alone
+    assert farthest(two[0], single) <= 4 * unclipped
+    assert farthest(two[1], two[0]) == 0
+
+
 def test_a_rank_that_raises_ends_the_job(tmp_path):
     start = time.monotonic()
     job = ranks(3, tmp_path / "fault", "--fault-rank", "1", timeout=60)
@@ -121,6 +153,37 @@ def test_distributed_without_mpi4py_says_what_to_install(monkeypatch, capsys):
         MpiCommunicator()
     assert main(["train", "--distributed", "--dataset", "moons", "--epochs", "1"]) == 2
     assert "pip install 'gpunet[mpi]'" in capsys.readouterr().err
+
+
+def test_distributed_without_an_mpi_library_says_what_to_install(monkeypatch, capsys):
+    """mpi4py 4 imports without an MPI library; ``from mpi4py import MPI`` then raises RuntimeError("cannot load MPI
+    library"), not ImportError: the advice, not the raw error."""
+    from gpunet.cli import main
+    from gpunet.distributed import DistributedUnavailable, MpiCommunicator
+
+    without_library = types.ModuleType("mpi4py")
+
+    def load(name):
+        raise RuntimeError("cannot load MPI library\n/nowhere/libmpi.so: cannot open shared object file")
+    without_library.__getattr__ = load
+    monkeypatch.setitem(sys.modules, "mpi4py", without_library)
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
+    with pytest.raises(DistributedUnavailable, match=r"pip install 'gpunet\[mpi\]'") as caught:
+        MpiCommunicator()
+    assert "pip install mpich" in str(caught.value) and "cannot load MPI library" in str(caught.value)
+    assert main(["train", "--distributed", "--dataset", "moons", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'gpunet[mpi]'" in err and "Traceback" not in err
+
+
+def test_nproc_without_an_mpi_library_says_what_to_install(tmp_path):
+    """The same through ``--nproc``: each rank says what to install, and the job ends with an error status."""
+    env = {**os.environ, "MPI4PY_LIBMPI": str(tmp_path / "no-libmpi.so")}
+    job = subprocess.run([sys.executable, "-m", "gpunet", "train", "--dataset", "moons", "--epochs", "1", "--device",
+                          "cpu", "--no-progress", "--nproc", "2", "--out", str(tmp_path / "run")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode != 0
+    assert "pip install 'gpunet[mpi]'" in job.stderr and "Traceback" not in job.stderr, job.stderr[-3000:]
 
 
 def test_the_nproc_command_is_the_documented_one():

@@ -2,7 +2,10 @@
 epochs of data-parallel training through the API on a small set with ignored labels and an uneven last batch.
 Each rank saves its weights and the samples it used, by epoch, to OUT/rank<r>.npz.
 
-    train_ranks.py OUT --activation relu --optimizer sgd --device cpu [--single] [--fault-rank R]
+    train_ranks.py OUT --activation relu --optimizer sgd --device cpu [--single] [--fault-rank R] [--clip-grad-norm M]
+
+Every step is gpunet.trainer.Trainer's: the single process's without a data-parallel strategy, the ranks' with
+DataParallel's. With --clip-grad-norm, each step's total gradient norm before clipping is saved too.
 """
 import argparse
 from pathlib import Path
@@ -13,6 +16,7 @@ from gpunet import nn, optim
 from gpunet.data import Batches
 from gpunet.devices import is_cupy_array
 from gpunet.distributed import Communicator, DataParallel, rank_device, split, world
+from gpunet.trainer import Trainer
 
 parser = argparse.ArgumentParser()
 parser.add_argument("out")
@@ -24,6 +28,7 @@ parser.add_argument("--fault-rank", type=int, default=None, help="this rank rais
 parser.add_argument("--rows", type=int, default=203)
 parser.add_argument("--batch", type=int, default=40)
 parser.add_argument("--epochs", type=int, default=2)
+parser.add_argument("--clip-grad-norm", type=float, default=None)
 args = parser.parse_args()
 
 comm = Communicator() if args.single else world()
@@ -37,9 +42,10 @@ model = nn.mlp([6, 16, 4], args.activation, seed=0, device=dev)
 loss_fn = nn.SoftmaxCrossEntropy(device=dev)
 opt = (optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if args.optimizer == "sgd"
        else optim.Adam(model.parameters(), lr=0.01))
-parallel = DataParallel(model, loss_fn, comm)
+parallel = None if args.single else DataParallel(model, loss_fn, comm)
+trainer = Trainer(model, loss_fn, opt, parallel=parallel, clip_grad_norm=args.clip_grad_norm)
 batches = Batches(x, y, args.batch, shuffle=True, seed=0, device=dev)
-used, losses, step = [], [], 0
+used, losses, norms, step = [], [], [], 0
 for epoch in range(args.epochs):
     mine = []
     for xb, yb in batches.epoch(epoch):
@@ -48,12 +54,15 @@ for epoch in range(args.epochs):
             raise RuntimeError(f"an injected fault on rank {comm.rank}")
         lo, hi = split(len(yb), comm.size, comm.rank)
         mine += np.rint(dev.to_numpy(xb[lo:hi, 0]) * 1000).astype(int).tolist()
-        losses.append(float(dev.to_numpy(parallel.forward_backward(xb, yb))))
-        opt.step()
+        losses.append(float(dev.to_numpy(trainer.step(xb, yb))))
+        if args.clip_grad_norm is not None:
+            norms.append(float(dev.to_numpy(trainer.grad_norm)))
     used.append(np.array(mine))
 weights = {name: dev.to_numpy(p.data) for name, p in model.named_parameters()}
-arrays = [a for p in model.parameters() for a in (p.data, p.grad)] + parallel.buffers.data + parallel.buffers.grads
-arrays += [buf for slot in opt.state for buf in slot.values()] + [batches.x, batches.y]
+arrays = [a for p in model.parameters() for a in (p.data, p.grad)] + [batches.x, batches.y]
+arrays += [buf for slot in opt.state for buf in slot.values()]
+arrays += parallel.buffers.data + parallel.buffers.grads if parallel else []
 gpus = [a.device.id if is_cupy_array(a) else -1 for a in arrays]  # the GPU each array lives on (-1: the host)
 np.savez(Path(args.out) / f"rank{comm.rank}.npz", losses=np.array(losses), **weights, usedgpus=np.array(gpus),
+         **({"norms": np.array(norms)} if norms else {}),
          **{f"used{e}": u for e, u in enumerate(used)})

@@ -18,12 +18,14 @@ shapes of N = 1..64 rows and C = 1..3200 columns, with each launch variant's edg
 and the ends of shared memory up to 12289), 0-d, 1-D and 3-D inputs where the op takes them, any axis for the
 softmax family; every input contiguous, transposed, strided (a slice of a larger array whose other elements are
 NaN: a form that read outside the view would show it), reversed (negative strides) or byte-swapped; values
-normal, tied, constant, tiny (subnormal) or huge (past float16's range: inf after the cast), with NaN, +inf and
--inf at random positions, and sometimes a whole row or column of -inf (or NaN, +inf, 0); backward inputs usually
-the forward's output, sometimes any values; labels of every integer kind (int8..uint64, strided or not, and float
-and bool labels that must be refused) with ignored rows (none, some, all), negative labels, labels at and past C,
-each kind's extremes and 2**64-1; ``ignore_index`` the default -100, a class in [0, C), -1, C, the int64 extremes,
-and values that must be refused (2**63, -2**63-1, 2**70, True, 1.5); every reduction and an unknown one;
+normal, tied, constant, tiny (subnormal) or huge (past float16's range: inf after the cast), sometimes with a whole
+row or column of -inf (or NaN, +inf, 0), then NaN, +inf and -inf at random positions and at the columns where the
+kernels split a row (SPLIT_COLUMNS: lane, warp, block and chunk edges, a block thread's last column, the last
+column); backward inputs usually the forward's output, sometimes any values; labels of every integer kind
+(int8..uint64, strided or not, and float and bool labels that must be refused) with ignored rows (none, some,
+all), negative labels, labels at and past C, each kind's extremes and 2**64-1; ``ignore_index`` the default -100,
+a class in [0, C), -1, C, the int64 extremes, and values that must be refused (2**63, -2**63-1, 2**70, True, 1.5);
+every reduction and an unknown one;
 ``check_labels=False`` where every label is good; dloss scalars and per-row arrays with NaN and inf, and of the
 wrong shape; the compiled kernels' instruction set (avx512, avx2, generic: whichever this CPU runs).
 
@@ -70,7 +72,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # backward (two cached arrays of 8 bytes) leaves it at 3073, float64's forward and float32's backward at 6145,
 # float32's forward at 12289; then the plain block variant), and the compiled kernels' vector tails at multiples of
 # 8 and 16. Widths past MAX_COLS come from this list only.
-EDGE_WIDTHS = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513,
+EDGE_WIDTHS = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513,
                1000, 1023, 1024, 1025, 2048, 3000, 3072, 3073, 3200, 6144, 6145, 12288, 12289]
 MAX_ROWS, MAX_COLS = 64, 3200
 CPU_ELEMENTS = 40_000   # per input, on the cpu group
@@ -311,19 +313,26 @@ def shapes(draw, group: str, max_rows: int = MAX_ROWS):
 PATTERNS = ["normal", "normal", "ties", "constant", "tiny", "huge"]
 MAGNITUDES = [1e-3, 1.0, 4.0, 30.0, 300.0, 1e4]
 SPECIALS = [NAN, INF, -INF]
+# Where the kernels split a row: the CPU's 16- and 8-lane vectors (15/16, 31/32), a warp's lanes (31/32, 63), a
+# block of 256 threads (255/256), a thread's float64 and float32 chunks and the CPU's float sums (1023/1024,
+# 2047/2048); -1: the last column (the padding's neighbour); (r, 256): the last column of block thread r (its
+# last chunk, whose neighbour is padding). A merge that loses a NaN shows there, rarely at a random position (a
+# NaN at column 31 of 1025 gave a finite loss on sim: tests/ops/test_special_positions.py).
+SPLIT_COLUMNS = [0, 15, 16, 31, 32, 63, 255, 256, 1023, 1024, 2047, 2048, -1, (0, 256), (31, 256), (32, 256),
+                 (255, 256)]
 layouts = st.sampled_from(["contiguous", "contiguous", "transposed", "strided", "reversed"])
 
 
 @st.composite
 def values(draw, shape, dtype, rows_axis=None, pattern=None):
-    """A float array of ``shape`` in ``dtype`` from a seeded generator (its recipe drawn), with NaN and +-inf
-    injected at drawn positions, and sometimes a whole row (along ``rows_axis``, else the last axis) or column (an
-    index of the first axis) of one value. Returns ``(array, recipe)``."""
+    """A float array of ``shape`` in ``dtype`` from a seeded generator (its recipe drawn), sometimes with a whole
+    row (along ``rows_axis``, else the last axis) or column (an index of the first axis) of one value, then NaN and
+    +-inf injected at drawn positions: anywhere, or at a split column (SPLIT_COLUMNS, past the row's end: its last)
+    of a drawn row, so also into a row of -inf. Returns ``(array, recipe)``."""
     seed = draw(st.integers(0, 2**32 - 1))
     pattern = pattern or draw(st.sampled_from(PATTERNS))
     magnitude = draw(st.sampled_from(MAGNITUDES))
     rng = np.random.default_rng(seed)
-    size = int(np.prod(shape))
     if pattern == "ties":
         x = rng.integers(-2, 3, shape) * magnitude
     elif pattern == "constant":
@@ -335,10 +344,6 @@ def values(draw, shape, dtype, rows_axis=None, pattern=None):
     else:
         x = rng.standard_normal(shape) * magnitude
     x = np.asarray(x, dtype=np.float64)
-    flat = x.reshape(-1)
-    points = draw(st.lists(st.tuples(st.integers(0, 2**31), st.sampled_from(SPECIALS)), max_size=4))
-    for position, special in points:
-        flat[position % size] = special
     fills = []
     if x.ndim >= 1 and one_in(draw, 4):
         kind = draw(st.sampled_from(["row", "row", "column"]))
@@ -352,10 +357,34 @@ def values(draw, shape, dtype, rows_axis=None, pattern=None):
         else:               # a column: an index of the first axis
             x[index % x.shape[0]] = fill
             fills.append(f"x[{index % x.shape[0]}] = {fill}")
+    anywhere_or_split = st.one_of(st.integers(0, 2**31),
+                                  st.tuples(st.integers(0, 2**31), st.sampled_from(SPLIT_COLUMNS)))
+    drawn = draw(st.lists(st.tuples(anywhere_or_split, st.sampled_from(SPECIALS)), max_size=4))
+    points = [(_flat_position(shape, rows_axis, position), special) for position, special in drawn]
+    flat = x.reshape(-1)
+    for position, special in points:
+        flat[position] = special
     with np.errstate(over="ignore"):
         out = x.astype(dtype)
-    recipe = f"{pattern}(seed={seed}, x{magnitude:g}) specials={[(p % size, s) for p, s in points]} {fills}".strip()
+    recipe = f"{pattern}(seed={seed}, x{magnitude:g}) {fills} specials={points}".strip()
     return out, recipe
+
+
+def _flat_position(shape, rows_axis, position) -> int:
+    """The flat index of a drawn position: an int anywhere, or ``(line, split column)``: that column of a line
+    along ``rows_axis`` (else the last axis), the last where the line is shorter."""
+    size = int(np.prod(shape))
+    if isinstance(position, int) or len(shape) == 0:
+        return (position if isinstance(position, int) else position[0]) % size
+    line, split = position
+    lines = np.moveaxis(np.arange(size).reshape(shape), -1 if rows_axis is None else rows_axis, -1)
+    n = lines.shape[-1]
+    if isinstance(split, tuple):   # (r, period): the last column c with c % period == r
+        r, period = split
+        column = r + (n - 1 - r) // period * period
+    else:
+        column = split
+    return int(lines.reshape(-1, n)[line % (size // n), column if 0 <= column < n else n - 1])
 
 
 REFUSED_DTYPES = [np.int32, np.bool_, np.complex64, np.longdouble]

@@ -6,6 +6,7 @@ import gpunet
 from gpunet import nn, optim
 from gpunet.data.batches import Batches
 from gpunet.devices import simgpu
+from gpunet.trainer import Trainer
 from gpunet.training import TrainConfig, fit, train_epoch
 
 cp = simgpu.cupy
@@ -30,7 +31,8 @@ def test_a_training_epoch_on_gpu_1_keeps_every_array_on_gpu_1_while_gpu_0_is_cur
     batches = Batches(x, y, 32, seed=0, device=dev)
     config = TrainConfig(epochs=1, batch_size=32, progress=False)
     assert cp.cuda.Device().id == 0
-    record = train_epoch(model, nn.SoftmaxCrossEntropy(check_labels=False, device=dev), opt, batches, 0, config, 3)
+    trainer = Trainer(model, nn.SoftmaxCrossEntropy(check_labels=False, device=dev), opt)
+    record = train_epoch(trainer, batches, 0, config, 3)
     assert np.isfinite(record["train_loss"])
     product = dev.matmul(model.parameters()[0].data.T, model.parameters()[0].data)
     arrays = _every_array(model, opt, batches) + [product]

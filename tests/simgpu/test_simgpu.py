@@ -76,7 +76,7 @@ def test_streams_events_and_the_gpu_count(monkeypatch):
 
 def test_a_kernel_launches_on_the_current_gpu_and_refuses_another_gpus_array(tmp_path):
     """RawModule(path=...) reads the image's sidecar (the agreed cubin cache format) and runs the module's source
-    in the simulator; RawModule(code=...) as today's CudaLauncher calls it."""
+    in the simulator on the current GPU; CuPy's own compile (code=) is refused, as gpunet must never use it."""
     image = tmp_path / "abc.cubin"
     image.write_bytes(b"")
     (tmp_path / "abc.json").write_text(json.dumps({"module": "elementwise", "dtype": "float32", "arch": "sm_90",
@@ -95,10 +95,10 @@ def test_a_kernel_launches_on_the_current_gpu_and_refuses_another_gpus_array(tmp
         tanh((1,), (32,), (np.zeros(5, np.float32), cp.zeros(5, np.float32), np.int64(5)))
     with pytest.raises(TypeError, match="exact C type"):
         tanh((1,), (32,), (cp.zeros(5, np.float32), cp.zeros(5, np.float32), 5))
-    code = cp.RawModule(code=read_source("elementwise"), options=(f"-DSCALAR_T={DTYPES['float64'].scalar}",))
-    x = cp.asarray(np.linspace(-2, 2, 5))
-    code.get_function("tanh_forward")((1,), (32,), (x, y := cp.empty_like(x), np.int64(5)))
-    np.testing.assert_allclose(y.get(), np.tanh(x.get()), rtol=1e-15)
+    with pytest.raises(TypeError, match="compiled images only"):
+        cp.RawModule(code=read_source("elementwise"), options=(f"-DSCALAR_T={DTYPES['float64'].scalar}",))
+    with pytest.raises(RuntimeError, match="CUDA_ERROR_INVALID_IMAGE"):
+        cp.RawModule(path=str(tmp_path / "abc.ptx"))  # the sidecar names a cubin
 
 
 def test_the_cuda_device_probe_and_launcher_run_on_the_stand_in():

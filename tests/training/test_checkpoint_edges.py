@@ -256,3 +256,36 @@ def test_eval_of_a_model_trained_with_dropout(tmp_path, capsys):
                                                                     for k in ("weight", "bias")}
     code, err = run_eval(capsys, tmp_path / "checkpoint.npz")
     assert code == 0, err
+
+
+# The settings a checkpoint's config held before the settings were declared once (gpunet/training/settings.py)
+# and --clip-grad-norm was added: what every checkpoint written until then holds.
+CONFIG_BEFORE_CLIPPING = ("dataset", "data_root", "device", "hidden", "activation", "dropout", "optimizer", "lr",
+                          "momentum", "weight_decay", "schedule", "batch_size", "epochs", "seed", "out", "resume",
+                          "progress", "plot", "distributed", "save_every", "plot_boundary", "recipe")
+
+
+def test_a_checkpoint_of_the_format_before_clipping_resumes_as_an_uninterrupted_run(tmp_path):
+    """A checkpoint whose config lacks the settings added since (clip_grad_norm) resumes, and reaches the weights
+    of an uninterrupted run; the settings it lacks take their defaults and are not compared."""
+    from gpunet.training import TrainConfig, fit
+
+    def config(out, epochs, **kw):
+        return TrainConfig(dataset="moons", hidden=(8,), epochs=epochs, batch_size=50, optimizer="adam", lr=0.01,
+                           schedule="constant", device="cpu", progress=False, out=str(out), **kw)
+
+    fit(config(tmp_path / "straight", 4), log=lambda *_: None)
+    fit(config(tmp_path / "old", 2), log=lambda *_: None)
+    path = tmp_path / "old" / "checkpoint.npz"
+    model_state, optim_state, meta = load_checkpoint(path)
+    meta["config"] = {key: meta["config"][key] for key in CONFIG_BEFORE_CLIPPING}
+    save_checkpoint(path, model_state, optim_state, meta)
+    lines = []
+    fit(config(tmp_path / "old", 4, resume=True), log=lines.append)
+    assert f"resumed from {path} after epoch 2 (changed: epochs 2 -> 4)" in lines
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoint.npz")
+    resumed = load_checkpoint(path)
+    for part in (0, 1):
+        for key, value in straight[part].items():
+            np.testing.assert_array_equal(resumed[part][key], value, err_msg=key)
+    assert resumed[2]["epoch"] == 4 and resumed[2]["config"]["clip_grad_norm"] is None

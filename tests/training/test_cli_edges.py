@@ -64,14 +64,14 @@ def test_the_device_from_the_environment_is_the_one_trained_on(monkeypatch, tmp_
 
 def interrupt_in_epoch(monkeypatch, n):
     """Ctrl-C during epoch ``n`` (0-based) of the next run."""
-    from gpunet import training
-    real = training.train_epoch
+    from gpunet.training import loop
+    real = loop.train_epoch
 
-    def train_epoch(model, loss_fn, opt, batches, epoch, *rest):
+    def train_epoch(trainer, batches, epoch, *rest):
         if epoch == n:
             raise KeyboardInterrupt
-        return real(model, loss_fn, opt, batches, epoch, *rest)
-    monkeypatch.setattr(training, "train_epoch", train_epoch)
+        return real(trainer, batches, epoch, *rest)
+    monkeypatch.setattr(loop, "train_epoch", train_epoch)
 
 
 def test_ctrl_c_says_what_was_kept_and_exits_130(tmp_path, monkeypatch, capsys):
@@ -143,7 +143,7 @@ def test_out_of_memory_allocating_the_optimizer_state(tmp_path, monkeypatch, opt
 def test_out_of_memory_moving_the_dataset(tmp_path, monkeypatch):
     def batches(*args, **kwargs):
         raise MemoryError
-    monkeypatch.setattr("gpunet.training.Batches", batches)
+    monkeypatch.setattr("gpunet.training.loop.Batches", batches)
     with pytest.raises(OutOfMemory, match=r"moving the dataset .* to the device"):
         fit(spiral_config(tmp_path), **QUIET)
 
@@ -153,13 +153,30 @@ def test_out_of_memory_moving_the_dataset(tmp_path, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_one_batch_per_epoch_and_an_infinite_learning_rate_writes_no_checkpoint(tmp_path):
-    """The loss is looked at before the step; with one batch per epoch the step after the look used to be saved."""
+    """The loss is looked at every CHECK_EVERY steps; with one batch per epoch the update after the last look used
+    to be saved: the check of every weight at the epoch's end catches it."""
     with pytest.raises(DivergenceError) as info:
         fit(spiral_config(tmp_path, batch_size=300, lr=math.inf, optimizer="sgd", epochs=3), **QUIET)
     message = str(info.value)
     assert "0.weight became NaN or inf by step 1 (epoch 1)" in message
     assert "use a finite one, e.g. the default 0.001" in message and "try inf" not in message
     assert "no checkpoint was written" in message and not (tmp_path / "checkpoint.npz").exists()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_divergence_writes_and_names_the_last_good_epoch_kept_in_memory(tmp_path, capsys):
+    """spiral --lr 1e30 with the default --save-every: epoch 1 ends finite but unsaved (5 s had not passed), epoch
+    2 diverges. Epoch 1, kept in memory, is written and named (it used to be thrown away, with "No epoch
+    finished")."""
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "spiral", "--epochs", "5", "--device", "cpu", "--no-progress", "--out",
+                 str(out), "--lr", "1e30"]) == 3
+    err = capsys.readouterr().err
+    assert "loss became nan at step 2 (epoch 2, batch 1)" in err
+    assert f"The last good checkpoint, after epoch 1, is kept: {out / 'checkpoint.npz'}." in err
+    model_state, _, meta = load_checkpoint(out / "checkpoint.npz")
+    assert meta["epoch"] == 1 and [h["epoch"] for h in meta["history"]] == [1]
+    assert all(np.isfinite(w).all() for w in model_state.values())
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -138,6 +138,26 @@ def test_plots(tmp_path, capsys):
     assert image.imread(tmp_path / "cm.png").ndim == 3
 
 
+def test_training_curves_of_a_long_run_draw_a_line_and_a_few_ticks(tmp_path):
+    """10,000 epochs: one line per curve (no marker per epoch) and at most 10 whole-epoch ticks, so the picture is
+    legible and costs as little as a short run's (it was one tick and one marker per epoch: seconds per plot)."""
+    pytest.importorskip("matplotlib")
+    from gpunet.plots import MAX_EPOCH_TICKS, curves_figure, plot_curves
+
+    history = [{"epoch": e, "train_loss": 1 / e, "test_accuracy": 1 - 1 / e} for e in range(1, 10_001)]
+    fig = curves_figure(history)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert len(ax.lines) == 1 and ax.lines[0].get_marker() in (None, "None", "")
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert 2 <= len(ticks) <= MAX_EPOCH_TICKS + 1 and all(float(t).is_integer() for t in ticks)
+        assert len(ax.get_children()) < 60  # no artist per epoch
+    short = curves_figure(history[:5])
+    assert all(ax.lines[0].get_marker() == "o" for ax in short.axes)  # a short run marks each epoch
+    assert all(float(t).is_integer() for t in short.axes[0].get_xticks())
+    assert plot_curves(history, tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_confusion_matrix_counts_every_sample():
     from gpunet.data import spiral
     from gpunet.training import confusion_matrix

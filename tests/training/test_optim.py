@@ -83,3 +83,39 @@ def test_bad_arguments():
         optim.Adam([])
     with pytest.raises(ValueError, match="Nesterov"):
         optim.SGD([p], lr=0.1, nesterov=True)
+
+
+def float16_steps(dev, opt_cls, grads, state_names, **kw):
+    """The float16 weights and optimizer state after each step of ``opt_cls`` on ``dev``."""
+    dev = gpunet.device(dev)
+    layer = nn.Linear(2, 3, bias=False, dtype="float16", device=dev)
+    layer.weight.data[...] = dev.asarray(np.array([[0.0, 0.5, -1.0], [2.0, 0.0, 0.25]], np.float16))
+    opt = opt_cls([layer.weight], **kw)
+    seen = []
+    for g in grads:
+        layer.weight.grad[...] = dev.asarray(g.astype(np.float16))
+        opt.step()
+        seen.append([dev.to_numpy(layer.weight.data).copy()] +
+                    [dev.to_numpy(opt.buffer(0, name)).copy() for name in state_names])
+    return seen
+
+
+@pytest.mark.parametrize("opt_cls, kw, state_names", [
+    (optim.Adam, {"lr": 1e-3}, ("m", "v")),
+    (optim.AdamW, {"lr": 1e-3, "weight_decay": 0.1}, ("m", "v")),
+    (optim.SGD, {"lr": 0.1, "momentum": 0.9}, ("velocity",)),
+    (optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}, ("velocity",))])
+def test_float16_updates_on_cpu_equal_the_kernel_within_one_ulp(opt_cls, kw, state_names):
+    """float16 parameters update in float32 and round once on the CPU, as the kernel (run by sim) does: in float16
+    a gradient of 1e-4 squares to 0 and Adam's step became -inf."""
+    grads = [np.array([[1e-4, -1e-4, 0.5], [2.0, -3e-3, 1e-6]]), np.array([[1e-4, 3.0, -0.25], [1e-5, 4e-3, 0.0]]),
+             np.array([[-2e-4, 1e-3, 0.125], [-1.0, 5e-5, 7.0]])]
+    cpu = float16_steps("cpu", opt_cls, grads, state_names, **kw)
+    sim = float16_steps("sim", opt_cls, grads, state_names, **kw)
+    for step, (on_cpu, on_sim) in enumerate(zip(cpu, sim)):
+        for name, a, b in zip(("w", *state_names), on_cpu, on_sim):
+            assert a.dtype == b.dtype == np.float16 and np.isfinite(a).all() and np.isfinite(b).all()
+            ulp = np.spacing(np.maximum(abs(a), abs(b)))
+            assert (abs(a.astype(np.float32) - b) <= ulp).all(), (step, name, a, b)
+    if opt_cls is optim.Adam:  # the issue's case: w = 0, one step with grad 1e-4 moves it by lr, not to -inf
+        assert cpu[0][0][0, 0] == np.float16(-0.000999)

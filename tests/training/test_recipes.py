@@ -45,6 +45,15 @@ def test_the_toy_recipes_train_well_on_held_out_points(tmp_path, dataset, at_lea
     assert picture[:8] == b"\x89PNG\r\n\x1a\n" and len(picture) > 20_000  # regions and points, not a blank canvas
 
 
+@pytest.mark.parametrize("seed", [2, 25])
+def test_the_spiral_recipe_holds_at_its_hardest_seeds(tmp_path, seed):
+    """Over seeds 0-31 the recipe reaches 97.67-99.33% (median 99.00%); these two are its lowest. cs231n's SGD
+    settings, the recipe before, fell to 96.67% and had a median of 98.33%."""
+    assert main(["train", "--dataset", "spiral", "--seed", str(seed), "--device", "cpu", "--no-progress", "--out",
+                 str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"] >= 0.975
+
+
 def test_plot_boundary_is_refused_before_training_for_a_dataset_that_is_not_2d(tmp_path, capsys):
     assert main(["train", "--dataset", "mnist", "--plot-boundary", str(tmp_path / "b.png"), "--out",
                  str(tmp_path / "run")]) == 2
@@ -57,11 +66,11 @@ def config(out, **kw):
 
 
 def test_checkpoints_follow_the_cadence(tmp_path, monkeypatch):
-    import gpunet.training as training
+    from gpunet.training import loop
 
     writes = []
-    real = training.save_checkpoint
-    monkeypatch.setattr(training, "save_checkpoint", lambda path, m, o, meta: writes.append(meta["epoch"]) or
+    real = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", lambda path, m, o, meta: writes.append(meta["epoch"]) or
                         real(path, m, o, meta))
     fit(config(tmp_path / "rare", save_every=1e9), **QUIET)
     assert writes == [6]  # only at the end

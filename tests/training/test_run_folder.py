@@ -34,7 +34,7 @@ def no_dataset(monkeypatch):
     """The checks must come before the dataset is loaded, let alone an epoch trained."""
     def refuse(*args, **kwargs):
         raise AssertionError("the dataset was loaded before the output paths were checked")
-    monkeypatch.setattr("gpunet.training.load_dataset", refuse)
+    monkeypatch.setattr("gpunet.training.loop.load_dataset", refuse)
 
 
 def test_a_second_run_on_a_locked_folder_is_refused_and_touches_nothing(tmp_path, no_dataset):
@@ -199,7 +199,7 @@ def test_resume_may_change_the_learning_rate_and_epochs(tmp_path, trained, capsy
 def test_resume_from_a_checkpoint_saved_through_the_api(tmp_path, no_dataset, monkeypatch):
     """No epoch, no config, no optimizer state: a CheckpointError saying what it lacks, not a KeyError."""
     from gpunet.data import spiral
-    monkeypatch.setattr("gpunet.training.load_dataset", lambda *a: (*spiral(seed=0), *spiral(seed=0), 3))
+    monkeypatch.setattr("gpunet.training.loop.load_dataset", lambda *a: (*spiral(seed=0), *spiral(seed=0), 3))
     model = nn.mlp([2, 8, 3], device="cpu")
     save_checkpoint(tmp_path / "checkpoint.npz", model.state_dict())
     code, err = cli([*SPIRAL, "--out", str(tmp_path), "--resume"])

@@ -1,0 +1,105 @@
+"""One epoch of training: the learning rate of each step, the steps themselves (``gpunet.trainer.Trainer``, the
+same step one process, N ranks and the bench take), and the checks that pin a divergence to the step that caused
+it without a host synchronisation per step."""
+from __future__ import annotations
+
+import math
+import time
+
+from tqdm import tqdm
+
+from .. import nn
+from ..distributed.stop import stop_if_requested
+from .errors import DivergenceError, out_of_memory_advice
+from .settings import SCHEDULES, TrainConfig
+
+CHECK_EVERY = 20  # steps between looks at the loss: one host sync per window, not per step
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Constant, or cosine annealing from ``lr`` to 0 over the whole run."""
+    if config.schedule == "constant":
+        return config.lr
+    if config.schedule == "cosine":
+        return 0.5 * config.lr * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    raise ValueError(f"unknown schedule {config.schedule!r}: expected one of {', '.join(map(repr, SCHEDULES))}")
+
+
+def train_epoch(trainer, batches, epoch: int, config: TrainConfig, total_steps: int) -> dict:
+    """One epoch of ``trainer``'s steps over ``batches``. Losses are kept on the device and looked at every
+    ``CHECK_EVERY`` steps (a host sync), so a NaN or inf is still pinned to the exact step that produced it; the
+    updates after the last look are covered by a check at the end that every weight and optimizer buffer is finite
+    (one more sync). With data-parallel ranks (``trainer.parallel``) each step is this rank's slice of the global
+    batch and one allreduce; every rank then holds the same global loss, so all of them stop together, with one
+    message, if it diverges."""
+    model, opt, parallel = trainer.model, trainer.optimizer, trainer.parallel
+    model.train()
+    for layer in model.modules():
+        if isinstance(layer, nn.Dropout):
+            layer.reseed(epoch)
+    xp = model.device.xp
+    losses = xp.zeros(len(batches), dtype=xp.float64)
+    seen = 0
+    start = time.perf_counter()
+    first_step = opt.step_count
+    lead = parallel is None or parallel.comm.rank == 0
+    if parallel:
+        parallel.allreduce_seconds, parallel.steps = 0.0, 0
+    bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+               disable=not (config.progress and lead), unit="batch")
+    # The first step also allocates the optimizer's state (Adam's two buffers per parameter).
+    in_a_step = out_of_memory_advice(
+        model.device.name, f"in a training step with batch size {config.batch_size}",
+        f"Try a smaller --batch-size (e.g. {max(1, config.batch_size // 2)}) or smaller --hidden layers.")
+    with in_a_step, model.device.context():  # the step's operators (losses[i] = loss) on the model's GPU
+        for i, (xb, yb) in enumerate(bar):
+            # The step boundary: no step is in flight here, and every rank is at the same step.
+            opt.lr = learning_rate(config, opt.step_count, total_steps)
+            losses[i] = trainer.step(xb, yb)
+            seen += len(yb)
+            if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(batches) - 1:
+                _check_finite(model.device, losses, i, epoch, first_step, config)
+                bar.set_postfix(loss=f"{float(losses[i]):.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
+            stop_if_requested(parallel.comm if parallel else None)  # a signal: every rank stops after this step
+    _check_weights_finite(model, opt, epoch, config)
+    model.device.synchronize()
+    seconds = time.perf_counter() - start
+    record = {"epoch": epoch + 1, "train_loss": float(xp.mean(losses)), "seconds": seconds,
+              "samples_per_s": seen / seconds}
+    if parallel:
+        record["allreduce_seconds_per_step"] = parallel.allreduce_seconds / max(parallel.steps, 1)
+    return record
+
+
+def _check_finite(device, losses, upto, epoch, first_step, config):
+    start = max(0, upto - CHECK_EVERY + 1)
+    if bool(device.xp.isfinite(losses[start:upto + 1]).all()):
+        return
+    values = device.to_numpy(losses)
+    bad = next(j for j in range(start, upto + 1) if not math.isfinite(float(values[j])))
+    raise DivergenceError(
+        f"loss became {float(values[bad])} at step {first_step + bad + 1} (epoch {epoch + 1}, batch {bad + 1}): "
+        f"the weights diverged. {_causes(config)}")
+
+
+def _check_weights_finite(model, opt, epoch, config):
+    """DivergenceError naming the first weight or optimizer buffer holding NaN or inf (one host sync for all)."""
+    xp = model.device.xp
+    named = [(name, p.data) for name, p in model.named_parameters()]
+    named += [(f"optimizer state.{i}.{key}", buf) for i, slot in enumerate(opt.state) for key, buf in slot.items()]
+    finite = model.device.to_numpy(xp.stack([xp.all(xp.isfinite(a)) for _, a in named]))
+    if finite.all():
+        return
+    name = named[int((~finite).argmax())][0]
+    raise DivergenceError(
+        f"{name} became NaN or inf by step {opt.step_count} (epoch {epoch + 1}), in an update after the last loss "
+        f"check: the weights diverged. {_causes(config)}")
+
+
+def _causes(config) -> str:
+    lr = config.lr
+    if math.isfinite(lr) and lr / 10 > 0:
+        hint = f"now {lr:g}; try {lr / 10:g}"
+    else:
+        hint = f"now {lr:g}; use a finite one, e.g. the default {TrainConfig.lr:g}"
+    return (f"Usual causes: a learning rate too high ({hint}), NaN or inf in the input data, or unscaled inputs.")
