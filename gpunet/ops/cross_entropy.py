@@ -226,10 +226,10 @@ def softmax_cross_entropy_divisor(labels, ignore_index: int = -100, *, weight=No
     flat = labels.reshape(-1)
     valid = flat != ignore_index
     if weight is None:
-        return valid.sum(dtype=xp.float64)
+        return xp.asarray(valid.sum(dtype=xp.float64))  # NumPy's sum is a scalar: a 0-d array, as CuPy's
     weight = dev.asarray(weight).astype(xp.float64)
     picked = xp.clip(xp.where(valid, flat, 0), 0, len(weight) - 1)
-    return (weight[picked] * valid).sum()
+    return xp.asarray((weight[picked] * valid).sum())
 
 
 def scale_grad(grad, dloss, reduction: str = "mean"):

@@ -123,6 +123,19 @@ def test_data_parallel_divisor_gives_one_process(form, rng, options):
     np.testing.assert_allclose(np.concatenate(grads), grad, rtol=1e-13, atol=1e-16)
 
 
+def test_a_rank_whose_global_batch_counts_no_row_gets_nan_not_an_error(form):
+    """The divisor is a 0-d float64 array on every device (never read back: a host sync on a GPU), so a global
+    batch whose every label is ignored gives PyTorch's 0 / 0 = NaN mean on each rank, as one process does, and a
+    zero gradient; a divisor of 0 given as a Python number is still the caller's error."""
+    labels = np.full(4, -100)
+    divisor = ops.softmax_cross_entropy_divisor(labels, -100, device=form)
+    assert divisor.ndim == 0 and divisor.dtype == np.float64 and not isinstance(divisor, np.generic)
+    loss, grad = ops.softmax_cross_entropy_with_grad(np.ones((4, 3)), labels, count=divisor, device=form)
+    assert np.isnan(float(loss)) and not np.any(grad)  # cpu and sim arrays are NumPy arrays
+    with pytest.raises(ValueError, match="count must be positive and finite, got 0.0"):
+        ops.softmax_cross_entropy_with_grad(np.ones((4, 3)), labels, count=0, device=form)
+
+
 def test_weighted_mean_divides_by_the_weight_sum(form):
     """Planted bug guard: a weighted mean divided by the row count instead of the weight sum is off by 3x here."""
     x, t, w = np.zeros((2, 2)), np.array([0, 0]), np.array([3.0, 1.0])
