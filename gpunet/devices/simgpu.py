@@ -7,12 +7,15 @@ CuPy is never replaced. It enforces what CUDA and CuPy enforce: an array belongs
 was allocated, an op or a kernel launch runs on the current GPU and refuses an array of another (CuPy's error, as
 without peer access) or a NumPy array (CuPy's TypeError), and kernels run in gpunet's simulator
 (``gpunet.devices.sim``). Every host synchronisation (``asnumpy``, ``.get()``, ``.item()``, ``float()``,
-``int()``, ``bool()``, ``synchronize``) adds one to ``host_syncs()``, so a test can assert that a step makes none.
+``int()``, ``bool()``, ``synchronize``) adds one to ``host_syncs()``, so a test can assert that a step makes none;
+allocations and launches are counted by GPU, and ``$GPUNET_SIMGPU_REPORT`` (a folder) gets each process's counts
+at its exit (``usage()``), so a test of ``gpunet train --nproc`` sees where every array of every rank was made.
 
 Known gap: an array is a NumPy subclass, so ``numpy.asarray(gpu_array)`` works here where CuPy raises.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pathlib
@@ -28,9 +31,10 @@ from .registry import register_device
 from .sim import SimModule
 from .simgpu_streams import Event, Stream, get_current_stream, get_elapsed_time, host_syncs, synced as _synced
 
-__all__ = ["cupy", "host_syncs", "launches", "device_count", "current_id", "make_cupy", "ndarray"]
+__all__ = ["cupy", "host_syncs", "launches", "allocations", "usage", "device_count", "current_id", "make_cupy",
+           "ndarray"]
 
-COUNT_ENV, NCCL_ENV = "GPUNET_SIMGPU_COUNT", "GPUNET_SIMGPU_NCCL"
+COUNT_ENV, NCCL_ENV, REPORT_ENV = "GPUNET_SIMGPU_COUNT", "GPUNET_SIMGPU_NCCL", "GPUNET_SIMGPU_REPORT"
 _state = threading.local()
 def device_count() -> int:
     text = os.environ.get(COUNT_ENV, "2")
@@ -106,6 +110,7 @@ class ndarray(np.ndarray):  # noqa: N801  (CuPy's name)
         self._device = current_id()
         if isinstance(obj, ndarray) and obj._device != self._device:  # a copy is a kernel on the current GPU
             raise _device_error(obj._device)
+        allocations[self._device] = allocations.get(self._device, 0) + 1
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         _check(inputs)
@@ -255,6 +260,21 @@ class Kernel:
 
 
 launches: dict = {}  # GPU -> kernels launched on it
+allocations: dict = {}  # GPU -> arrays allocated on it (a view allocates nothing)
+
+
+def usage() -> dict:
+    """This process's work on each simulated GPU: arrays allocated and kernels launched by GPU, host syncs."""
+    return {"allocations": dict(allocations), "launches": dict(launches), "host_syncs": host_syncs()}
+
+
+@atexit.register
+def _report_usage() -> None:
+    """``usage()`` into ``$GPUNET_SIMGPU_REPORT/<pid>.json`` with the MPI rank (``$PMI_RANK``), where it is set."""
+    folder = os.environ.get(REPORT_ENV)
+    if folder:
+        record = {"rank": os.environ.get("PMI_RANK"), **usage()}
+        pathlib.Path(folder, f"{os.getpid()}.json").write_text(json.dumps(record))
 
 
 class RawModule:

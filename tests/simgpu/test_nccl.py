@@ -1,6 +1,7 @@
 """Defect 3 of issue 23 on two simulated GPUs: NCCL present on every rank gives NCCL on every rank; NCCL missing on
 one rank (CuPy's ``nccl.available = False``) gives MPI on every rank and one log line, never a hang."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("mpi4py", reason="pip install 'gpunet[mpi]'")
+from gpunet.devices import simgpu  # noqa: E402
 from gpunet.distributed.launch import mpiexec  # noqa: E402
 
 SCRIPT = Path(__file__).with_name("nccl_ranks.py")
@@ -37,12 +39,15 @@ def test_nccl_missing_on_one_rank_makes_every_rank_use_mpi_with_one_log_line(tmp
 
 
 def test_gpunet_train_on_two_simulated_gpus_reaches_the_weights_of_one_cpu_process(tmp_path):
-    """The command line end to end: ``--nproc 2 --device simgpu`` (rank r on GPU r, NCCL) against one cpu process
-    on the same global batches."""
+    """The command line end to end (issue 23, item 3): ``--nproc 2 --device simgpu`` (rank r on GPU r, NCCL, every
+    step ``gpunet.trainer.Trainer``'s through ``fit``) against one cpu process on the same global batches; every
+    array rank 1 ever allocated, and every kernel it launched, was on GPU 1 (the stand-in's count, by GPU)."""
     common = [sys.executable, "-m", "gpunet", "train", "--dataset", "moons", "--hidden", "8", "--no-progress",
               "--epochs", "2", "--batch-size", "60", "--optimizer", "adam", "--schedule", "constant"]
+    (tmp_path / "usage").mkdir()
+    env = {**os.environ, simgpu.REPORT_ENV: str(tmp_path / "usage")}
     gpus = subprocess.run([*common, "--nproc", "2", "--device", "simgpu", "--out", str(tmp_path / "gpus")],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     assert gpus.returncode == 0, gpus.stderr[-3000:]
     assert "2 ranks (NCCL" in gpus.stdout + gpus.stderr
     cpu = subprocess.run([*common, "--device", "cpu", "--out", str(tmp_path / "cpu")], capture_output=True,
@@ -52,3 +57,9 @@ def test_gpunet_train_on_two_simulated_gpus_reaches_the_weights_of_one_cpu_proce
     for key in [k for k in b.files if k != "meta"]:  # float32: only the order of the additions differs, and
         # Adam's moments are sums whose terms cancel: a slack of each array's largest term, not of each value
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-4 * np.abs(b[key]).max(), err_msg=key)
+    usage = {r["rank"]: r for r in map(json.loads, map(Path.read_text, (tmp_path / "usage").glob("*.json")))
+             if r["rank"] is not None}  # the launcher's own process has no rank
+    assert sorted(usage) == ["0", "1"]
+    for rank, report in usage.items():
+        assert list(report["allocations"]) == [rank] and report["allocations"][rank] > 100, report
+        assert list(report["launches"]) == [rank] and report["launches"][rank] > 10, report
