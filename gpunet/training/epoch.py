@@ -1,6 +1,6 @@
 """One epoch of training: the learning rate of each step, the steps themselves (``gpunet.trainer.Trainer``, the
-same step one process, N ranks and the bench take), and the checks that pin a divergence to the step that caused
-it without a host synchronisation per step."""
+same step one process, N ranks and the bench take), and the checks that pin a divergence, or a label out of range,
+to the step that caused it without a host synchronisation per step."""
 from __future__ import annotations
 
 import math
@@ -9,11 +9,14 @@ import time
 from tqdm import tqdm
 
 from .. import nn
+from ..distributed.data_parallel import split
 from ..distributed.stop import stop_if_requested
+from ..errors import label_out_of_range
 from .errors import DivergenceError, out_of_memory_advice
 from .settings import SCHEDULES, TrainConfig
 
-CHECK_EVERY = 20  # steps between looks at the loss: one host sync per window, not per step
+CHECK_EVERY = 20  # steps between looks at the loss and the label flags: one host sync per window, not per step
+LOSS, BAD_ROW, BAD_LABEL = range(3)  # the columns of an epoch's per-step record, kept on the device
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -37,8 +40,12 @@ def train_epoch(trainer, batches, epoch: int, config: TrainConfig, total_steps: 
     for layer in model.modules():
         if isinstance(layer, nn.Dropout):
             layer.reseed(epoch)
-    xp = model.device.xp
-    losses = xp.zeros(len(batches), dtype=xp.float64)
+    xp, kernels = model.device.xp, model.device.kernels
+    # Per step, on the device: the loss, and the row of the global batch whose label the loss kernel flagged as
+    # out of range (-1: none) with that label. A GPU step checks no label itself (a host sync): the window does.
+    steps = xp.zeros((len(batches), 3), dtype=xp.float64)
+    flag_meta = [None]  # the classes and ignore_index of the last flag, to word an error
+    kernels.take_label_flag()  # what calls before this epoch flagged (an evaluation's) is not this epoch's
     seen = 0
     start = time.perf_counter()
     first_step = opt.step_count
@@ -51,35 +58,54 @@ def train_epoch(trainer, batches, epoch: int, config: TrainConfig, total_steps: 
     in_a_step = out_of_memory_advice(
         model.device.name, f"in a training step with batch size {config.batch_size}",
         f"Try a smaller --batch-size (e.g. {max(1, config.batch_size // 2)}) or smaller --hidden layers.")
-    with in_a_step, model.device.context():  # the step's operators (losses[i] = loss) on the model's GPU
+    with in_a_step, model.device.context():  # the step's operators (steps[i] = loss) on the model's GPU
+        steps[:, BAD_ROW] = -1
         for i, (xb, yb) in enumerate(bar):
             # The step boundary: no step is in flight here, and every rank is at the same step.
             opt.lr = learning_rate(config, opt.step_count, total_steps)
-            losses[i] = trainer.step(xb, yb)
+            steps[i, LOSS] = trainer.step(xb, yb)
+            _keep_label_flag(xp, kernels.take_label_flag(), steps, i, yb, parallel, flag_meta)
             seen += len(yb)
             if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(batches) - 1:
-                _check_finite(model.device, losses, i, epoch, first_step, config)
-                bar.set_postfix(loss=f"{float(losses[i]):.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
+                loss = _check_window(model.device, steps, i, epoch, first_step, config, flag_meta[0])
+                bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
             stop_if_requested(parallel.comm if parallel else None)  # a signal: every rank stops after this step
     _check_weights_finite(model, opt, epoch, config)
     model.device.synchronize()
     seconds = time.perf_counter() - start
-    record = {"epoch": epoch + 1, "train_loss": float(xp.mean(losses)), "seconds": seconds,
+    record = {"epoch": epoch + 1, "train_loss": float(xp.mean(steps[:, LOSS])), "seconds": seconds,
               "samples_per_s": seen / seconds}
     if parallel:
         record["allreduce_seconds_per_step"] = parallel.allreduce_seconds / max(parallel.steps, 1)
     return record
 
 
-def _check_finite(device, losses, upto, epoch, first_step, config):
-    start = max(0, upto - CHECK_EVERY + 1)
-    if bool(device.xp.isfinite(losses[start:upto + 1]).all()):
+def _keep_label_flag(xp, flag, steps, i, labels, parallel, flag_meta):
+    """Step ``i``'s label flag (``KernelLauncher.take_label_flag``) into ``steps``, on the device: the flagged row
+    of the global batch (a rank's row offset by its slice's start) and its label."""
+    if flag is None:
         return
-    values = device.to_numpy(losses)
-    bad = next(j for j in range(start, upto + 1) if not math.isfinite(float(values[j])))
-    raise DivergenceError(
-        f"loss became {float(values[bad])} at step {first_step + bad + 1} (epoch {epoch + 1}, batch {bad + 1}): "
-        f"the weights diverged. {_causes(config)}")
+    offset = split(len(labels), parallel.comm.size, parallel.comm.rank)[0] if parallel else 0
+    row = flag.row(xp, offset)
+    steps[i, BAD_ROW] = row
+    flat = labels.reshape(-1)
+    steps[i, BAD_LABEL] = flat[xp.clip(row, 0, max(flat.size - 1, 0))] if flat.size else -1
+    flag_meta[0] = (flag.n_classes, flag.ignore_index)
+
+
+def _check_window(device, steps, upto, epoch, first_step, config, flag_meta):
+    """Read the window's steps (its one host sync): a label out of range is named by its step and row, then a
+    NaN or inf loss by its step. Returns the last step's loss."""
+    start = max(0, upto - CHECK_EVERY + 1)
+    values = device.to_numpy(steps[start:upto + 1])
+    for j, (loss, row, label) in enumerate(values, start):
+        where = f"step {first_step + j + 1} (epoch {epoch + 1}, batch {j + 1})"
+        if row >= 0:
+            error = label_out_of_range(int(row), int(label), *flag_meta)
+            raise ValueError(f"{error}; in the batch of {where}, found by the loss kernel's flag")
+        if not math.isfinite(loss):
+            raise DivergenceError(f"loss became {loss} at {where}: the weights diverged. {_causes(config)}")
+    return float(values[-1, LOSS])
 
 
 def _check_weights_finite(model, opt, epoch, config):
