@@ -44,8 +44,8 @@ def module(*, available: bool, device_of_pointer, current_device) -> types.Simpl
             if where != self.device:
                 raise NcclError(f"ncclInvalidArgument: a buffer of GPU {where} handed to the communicator of GPU "
                                 f"{self.device}")
-            c_type = np.ctypeslib.as_ctypes_type(_DTYPES[datatype])
-            return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(c_type)), shape=(count,))
+            dtype = np.dtype(_DTYPES[datatype])  # by bytes: ctypes has no float16
+            return np.frombuffer((ctypes.c_char * (count * dtype.itemsize)).from_address(ptr), dtype=dtype)
 
         def allReduce(self, sendbuf, recvbuf, count, datatype, op, stream):  # noqa: N802  (NCCL's names)
             if op != NCCL_SUM:
