@@ -2,6 +2,7 @@
 rank on the simulated GPU: NCCL missing, its id or its init failing (each gives MPI and one log line), host
 arrays through the NCCL communicator, GPU arrays staged through the host by MPI, and the start timeout's rules."""
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -69,9 +70,11 @@ def test_nccl_takes_gpu_arrays_and_leaves_host_arrays_to_mpi(mpi):
         comm.allreduce_sum(wrong)
 
 
-def test_without_nccl_the_nccl_communicator_says_what_to_install(mpi):
+def test_without_nccl_the_nccl_communicator_says_what_to_install(mpi, monkeypatch):
     cupy = simgpu.make_cupy(nccl=False)
     assert nccl_of(cupy)[1] is None and "pip install nvidia-nccl" in nccl_of(cupy)[2]
+    monkeypatch.setitem(sys.modules, "cupy", cupy)  # no CuPy given: the installed one is imported
+    assert nccl_of()[:2] == (cupy, None)
     with pytest.raises(DistributedUnavailable, match="CuPy finds no NCCL library"):
         NcclCommunicator(mpi, 0, cupy)
 
