@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from pathlib import Path
 
 from .checkpoint import load_checkpoint, mlp_layers, remove_stale_temporaries, require_fits_dataset
@@ -22,6 +23,10 @@ from .training import (DivergenceError, Interrupted, TrainConfig, accuracy, buil
                        confusion_matrix, fit)
 from .training.settings import (DEVICE_HELP, POSITIVE_INT, add_train_arguments, config_from_arguments,
                                 default_device, given_recipe_settings)
+
+# Seconds a rank other than 0 waits, when forced to end at once, before it exits: a loaded machine may run its
+# grace timer first, and mpiexec would end rank 0 before it said its one line.
+FOLLOWER_EXIT_DELAY = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +116,8 @@ def _signal_policy(config, lead: bool) -> stop.SignalPolicy:
                 remove_stale_temporaries(path)
 
     def said(signum, reason):
-        if not lead:
+        if not lead:  # mpiexec ends the job when the first rank exits: let the lead's line out first
+            time.sleep(FOLLOWER_EXIT_DELAY)
             return
         why = (f"{stop.signal_name(signum)} again" if reason == "again" else
                f"still running {grace:g} s after {stop.signal_name(signum)}")
@@ -168,8 +174,12 @@ def _as_rank(config) -> int:
                 comm.finalize()  # so that the exit status is not turned into MPI_Abort
                 return stop.exit_status(exc.signum)
     except DivergenceError as exc:
+        # every rank diverges at the same step (they share the global loss and weights): rank 0 first writes the
+        # last good epoch; a rank exiting before it would end the job through MPI_Abort, cutting the save off
+        comm.barrier()
         if comm.rank == 0:
-            print(f"gpunet: {exc}", file=sys.stderr)
+            print(f"gpunet: {exc}", file=sys.stderr, flush=True)
+        comm.finalize()  # so that the exit status is not turned into MPI_Abort
         return 3
     except Exception as exc:
         print(f"gpunet: error: rank {comm.rank} of {comm.size} on {comm.host}: {exc}", file=sys.stderr, flush=True)

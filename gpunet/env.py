@@ -13,3 +13,19 @@ import os
 def setting(name: str, default: str | None = None) -> str | None:
     """``os.environ.get(name, default)``: the one way gpunet's hot path reads a setting."""
     return os.environ.get(name, default)
+
+
+def seconds_setting(name: str, default: float, *, zero_allowed: bool, environ=os.environ) -> float:
+    """``$name`` as a number of seconds, else ``default`` when unset or blank. A value that is not a finite
+    number, is negative (or zero unless ``zero_allowed``) raises ``ValueError`` naming it: a mistyped timeout
+    silently replaced by the default would hide the mistake until the wait it was meant to bound."""
+    text = environ.get(name, "")
+    if not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 <= value < float("inf")) or (value == 0 and not zero_allowed):
+        raise ValueError(f"{name}={text!r}: must be a number of seconds {'>=' if zero_allowed else '>'} 0")
+    return value

@@ -85,7 +85,7 @@ def render(info: dict) -> str:
     lines.append("           oneMKL: " + (f"{blas['mkl']} ({blas['mkl_path']})" if blas["mkl"]
                                           else f"not available ({blas['mkl_error']})"))
     if blas["current"] is None:
-        lines.append(f"           GPUNET_BLAS=mkl, but oneMKL is not available: every product will raise")
+        lines.append("           GPUNET_BLAS=mkl, but oneMKL is not available: every product will raise")
     else:
         lines.append(f"           GPUNET_BLAS={blas['setting']}: this process multiplies on "
                      f"{'oneMKL' if blas['current'] == 'mkl' else 'NumPy' + chr(39) + 's BLAS'}"

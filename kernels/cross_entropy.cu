@@ -34,6 +34,7 @@ struct RowTarget {
     const acc_t* __restrict__ weight;     // (cols) class weights, or null (all 1)
     const scalar_t* __restrict__ target;  // this row's probability targets, or null (labels)
     acc_t smoothing;                      // eps
+    acc_t spread;                         // eps / C, divided once per thread, not per row or column
     long long label;                      // labels: the row's label; -1 for targets
     bool ignored, mixed;                  // mixed: k != 0 (S and U needed)
     acc_t a, k;
@@ -42,7 +43,7 @@ struct RowTarget {
     __device__ __forceinline__ acc_t u(long long col, int cols) const {
         const acc_t w = weight != nullptr ? weight[col] : acc_t(1);
         if (target == nullptr) return w;
-        return w * ((acc_t(1) - smoothing) * load(target, col) + smoothing / acc_t(cols));
+        return w * ((acc_t(1) - smoothing) * load(target, col) + spread);
     }
     __device__ __forceinline__ acc_t grad(acc_t p, long long col, int cols, acc_t U) const {
         acc_t g = a * (p - (col == label ? acc_t(1) : acc_t(0)));
@@ -53,11 +54,12 @@ struct RowTarget {
 
 template <bool MIXED>
 __device__ __forceinline__ RowTarget row_target(const acc_t* __restrict__ weight, const scalar_t* __restrict__ targets,
-                                                acc_t smoothing, long long label, long long ignore_index,
-                                                long long row, int cols) {
+                                                acc_t smoothing, acc_t spread, long long label,
+                                                long long ignore_index, long long row, int cols) {
     RowTarget t;
     t.weight = weight;
     t.smoothing = smoothing;
+    t.spread = spread;
     if (MIXED && targets != nullptr) {
         t.target = targets + row * (long long)cols;
         t.label = -1;
@@ -73,7 +75,7 @@ __device__ __forceinline__ RowTarget row_target(const acc_t* __restrict__ weight
     t.mixed = MIXED && smoothing != acc_t(0);
     const acc_t w = (weight != nullptr && label_ok(label, cols)) ? weight[label] : acc_t(1);
     t.a = (acc_t(1) - smoothing) * w;
-    t.k = smoothing / acc_t(cols);
+    t.k = spread;
     return t;
 }
 
@@ -116,12 +118,14 @@ __device__ __forceinline__ void ce_warp(const scalar_t* __restrict__ x, const lo
                                         int width) {
     width = group_width<COLS>(width);
     const RowOutput output{grad_scale != nullptr, gradient_scale(grad_scale)};
+    const acc_t spread = smoothing / acc_t(cols);  // once: a double division in the row loop made ptxas spill
     WARP_ROW_LOOP(width) {
         const long long row = base + (lane >> width_log2);
         const bool row_ok = row < rows;
         const long long offset = row * cols;
         const long long label = !row_ok ? ignore_index : labels != nullptr ? labels[row] : -1;
-        const RowTarget t = row_target<MIXED>(weight, targets, smoothing, label, ignore_index, row_ok ? row : 0, cols);
+        const RowTarget t = row_target<MIXED>(weight, targets, smoothing, spread, label, ignore_index,
+                                              row_ok ? row : 0, cols);
         acc_t v[COLS], m, s, S = 0, U = 0;
         warp_row_load<COLS>(x + offset, row_ok, cols, sub, width, v);
         // The label's logit from the registers of its lane: a load of x[label] waited for the label (SASS: the
@@ -165,16 +169,21 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
                                          acc_t* __restrict__ loss, scalar_t* __restrict__ out,
                                          const acc_t* __restrict__ grad_scale, unsigned long long* error_row,
                                          long long rows, int cols, long long ignore_index, acc_t smoothing) {
+    // once per thread: a double division in the row loop made ptxas spill around its slow-path call (sm_70, sm_90)
+    const acc_t spread = smoothing / acc_t(cols);
     for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
         const long long offset = row * cols;
         // per row here: held across rows, ptxas spilled (sm_70)
         const RowOutput output{grad_scale != nullptr, gradient_scale(grad_scale)};
         acc_t m, s, S = 0, U = 0;
         block_row_stats(x + offset, cols, m, s);
+        // Here, while little is live: a double reciprocal's slow path (subnormal or huge operands, never taken
+        // for a sum in [1, C]) is a call, and ptxas saves registers around it.
+        const acc_t inv_s = acc_t(1) / s;
         // After the reductions here: one dependent load per row of over 1024 columns costs little, and held
         // across them it made ptxas spill (float16, sm_70).
         const long long label = labels != nullptr ? labels[row] : -1;
-        const RowTarget t = row_target<MIXED>(weight, targets, smoothing, label, ignore_index, row, cols);
+        const RowTarget t = row_target<MIXED>(weight, targets, smoothing, spread, label, ignore_index, row, cols);
         if (MIXED) {
             for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
                 const acc_t u = t.u(c, cols);
@@ -186,7 +195,6 @@ __device__ __forceinline__ void ce_block(const scalar_t* __restrict__ x, const l
         }
         if (threadIdx.x == 0)
             loss[row] = row_loss(t, label_logit(x + offset, label, cols), cols, row, m, s, S, U, error_row);
-        const acc_t inv_s = acc_t(1) / s;
         // Half as deep with smoothing or targets: each column also loads its weight and target (ptxas spilled the
         // full depth in double, sm_80-89).
         constexpr int DEPTH = MIXED ? ROW_UNROLL_2 : ROW_UNROLL;
@@ -238,11 +246,12 @@ extern "C" __global__ void softmax_cross_entropy_backward(const scalar_t* __rest
                                                           const acc_t* __restrict__ row_u,
                                                           scalar_t* __restrict__ grad, long long rows, int cols,
                                                           long long ignore_index, acc_t smoothing) {
+    const acc_t spread = smoothing / acc_t(cols);
     GRID_STRIDE(i, rows * cols) {
         const long long row = i / cols;
         const int col = int(i - row * cols);
         const long long label = labels != nullptr ? labels[row] : -1;
-        const RowTarget t = row_target<true>(weight, targets, smoothing, label, ignore_index, row, cols);
+        const RowTarget t = row_target<true>(weight, targets, smoothing, spread, label, ignore_index, row, cols);
         acc_t g = 0;
         if (!t.ignored) g = t.grad(load(probs, i), col, cols, row_u != nullptr ? row_u[row] : acc_t(0)) * row_scale[row];
         store(grad, i, g);

@@ -14,6 +14,7 @@ import sys
 
 from .. import dtypes
 from ..devices import is_cupy_array
+from ..env import seconds_setting
 
 MPI_MISSING = ("--distributed needs MPI for Python and an MPI library: pip install 'gpunet[mpi]' (mpi4py and the "
                "mpich wheel; pip install mpich where mpi4py is there but no MPI library), or mpi4py built against "
@@ -185,16 +186,10 @@ def nccl_of(cupy=None):
 
 def start_timeout(environ=os.environ) -> float:
     """``$GPUNET_MPI_START_TIMEOUT`` (seconds > 0), else 30; a bad value is an error, not ignored."""
-    text = environ.get(START_TIMEOUT_ENV, "")
-    if not text.strip():
-        return DEFAULT_START_TIMEOUT
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise DistributedUnavailable(f"{START_TIMEOUT_ENV}={text!r}: must be a number of seconds > 0")
-    return value
+        return seconds_setting(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT, zero_allowed=False, environ=environ)
+    except ValueError as exc:
+        raise DistributedUnavailable(str(exc)) from None
 
 
 def _wait_for_every_rank_in_mpi_init():

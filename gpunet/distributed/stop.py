@@ -21,6 +21,8 @@ import time
 
 import numpy
 
+from ..env import seconds_setting
+
 GRACE_ENV = "GPUNET_STOP_GRACE"
 DEFAULT_GRACE = 30.0  # seconds from the first signal to the forced end
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -47,16 +49,7 @@ def exit_status(signum: int) -> int:
 
 def grace_seconds(environ=os.environ) -> float:
     """``$GPUNET_STOP_GRACE`` (seconds, finite and >= 0), else 30; a bad value is an error, not ignored."""
-    text = environ.get(GRACE_ENV, "")
-    if not text.strip():
-        return DEFAULT_GRACE
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (0 <= value < float("inf")):
-        raise ValueError(f"{GRACE_ENV}={text!r}: must be a number of seconds >= 0")
-    return value
+    return seconds_setting(GRACE_ENV, DEFAULT_GRACE, zero_allowed=True, environ=environ)
 
 
 def requested(comm=None) -> bool:

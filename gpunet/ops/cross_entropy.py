@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 
 from ..devices import device_of
-from ..errors import check_label_range
 from ..kinds import CrossEntropyBackwardOp, CrossEntropyOp, CrossEntropyReducedOp
 from .checks import require_divisor
 from .cross_entropy_targets import delivered, prepare, rows_out

@@ -17,7 +17,7 @@ import pytest
 
 from gpunet.checkpoint import load_checkpoint
 from gpunet.distributed import stop
-from gpunet.distributed.communicator import Pending
+from gpunet.distributed.communicator import START_TIMEOUT_ENV, DistributedUnavailable, Pending, start_timeout
 from gpunet.distributed.launch import _Forwarder
 
 pytest.importorskip("mpi4py", reason="pip install 'gpunet[mpi]'")
@@ -247,3 +247,15 @@ def test_the_grace_period_comes_from_the_environment(text, seconds):
 def test_a_bad_grace_period_is_an_error(text):
     with pytest.raises(ValueError, match=stop.GRACE_ENV):
         stop.grace_seconds({stop.GRACE_ENV: text})
+
+
+@pytest.mark.parametrize("text,seconds", [("", 30.0), (" ", 30.0), ("0.5", 0.5)])
+def test_the_mpi_start_timeout_comes_from_the_environment(text, seconds):
+    assert start_timeout({START_TIMEOUT_ENV: text}) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "soon"])
+def test_a_bad_mpi_start_timeout_says_what_to_fix(text):
+    """0 is refused here (no wait at all would end every job), where a grace of 0 means "stop at once"."""
+    with pytest.raises(DistributedUnavailable, match=f"{START_TIMEOUT_ENV}=.*must be a number of seconds > 0"):
+        start_timeout({START_TIMEOUT_ENV: text})

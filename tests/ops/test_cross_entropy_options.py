@@ -9,7 +9,6 @@ from gpunet.gradcheck import numerical_gradient, relative_error
 
 from tests.ops.test_cross_entropy_oracle import _assert_close, _magnitudes
 
-FORMS = ["cpu", "cpu-numpy", "sim"]
 OPTIONS = [
     pytest.param({"weight": True}, id="weight"),
     pytest.param({"label_smoothing": 0.2}, id="smoothing"),
@@ -20,13 +19,6 @@ OPTIONS = [
 # (logits shape, class axis): 2-D in the warp and the block kernel variant, K-dim, unbatched, another axis
 SHAPES = [((5, 7), None), ((3, 1500), None), ((2, 4, 3, 2), None), ((6,), None), ((3, 2, 5), 2)]
 
-
-@pytest.fixture(params=FORMS)
-def form(request, monkeypatch):
-    if request.param == "cpu-numpy":
-        monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")
-        return "cpu"
-    return request.param
 
 
 def _case(rng, shape, axis, options):

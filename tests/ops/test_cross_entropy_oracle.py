@@ -16,7 +16,6 @@ from gpunet import ops
 
 DATA = pathlib.Path(__file__).parent / "data" / "cross_entropy_oracle.npz"
 RTOL = {np.float64: 1e-12, np.float32: 3e-6}
-FORMS = ["cpu", "cpu-numpy", "sim"]
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +24,6 @@ def oracle():
         arrays = {k: f[k] for k in f.files}
     return json.loads(arrays.pop("meta").tobytes()), arrays
 
-
-@pytest.fixture(params=FORMS)
-def form(request, monkeypatch):
-    if request.param == "cpu-numpy":
-        monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")
-        return "cpu"
-    return request.param
 
 
 def _inputs(case, arrays):

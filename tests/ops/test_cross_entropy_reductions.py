@@ -8,16 +8,7 @@ import pytest
 
 from gpunet import ops
 
-FORMS = ["cpu", "cpu-numpy", "sim"]
 
-
-@pytest.fixture(params=FORMS)
-def form(request, monkeypatch):
-    """A device name, with the CPU's NumPy forms forced for "cpu-numpy"."""
-    if request.param == "cpu-numpy":
-        monkeypatch.setenv("GPUNET_CPU_KERNELS", "0")
-        return "cpu"
-    return request.param
 
 
 def _no_warning(fn):

@@ -224,7 +224,9 @@ def test_bench_sections_keep_the_interface_and_scripts_stay_short():
         assert callable(section.add_arguments) and callable(section.wanted) and callable(section.run), section
     args = bench.parser().parse_args(["--nproc", "2"])
     assert [s.NAME for s in sections if s.wanted(args)] == ["row_ops", "training", "distributed", "goals"]
-    assert [s.NAME for s in sections if getattr(s, "ALONE", False)] == ["distributed"]
+    assert [s.NAME for s in sections if getattr(s, "ALONE", False)] == ["distributed", "linear_cross_entropy"]
+    lce = bench.parser().parse_args(["--lce"])
+    assert [s.NAME for s in sections if s.wanted(lce)] == ["row_ops", "training", "linear_cross_entropy", "goals"]
     long = [(p.name, n) for p in SCRIPTS.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400]
     assert not long, long
 
