@@ -230,3 +230,5 @@ def test_two_gpu_ranks_reach_the_weights_of_one_process(tmp_path, kind):
             np.testing.assert_allclose(got[0][name], want[name], rtol=2e-5, atol=2e-6 * np.abs(want[name]).max())
     # rank r trains on GPU r, and every array of it lives there (issue 23, defect 2)
     assert [set(g["usedgpus"].tolist()) for g in got] == [{0}, {1}]
+    if kind == "simgpu":  # a step (the shard, the divisor, NCCL's allreduce, the update) waits for no GPU
+        assert [g["usedsyncs"].tolist() for g in got] == [[0] * len(got[0]["losses"])] * 2
