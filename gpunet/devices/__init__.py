@@ -6,8 +6,9 @@ devices share), ``cpu`` (compiled CPU kernels or NumPy forms), ``sim`` (the CUDA
 CuPy). Each device module registers itself; the op kinds every device implements are in ``gpunet.kinds``.
 
 ``device("cpu" | "sim" | "cuda" | "cuda:N" | "simgpu" | "simgpu:N" | "auto")``. The default device is
-``$GPUNET_DEVICE``, else "auto", and ``set_default_device`` changes it. "auto" takes the GPU when CuPy imports, sees a device and can allocate on
-it, and otherwise falls back to the CPU with one log line saying why. "cuda" asked for by name never falls back.
+``$GPUNET_DEVICE``, else "auto", and ``set_default_device`` changes it. "auto" takes the GPU when CuPy imports,
+sees a device and can allocate on it, and otherwise falls back to the CPU with one log line saying why. "cuda"
+asked for by name never falls back; "auto" never takes the simulated GPU.
 """
 from __future__ import annotations
 

@@ -63,7 +63,8 @@ class Bench:
         return torch.cuda.is_available()
 
     def has_torch(self, device_name: str) -> bool:
-        return self.torch_version is not None and (device_name == "cpu" or self.torch_cuda)
+        wanted_torch = device_name == "cpu" or (device_name == "cuda" and self.torch_cuda)  # not on simgpu
+        return self.torch_version is not None and wanted_torch
 
     @functools.cached_property
     def devices(self) -> list:
