@@ -26,10 +26,10 @@ class LabelFlag(NamedTuple):
     n_classes: int
     ignore_index: int
 
-    def row(self, xp, offset: int = 0):
-        """The flagged row plus ``offset`` as a 0-d int64 device array, -1 where none was flagged (no host sync)."""
-        word = self.word[0]
-        return xp.where(word != NO_ERROR, word.astype(xp.int64) + offset, -1)
+    @staticmethod
+    def flagged_row(value) -> int | None:
+        """The row a word read back says (also as a float64, where rows below 2**53 stay exact), or None."""
+        return int(value) if value < 2**63 else None
 
 
 class KernelLauncher(Kernels):

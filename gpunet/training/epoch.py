@@ -9,6 +9,7 @@ import time
 from tqdm import tqdm
 
 from .. import nn
+from ..cuda.launcher import NO_ERROR, LabelFlag
 from ..distributed.data_parallel import split
 from ..distributed.stop import stop_if_requested
 from ..errors import label_out_of_range
@@ -16,7 +17,7 @@ from .errors import DivergenceError, out_of_memory_advice
 from .settings import SCHEDULES, TrainConfig
 
 CHECK_EVERY = 20  # steps between looks at the loss and the label flags: one host sync per window, not per step
-LOSS, BAD_ROW, BAD_LABEL = range(3)  # the columns of an epoch's per-step record, kept on the device
+LOSS, LABEL_FLAG = range(2)  # the columns of an epoch's per-step record, kept on the device
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -41,10 +42,10 @@ def train_epoch(trainer, batches, epoch: int, config: TrainConfig, total_steps: 
         if isinstance(layer, nn.Dropout):
             layer.reseed(epoch)
     xp, kernels = model.device.xp, model.device.kernels
-    # Per step, on the device: the loss, and the row of the global batch whose label the loss kernel flagged as
-    # out of range (-1: none) with that label. A GPU step checks no label itself (a host sync): the window does.
-    steps = xp.zeros((len(batches), 3), dtype=xp.float64)
-    flag_meta = [None]  # the classes and ignore_index of the last flag, to word an error
+    # Per step, on the device: the loss, and the loss kernel's label flag (the first row whose label is out of
+    # range, NO_ERROR for none). A GPU step checks no label itself (a host sync): the window does.
+    steps = xp.zeros((len(batches), 2), dtype=xp.float64)
+    flagged: dict = {}  # step -> (its labels, its flag, its rows' offset in the global batch), for this window
     kernels.take_label_flag()  # what calls before this epoch flagged (an evaluation's) is not this epoch's
     seen = 0
     start = time.perf_counter()
@@ -59,15 +60,15 @@ def train_epoch(trainer, batches, epoch: int, config: TrainConfig, total_steps: 
         model.device.name, f"in a training step with batch size {config.batch_size}",
         f"Try a smaller --batch-size (e.g. {max(1, config.batch_size // 2)}) or smaller --hidden layers.")
     with in_a_step, model.device.context():  # the step's operators (steps[i] = loss) on the model's GPU
-        steps[:, BAD_ROW] = -1
+        steps[:, LABEL_FLAG] = float(NO_ERROR)
         for i, (xb, yb) in enumerate(bar):
             # The step boundary: no step is in flight here, and every rank is at the same step.
             opt.lr = learning_rate(config, opt.step_count, total_steps)
             steps[i, LOSS] = trainer.step(xb, yb)
-            _keep_label_flag(xp, kernels.take_label_flag(), steps, i, yb, parallel, flag_meta)
+            _keep_label_flag(kernels.take_label_flag(), steps, i, yb, parallel, flagged)
             seen += len(yb)
             if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(batches) - 1:
-                loss = _check_window(model.device, steps, i, epoch, first_step, config, flag_meta[0])
+                loss = _check_window(model.device, steps, i, epoch, first_step, config, flagged)
                 bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
             stop_if_requested(parallel.comm if parallel else None)  # a signal: every rank stops after this step
     _check_weights_finite(model, opt, epoch, config)
@@ -80,31 +81,32 @@ def train_epoch(trainer, batches, epoch: int, config: TrainConfig, total_steps: 
     return record
 
 
-def _keep_label_flag(xp, flag, steps, i, labels, parallel, flag_meta):
-    """Step ``i``'s label flag (``KernelLauncher.take_label_flag``) into ``steps``, on the device: the flagged row
-    of the global batch (a rank's row offset by its slice's start) and its label."""
+def _keep_label_flag(flag, steps, i, labels, parallel, flagged):
+    """Step ``i``'s label flag (``KernelLauncher.take_label_flag``) into ``steps``, on the device (one copy), and
+    what the window needs to name a flagged label: the step's labels and its rows' offset in the global batch."""
     if flag is None:
         return
+    steps[i, LABEL_FLAG] = flag.word[0]
     offset = split(len(labels), parallel.comm.size, parallel.comm.rank)[0] if parallel else 0
-    row = flag.row(xp, offset)
-    steps[i, BAD_ROW] = row
-    flat = labels.reshape(-1)
-    steps[i, BAD_LABEL] = flat[xp.clip(row, 0, max(flat.size - 1, 0))] if flat.size else -1
-    flag_meta[0] = (flag.n_classes, flag.ignore_index)
+    flagged[i] = (labels, flag, offset)
 
 
-def _check_window(device, steps, upto, epoch, first_step, config, flag_meta):
-    """Read the window's steps (its one host sync): a label out of range is named by its step and row, then a
-    NaN or inf loss by its step. Returns the last step's loss."""
+def _check_window(device, steps, upto, epoch, first_step, config, flagged):
+    """Read the window's steps (its one host sync): a label out of range is named by its step and row (one more
+    read, for its value), then a NaN or inf loss by its step. Returns the last step's loss."""
     start = max(0, upto - CHECK_EVERY + 1)
     values = device.to_numpy(steps[start:upto + 1])
-    for j, (loss, row, label) in enumerate(values, start):
+    for j, (loss, word) in enumerate(values, start):
         where = f"step {first_step + j + 1} (epoch {epoch + 1}, batch {j + 1})"
-        if row >= 0:
-            error = label_out_of_range(int(row), int(label), *flag_meta)
+        row = LabelFlag.flagged_row(word)
+        if row is not None:
+            labels, flag, offset = flagged[j]
+            label = int(device.to_numpy(labels.reshape(-1)[row + offset]))
+            error = label_out_of_range(row + offset, label, flag.n_classes, flag.ignore_index)
             raise ValueError(f"{error}; in the batch of {where}, found by the loss kernel's flag")
         if not math.isfinite(loss):
             raise DivergenceError(f"loss became {loss} at {where}: the weights diverged. {_causes(config)}")
+    flagged.clear()
     return float(values[-1, LOSS])
 
 
