@@ -1,6 +1,8 @@
 """Issue 23, item 4: a training step on a GPU waits for the GPU nowhere, proven by the simulated GPU's count of
 host synchronisations; a label out of range is still found, by the loss kernel's flag that the epoch reads at its
 loss check (one host sync per window of ``CHECK_EVERY`` steps), and named by its step and row."""
+import types
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,21 @@ def test_the_bench_counts_the_host_syncs_of_its_step_on_the_simulated_gpu():
     assert step_counts.count_host_syncs(dev, lambda: step(x, y)) == 0
     assert step_counts.count_host_syncs(dev, lambda: float(step(x, y))) == 1
     assert step_counts.count_host_syncs(gpunet.device("cpu"), lambda: None) is None
+
+
+def test_a_ranks_flagged_row_is_named_in_the_global_batch():
+    """On data-parallel rank 1 of 2 the kernel flags a row of the rank's slice (rows 5-9 of 10): the error names
+    the global row and its label, read only once the window finds the flag."""
+    from gpunet.cuda.launcher import NO_ERROR, LabelFlag
+    from gpunet.training import epoch
+
+    dev = gpunet.device("simgpu:0")
+    labels = dev.asarray(np.array([0, 1, 2, 3, 0, 1, 2, 11, 0, 1]))
+    steps = dev.xp.zeros((2, 2))
+    steps[:, epoch.LABEL_FLAG] = float(NO_ERROR)
+    rank1 = types.SimpleNamespace(comm=types.SimpleNamespace(size=2, rank=1))
+    flagged = {}
+    epoch._keep_label_flag(LabelFlag(dev.xp.asarray(np.array([2], np.uint64)), 4, -100), steps, 1, labels, rank1,
+                           flagged)
+    with pytest.raises(ValueError, match=r"label 11 at row 7 is out of range.*in the batch of step 2 \(epoch 1, "):
+        epoch._check_window(dev, steps, 1, 0, 0, TrainConfig(), flagged)
