@@ -339,6 +339,15 @@ def asarray(a, dtype=None, order=None, *, blocking=False):
     return np.array(a, dtype=dtype, order=order or "K").view(ndarray)
 
 
+def full(shape, fill_value, dtype=None, order="C"):
+    """``cupy.full``: a new array of the current GPU, filled with a number or a 0-d array of the current GPU
+    (NumPy's ``full`` would copy a device array into a host one, which the stand-in refuses)."""
+    if isinstance(fill_value, ndarray):
+        _check(fill_value)
+        fill_value = fill_value.view(np.ndarray)
+    return np.full(shape, fill_value, dtype=dtype, order=order).view(ndarray)
+
+
 def asnumpy(a, stream=None, order="C", out=None, blocking=True):
     return a.get(order=order, out=out) if isinstance(a, ndarray) else np.asarray(a, order=order)
 
@@ -348,7 +357,8 @@ def make_cupy(nccl: bool | None = None) -> types.ModuleType:
     if nccl is None:
         nccl = os.environ.get(NCCL_ENV, "1") != "0"
     cupy = types.ModuleType("cupy", __doc__)
-    direct = {"ndarray": ndarray, "asarray": asarray, "array": asarray, "asnumpy": asnumpy, "RawModule": RawModule}
+    direct = {"ndarray": ndarray, "asarray": asarray, "array": asarray, "asnumpy": asnumpy, "full": full,
+              "RawModule": RawModule}
     cupy.__dict__.update(direct)
     cupy.random = types.SimpleNamespace(default_rng=lambda seed=None: Generator(seed), Generator=Generator)
     runtime = types.SimpleNamespace(

@@ -45,6 +45,10 @@ def test_arrays_of_two_gpus_cannot_meet_and_a_gpu_array_refuses_a_numpy_one():
     with cp.cuda.Device(1):
         c = cp.asarray(a)  # a copy to the current GPU is allowed, as in CuPy
     assert c.device.id == 1
+    filled = cp.full(2, a.sum(), dtype=np.float32)  # filled from a 0-d array of the current GPU, as CuPy does
+    assert filled.device.id == 0 and filled.dtype == np.float32
+    with pytest.raises(ValueError, match=PEER):
+        cp.full(2, b.sum())
 
 
 def test_every_host_synchronisation_is_counted():
