@@ -153,3 +153,9 @@ class Kernels:
     def cross_entropy_backward(self, op: CrossEntropyBackwardOp, probs, labels, row_scale, ignore_index,
                                row_u=None, targets=None, weight=None, smoothing=0.0):
         raise NotImplementedError(f"{type(self).__name__} has no cross-entropy kernels")
+
+    def take_label_flag(self):
+        """The label flag of the cross-entropy calls made with ``check=False`` since the last take, left on the
+        device (``gpunet.cuda.launcher.LabelFlag``), or None: a device that checks labels in every call (the CPU,
+        where the check costs no host sync) has none to defer."""
+        return None

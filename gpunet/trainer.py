@@ -56,13 +56,20 @@ class Trainer:
         Returns the batch's loss as a device scalar."""
         if self.optimizer is None:
             raise RuntimeError("Trainer.step needs an optimizer (this Trainer was built with optimizer=None)")
-        loss = self.gradients(x, y)
-        self.optimizer.step()
+        with self.model.device.context():
+            loss = self.gradients(x, y)
+            self.optimizer.step()
         return loss
 
     def gradients(self, x, y):
         """The step up to the update: forward, loss, backward, the gradient hook, clipping. Every parameter's
-        ``grad`` then holds the (global, clipped) batch's gradient; returns the batch's loss (a device scalar)."""
+        ``grad`` then holds the (global, clipped) batch's gradient; returns the batch's loss (a device scalar). It
+        runs with the model's GPU current (``Device.context()``): the hook's and clipping's array operators run on
+        the current GPU, whichever GPU was current before."""
+        with self.model.device.context():
+            return self._gradients(x, y)
+
+    def _gradients(self, x, y):
         count = None
         if self.parallel is not None:
             x, y, count = self.parallel.shard(x, y)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gpunet
+from gpunet.devices import simgpu
 
 from tests.helpers import ALL_DEVICES
 
@@ -35,6 +36,7 @@ def _default_device_cpu(monkeypatch):
     gpunet.devices._reset_for_tests()
     yield
     gpunet.devices._reset_for_tests()
+    simgpu.Device(0).use()  # a test that trained on simgpu:1 (fit makes a rank's GPU current) leaves GPU 0 current
 
 
 @pytest.hookimpl(hookwrapper=True)

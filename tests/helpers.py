@@ -20,9 +20,17 @@ def _sim_param():
     return pytest.param("sim", id="sim")
 
 
-# cpu always; sim (the CUDA kernels run on the CPU simulator) always; cuda where a GPU is present.
-ALL_DEVICES = ["cpu", _sim_param(), pytest.param("cuda", marks=[pytest.mark.gpu, gpu], id="cuda")]
-KERNEL_DEVICES = [_sim_param(), pytest.param("cuda", marks=[pytest.mark.gpu, gpu], id="cuda")]
+def _simgpu_param():
+    """The cuda device's own code over the simulated GPU (gpunet.devices.simgpu), as the cuda param on GPU 0: the
+    same assertions as on a real GPU, so a lent GPU shows whether the stand-in tells the truth (GPU 1 while GPU 0
+    is current: tests/simgpu/)."""
+    return pytest.param("simgpu", id="simgpu")
+
+
+# cpu always; sim (the CUDA kernels run on the CPU simulator) always; the cuda device on a simulated GPU always;
+# cuda where a GPU is present.
+ALL_DEVICES = ["cpu", _sim_param(), _simgpu_param(), pytest.param("cuda", marks=[pytest.mark.gpu, gpu], id="cuda")]
+KERNEL_DEVICES = [_sim_param(), _simgpu_param(), pytest.param("cuda", marks=[pytest.mark.gpu, gpu], id="cuda")]
 
 
 class Tol(NamedTuple):

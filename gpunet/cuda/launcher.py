@@ -8,6 +8,8 @@ variant of it) with the arguments that kind declares; they were checked at the o
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from ..errors import check_label_range, label_out_of_range
 from ..kinds import Kernels
 from .plans import elementwise_plan, row_plan
@@ -16,13 +18,28 @@ from .source import dtype_config
 NO_ERROR = 2**64 - 1
 
 
+class LabelFlag(NamedTuple):
+    """What unchecked cross-entropy calls flagged, still on the device: ``word`` (one uint64: the smallest row
+    whose label was out of range, ``NO_ERROR`` for none), and the classes and ``ignore_index`` of the last call,
+    which a reader needs to say what was wrong (``gpunet.errors.label_out_of_range``)."""
+    word: object
+    n_classes: int
+    ignore_index: int
+
+    @staticmethod
+    def flagged_row(value) -> int | None:
+        """The row a word read back says (also as a float64, where rows below 2**53 stay exact), or None."""
+        return int(value) if value < 2**63 else None
+
+
 class KernelLauncher(Kernels):
     max_grid = 65535
 
     def __init__(self, xp):
         self.xp = xp
         self._modules: dict = {}
-        self._error_scratch = None  # the error word of unchecked cross-entropy calls, allocated once
+        self._error_scratch = None  # the error word of unchecked cross-entropy calls, until taken
+        self._flag_meta = (0, -100)  # the classes and ignore_index of the last unchecked call
         self.launches = 0  # kernels launched so far: each subclass's ``launch`` counts its own
 
     def launch(self, module: str, plan, dtype, args) -> None:
@@ -108,6 +125,8 @@ class KernelLauncher(Kernels):
         if weight is not None:
             weight = xp.ascontiguousarray(weight.astype(acc, copy=False))
         error_row = xp.full(1, NO_ERROR, dtype=xp.uint64) if check else self._unread_error_word()
+        if not check:
+            self._flag_meta = (cols, int(ignore_index))
         mixed = targets is not None or smoothing != 0  # the kernels that also sum the smoothing or target part
         plan = row_plan(op.name + ("_mixed" if mixed else ""), rows, cols, acc.itemsize, self.max_grid,
                         has_smem_variant=False)
@@ -124,6 +143,14 @@ class KernelLauncher(Kernels):
         if self._error_scratch is None:
             self._error_scratch = self.xp.full(1, NO_ERROR, dtype=self.xp.uint64)
         return self._error_scratch
+
+    def take_label_flag(self) -> LabelFlag | None:
+        """The unchecked calls' error word since the last take (None if none ran), and a fresh word for the calls
+        after it. Nothing is read back: a training loop keeps each step's word on the device and reads it where it
+        synchronises anyway (its loss check), so a bad label is still found, and its row named, without a host
+        sync per step."""
+        word, self._error_scratch = self._error_scratch, None
+        return None if word is None else LabelFlag(word, *self._flag_meta)
 
     def cross_entropy_backward(self, op, probs, labels, row_scale, ignore_index: int, row_u=None, targets=None,
                                weight=None, smoothing: float = 0.0):

@@ -39,7 +39,9 @@ class Batches:
         order = self.device.asarray(self.order(epoch))
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.x[idx], self.y[idx]
+            with self.device.context():  # the gather runs on the data's GPU, not on whichever is current
+                batch = self.x[idx], self.y[idx]
+            yield batch
 
     def __iter__(self):
         return self.epoch(0)

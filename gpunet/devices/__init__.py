@@ -2,19 +2,20 @@
 
 ``base`` (the Device interface), ``registry`` (a name -> a factory; ``device(spec)``), ``host`` (what NumPy-array
 devices share), ``cpu`` (compiled CPU kernels or NumPy forms), ``sim`` (the CUDA kernels on the CPU simulator),
-``cuda`` (the CUDA kernels through CuPy). Each device module registers itself; the op kinds every device
-implements are in ``gpunet.kinds``.
+``cuda`` (the CUDA kernels through CuPy), ``simgpu`` (the ``cuda`` device over a simulated GPU, a stand-in
+CuPy). Each device module registers itself; the op kinds every device implements are in ``gpunet.kinds``.
 
-``device("cpu" | "sim" | "cuda" | "cuda:N" | "auto")``. The default device is ``$GPUNET_DEVICE``, else "auto",
-and ``set_default_device`` changes it. "auto" takes the GPU when CuPy imports, sees a device and can allocate on
-it, and otherwise falls back to the CPU with one log line saying why. "cuda" asked for by name never falls back.
+``device("cpu" | "sim" | "cuda" | "cuda:N" | "simgpu" | "simgpu:N" | "auto")``. The default device is
+``$GPUNET_DEVICE``, else "auto", and ``set_default_device`` changes it. "auto" takes the GPU when CuPy imports,
+sees a device and can allocate on it, and otherwise falls back to the CPU with one log line saying why. "cuda"
+asked for by name never falls back; "auto" never takes the simulated GPU.
 """
 from __future__ import annotations
 
 import logging
 import os
 
-from . import cpu, cuda, sim  # noqa: F401  (each registers itself)
+from . import cpu, cuda, sim, simgpu  # noqa: F401  (each registers itself)
 from .base import Device, is_cupy_array
 from .cuda import CudaUnavailable, probe_cuda
 from .registry import device, forget_devices, register_device, registered_devices
@@ -58,7 +59,7 @@ def device_of(array, device_spec=None) -> Device:
     if device_spec is not None:
         return device(device_spec)
     if is_cupy_array(array):
-        return device(f"cuda:{array.device.id}")
+        return device(f"{getattr(type(array), 'gpunet_device_family', 'cuda')}:{array.device.id}")
     return get_default_device()
 
 

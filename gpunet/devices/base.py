@@ -1,11 +1,14 @@
 """The Device: one object that answers "which array module, and how does an op run here" for everything above it."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy
 
 
 def is_cupy_array(a) -> bool:
-    return type(a).__module__.startswith("cupy")
+    """A GPU array: CuPy's, or the simulated GPU's (``gpunet.devices.simgpu``), which says so."""
+    return type(a).__module__.startswith("cupy") or getattr(type(a), "__gpunet_gpu_array__", False)
 
 
 class Device:
@@ -35,6 +38,14 @@ class Device:
     def owns(self, a) -> bool:
         """True when ``a`` is an array of this device's kind (no copy needed)."""
         raise NotImplementedError
+
+    def context(self):
+        """A context in which this device is the one array operators run on (its GPU current; nothing on the
+        host): ops run their work inside it."""
+        return contextlib.nullcontext()
+
+    def make_current(self) -> None:
+        """Make this device the one that array operators of this thread run on (a GPU's; nothing on the host)."""
 
     def synchronize(self) -> None:
         """Wait until every launched kernel has finished (a no-op on host devices)."""

@@ -3,6 +3,8 @@ gpunet's NVRTC binding (``cuda.cubin_cache``) and loaded with ``cupy.RawModule(p
 one place that asks whether a GPU is usable."""
 from __future__ import annotations
 
+import types
+
 import numpy as np
 
 from .. import dtypes
@@ -128,6 +130,39 @@ class CudaLauncher(KernelLauncher):
         self.launches += 1
 
 
+class OnGpu:
+    """``target`` (the CuPy module, a random generator) with every call made while GPU ``gpu`` is current: CuPy
+    allocates and launches on the current device, so without this a device's ``zeros_like``, ``matmul`` or draw
+    would land on GPU 0 whatever GPU the device is. Sub-modules are wrapped alike; types pass through."""
+
+    def __init__(self, target, gpu):
+        self._target, self._gpu = target, gpu
+
+    def __getattr__(self, name):
+        value = getattr(self._target, name)
+        if isinstance(value, (types.ModuleType, types.SimpleNamespace)):
+            value = OnGpu(value, self._gpu)
+        elif callable(value) and not isinstance(value, type):
+            value = self._on_gpu(value)
+        if not isinstance(self._target, types.ModuleType) and callable(value):
+            return value  # a generator's bound methods: not cached, the generator's state changes
+        setattr(self, name, value)  # looked up once
+        return value
+
+    def _on_gpu(self, function):
+        gpu = self._gpu
+
+        def on_gpu(*args, **kwargs):
+            with gpu:
+                return function(*args, **kwargs)
+        on_gpu.__name__ = getattr(function, "__name__", "function")
+        on_gpu.__doc__ = getattr(function, "__doc__", None)
+        return on_gpu
+
+    def __repr__(self) -> str:
+        return f"<{self._target!r} on {self._gpu!r}>"
+
+
 class CudaDevice(Device):
     def __init__(self, index: int = 0, *, cupy=None, name: str | None = None):
         """GPU ``index`` through the installed CuPy, probed first. ``cupy``: another module that behaves like
@@ -139,9 +174,22 @@ class CudaDevice(Device):
                 raise CudaUnavailable(f"device 'cuda:{index}' is not usable: {reason}")
         self.index = index
         self.name = name or f"cuda:{index}"
-        self.xp = cupy
         self.kernels = CudaLauncher(cupy, index)
         self._gpu = self.kernels.gpu
+        self.cupy = cupy
+        self.xp = OnGpu(cupy, self._gpu)  # every allocation and array function through the device is on its GPU
+
+    def context(self):
+        return self._gpu
+
+    def make_current(self) -> None:
+        """Make this device's GPU the current one of this thread (a rank's own GPU, before its work starts):
+        array operators (``a + b``, ``a[i] = v``) run on the current GPU, not on their operands'."""
+        self._gpu.use()
+
+    def seed_rng(self, seed: int):
+        """A CuPy generator on this GPU whose draws also run there (its state lives on this GPU)."""
+        return OnGpu(self.xp.random.default_rng(seed), self._gpu)
 
     @property
     def launcher(self) -> CudaLauncher:
@@ -169,7 +217,7 @@ class CudaDevice(Device):
             return self.xp.asarray(a, dtype=dtype)
 
     def to_numpy(self, a):
-        return self.xp.asnumpy(a)
+        return self.cupy.asnumpy(a)
 
     def owns(self, a) -> bool:
         return is_cupy_array(a) and a.device.id == self.index

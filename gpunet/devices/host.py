@@ -50,7 +50,7 @@ class HostDevice(Device):
         return numpy.asarray(a)
 
     def owns(self, a) -> bool:
-        return isinstance(a, numpy.ndarray)
+        return isinstance(a, numpy.ndarray) and not is_cupy_array(a)
 
     def describe(self) -> dict:
         setting, current = host_blas().choice()

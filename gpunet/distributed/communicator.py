@@ -7,13 +7,13 @@ A single process is a communicator of one rank whose collectives do nothing, so 
 from __future__ import annotations
 
 import faulthandler
+import logging
 import os
 import socket
 import sys
 
-import numpy
-
 from .. import dtypes
+from ..devices import is_cupy_array
 from ..env import seconds_setting
 
 MPI_MISSING = ("--distributed needs MPI for Python and an MPI library: pip install 'gpunet[mpi]' (mpi4py and the "
@@ -97,10 +97,10 @@ class MpiCommunicator(Communicator):
         self.name = f"MPI ({MPI.Get_library_version().splitlines()[0].strip()}), {self.size} ranks"
 
     def allreduce_sum(self, array) -> None:
-        if isinstance(array, numpy.ndarray):
+        if not is_cupy_array(array):
             self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
             return
-        host = _to_host(array)
+        host = array.get()  # waits for the work queued on the current stream
         self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
         array.set(host)
 
@@ -108,10 +108,10 @@ class MpiCommunicator(Communicator):
         return Pending(self.comm.Iallreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM))
 
     def broadcast(self, array, root: int = 0) -> None:
-        if isinstance(array, numpy.ndarray):
+        if not is_cupy_array(array):
             self.comm.Bcast(array, root=root)
             return
-        host = _to_host(array)
+        host = array.get()
         self.comm.Bcast(host, root=root)
         array.set(host)
 
@@ -138,40 +138,50 @@ class NcclCommunicator(MpiCommunicator):
 
     _NCCL_DTYPES = {d.name: d.nccl for d in dtypes.FLOATS}
 
-    def __init__(self, mpi: MpiCommunicator, gpu_index: int):
-        """Built collectively by every rank, each with its own GPU (``gpu_index``) chosen first."""
+    def __init__(self, mpi: MpiCommunicator, gpu_index: int, cupy=None, uid=None):
+        """Built collectively by every rank, each with its own GPU (``gpu_index``) chosen first. ``cupy``: the
+        CuPy (or stand-in) the GPU arrays belong to; ``uid``: rank 0's NCCL id, broadcast already
+        (``gpu_communicator`` does both, after every rank agreed that NCCL works)."""
         self.MPI, self.comm = mpi.MPI, mpi.comm
         self.rank, self.size, self.local_rank, self.local_size = mpi.rank, mpi.size, mpi.local_rank, mpi.local_size
-        try:
-            import cupy
-            from cupy.cuda import nccl
-        except ImportError as exc:
-            raise DistributedUnavailable(f"NCCL is not available through CuPy ({exc}): pip install "
-                                         "nvidia-nccl-cu13 (or -cu12 to match CuPy)") from None
+        self.cupy, nccl, reason = nccl_of(cupy)
+        if nccl is None:
+            raise DistributedUnavailable(reason)
         self.nccl = nccl
-        uid = nccl.get_unique_id() if self.rank == 0 else None
-        uid = self.comm.bcast(uid, root=0)
-        with cupy.cuda.Device(gpu_index):
+        if uid is None:
+            uid = self.comm.bcast(nccl.get_unique_id() if self.rank == 0 else None, root=0)
+        with self.cupy.cuda.Device(gpu_index):
             self.nccl_comm = nccl.NcclCommunicator(self.size, uid, self.rank)
         self.name = f"NCCL {nccl.get_version()} over {mpi.name}"
 
     def allreduce_sum(self, array) -> None:
-        if isinstance(array, numpy.ndarray):
+        if not is_cupy_array(array):
             return super().allreduce_sum(array)
-        import cupy
-
-        stream = cupy.cuda.get_current_stream().ptr
+        stream = self.cupy.cuda.get_current_stream().ptr
         dtype = getattr(self.nccl, self._NCCL_DTYPES[array.dtype.name])
         self.nccl_comm.allReduce(array.data.ptr, array.data.ptr, array.size, dtype, self.nccl.NCCL_SUM, stream)
 
     def broadcast(self, array, root: int = 0) -> None:
-        if isinstance(array, numpy.ndarray):
+        if not is_cupy_array(array):
             return super().broadcast(array, root)
-        import cupy
-
-        stream = cupy.cuda.get_current_stream().ptr
+        stream = self.cupy.cuda.get_current_stream().ptr
         dtype = getattr(self.nccl, self._NCCL_DTYPES[array.dtype.name])
         self.nccl_comm.bcast(array.data.ptr, array.size, dtype, root, stream)
+
+
+def nccl_of(cupy=None):
+    """``(cupy, nccl, None)`` where this rank can use NCCL, else ``(cupy, None, why)``. CuPy without NCCL still
+    imports ``cupy.cuda.nccl``: it says ``available = False`` and has no functions."""
+    try:
+        if cupy is None:
+            import cupy
+        nccl = cupy.cuda.nccl
+        if not getattr(nccl, "available", False):
+            raise ImportError("CuPy finds no NCCL library")
+    except (ImportError, AttributeError) as exc:
+        return cupy, None, (f"NCCL is not available through CuPy ({exc}): pip install nvidia-nccl-cu13 (or -cu12 "
+                            "to match CuPy)")
+    return cupy, nccl, None
 
 
 def start_timeout(environ=os.environ) -> float:
@@ -217,26 +227,35 @@ def _stream_with_a_file_descriptor():
     return None
 
 
-def _to_host(array):
-    """A GPU array's values on the host, after the work queued on its stream."""
-    import cupy
-
-    cupy.cuda.get_current_stream().synchronize()
-    return cupy.asnumpy(array)
-
-
 def world() -> Communicator:
     """This job's MPI communicator (several ranks, or a job of one under mpiexec)."""
     return MpiCommunicator()
 
 
-def gpu_communicator(mpi: MpiCommunicator, gpu_index: int) -> Communicator:
-    """NCCL for GPU ranks where it works, else MPI through the host (said once in the log)."""
-    try:
-        return NcclCommunicator(mpi, gpu_index)
-    except (DistributedUnavailable, RuntimeError) as exc:
-        import logging
-
-        logging.getLogger("gpunet").warning("gpunet: rank %d: NCCL unavailable (%s); reducing GPU gradients through "
-                                            "the host with MPI", mpi.rank, exc)
-        return mpi
+def gpu_communicator(mpi: MpiCommunicator, gpu_index: int, cupy=None) -> Communicator:
+    """NCCL for GPU ranks where every rank can use it, else MPI through the host on every rank, said once (by rank
+    0) in the log. The choice is collective: each rank's verdict (and rank 0's NCCL id) is gathered before any rank
+    enters ncclCommInitRank, which would wait for ever for a rank that fell back; a failed init is voted on too."""
+    cupy, nccl, why = nccl_of(cupy)
+    uid = None
+    if nccl is not None and mpi.rank == 0:
+        try:
+            uid = nccl.get_unique_id()
+        except (RuntimeError, AttributeError) as exc:
+            why = f"ncclGetUniqueId failed: {type(exc).__name__}: {exc}"
+    verdicts = mpi.allgather(why)
+    uid = mpi.from_rank0(uid)
+    comm, failed = None, [(rank, w) for rank, w in enumerate(verdicts) if w]
+    if not failed:
+        try:
+            comm = NcclCommunicator(mpi, gpu_index, cupy, uid)
+        except (DistributedUnavailable, RuntimeError) as exc:
+            why = f"ncclCommInitRank failed: {type(exc).__name__}: {exc}"
+        failed = [(rank, w) for rank, w in enumerate(mpi.allgather(why)) if w]
+    if not failed:
+        return comm
+    if mpi.rank == 0:
+        ranks = ", ".join(f"rank {rank}: {w}" for rank, w in failed)
+        logging.getLogger("gpunet").warning("gpunet: NCCL unavailable (%s); every rank reduces GPU gradients "
+                                            "through the host with MPI", ranks)
+    return mpi

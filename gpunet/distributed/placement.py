@@ -1,24 +1,34 @@
-"""Which device a rank trains on: its node-local rank modulo the node's GPU count, chosen before NCCL starts."""
+"""Which device a rank trains on: its node-local rank modulo the node's GPU count, chosen before NCCL starts, and
+made the rank's current GPU (array operators run on the current GPU)."""
 from __future__ import annotations
 
 from ..devices import CudaUnavailable, device, probe_cuda
+from ..devices.simgpu import cupy as simulated_cupy
 from .communicator import Communicator, gpu_communicator
+
+GPU_KINDS = ("cuda", "auto", "simgpu")
 
 
 def rank_device(spec: str, comm: Communicator):
-    """``(device, communicator)`` for this rank. "cuda" and "auto" take GPU ``local_rank % count`` (a rank that
-    cannot use it says which rank and host; "auto" then falls back to the CPU); GPU ranks get NCCL where it works."""
-    kind = spec.strip().lower().split(":")[0]
-    if kind not in ("cuda", "auto"):
+    """``(device, communicator)`` for this rank. "cuda", "simgpu" and "auto" take GPU ``local_rank % count`` where
+    several ranks run (one process keeps the index it was given); a rank that cannot use it says which rank and
+    host ("auto" then falls back to the CPU); GPU ranks get NCCL where every rank has it."""
+    kind, _, given = spec.strip().lower().partition(":")
+    if kind not in GPU_KINDS:
         return device(spec), comm
-    cupy, reason = probe_cuda(0)
-    if cupy is None:
-        if kind == "cuda":
-            raise CudaUnavailable(f"rank {comm.rank} on {comm.host} cannot use a GPU: {reason}")
-        return device("cpu"), comm
-    index = comm.local_rank % cupy.cuda.runtime.getDeviceCount()
+    if kind == "simgpu":
+        cupy = simulated_cupy
+    else:
+        cupy, reason = probe_cuda(0)
+        if cupy is None:
+            if kind == "cuda":
+                raise CudaUnavailable(f"rank {comm.rank} on {comm.host} cannot use a GPU: {reason}")
+            return device("cpu"), comm
+        kind = "cuda"
+    index = comm.local_rank % cupy.cuda.runtime.getDeviceCount() if comm.size > 1 else int(given or 0)
     try:
-        dev = device(f"cuda:{index}")
+        dev = device(f"{kind}:{index}")
     except CudaUnavailable as exc:
         raise CudaUnavailable(f"rank {comm.rank} on {comm.host}: {exc}") from None
-    return dev, gpu_communicator(comm, index) if comm.size > 1 else comm
+    dev.make_current()
+    return dev, gpu_communicator(comm, index, cupy) if comm.size > 1 else comm

@@ -5,6 +5,8 @@ the gradients of its parameters into ``param.grad`` (overwriting, not accumulati
 """
 from __future__ import annotations
 
+import functools
+
 from ..devices import Device, device as as_device, get_default_device
 from ..numerics import finite_floats
 
@@ -33,11 +35,27 @@ class Parameter:
         return f"Parameter(shape={self.shape}, dtype={self.data.dtype}, device={self.device.name})"
 
 
+def _in_device_context(method):
+    @functools.wraps(method)
+    def in_device_context(self, *args, **kwargs):
+        with self.device.context():
+            return method(self, *args, **kwargs)
+    return in_device_context
+
+
 class Module:
     # What a layer declares for nn.Sequential to fuse two neighbours into one pass:
     fusable_activations: tuple = ()  # activations its forward applies in its own pass: forward(x, activation=name)
     fused_activation: str | None = None  # the activation it is, where the layer before may apply it (then adopt(y))
     overwrites_gradient: bool = False  # backward(dy, overwrite=True) may write its result over a temporary dy
+
+    def __init_subclass__(cls, **kwargs):
+        """Every layer's ``forward`` and ``backward`` run with its device current (``Device.context()``): a GPU
+        layer's temporaries and operators then land on its own GPU, whichever GPU the caller had current."""
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "backward"):
+            if name in cls.__dict__:
+                setattr(cls, name, _in_device_context(cls.__dict__[name]))
 
     def __init__(self, device=None):
         self.device = as_device(device) if device is not None else get_default_device()

@@ -1,6 +1,6 @@
 """One epoch of training: the learning rate of each step, the steps themselves (``gpunet.trainer.Trainer``, the
-same step one process, N ranks and the bench take), and the checks that pin a divergence to the step that caused
-it without a host synchronisation per step."""
+same step one process, N ranks and the bench take), and the checks that pin a divergence, or a label out of range,
+to the step that caused it without a host synchronisation per step."""
 from __future__ import annotations
 
 import math
@@ -9,11 +9,15 @@ import time
 from tqdm import tqdm
 
 from .. import nn
+from ..cuda.launcher import NO_ERROR, LabelFlag
+from ..distributed.data_parallel import split
 from ..distributed.stop import stop_if_requested
+from ..errors import label_out_of_range
 from .errors import DivergenceError, out_of_memory_advice
 from .settings import SCHEDULES, TrainConfig
 
-CHECK_EVERY = 20  # steps between looks at the loss: one host sync per window, not per step
+CHECK_EVERY = 20  # steps between looks at the loss and the label flags: one host sync per window, not per step
+LOSS, LABEL_FLAG = range(2)  # the columns of an epoch's per-step record, kept on the device
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -37,8 +41,12 @@ def train_epoch(trainer, batches, epoch: int, config: TrainConfig, total_steps: 
     for layer in model.modules():
         if isinstance(layer, nn.Dropout):
             layer.reseed(epoch)
-    xp = model.device.xp
-    losses = xp.zeros(len(batches), dtype=xp.float64)
+    xp, kernels = model.device.xp, model.device.kernels
+    # Per step, on the device: the loss, and the loss kernel's label flag (the first row whose label is out of
+    # range, NO_ERROR for none). A GPU step checks no label itself (a host sync): the window does.
+    steps = xp.zeros((len(batches), 2), dtype=xp.float64)
+    flagged: dict = {}  # step -> (its labels, its flag, its rows' offset in the global batch), for this window
+    kernels.take_label_flag()  # what calls before this epoch flagged (an evaluation's) is not this epoch's
     seen = 0
     start = time.perf_counter()
     first_step = opt.step_count
@@ -51,35 +59,55 @@ def train_epoch(trainer, batches, epoch: int, config: TrainConfig, total_steps: 
     in_a_step = out_of_memory_advice(
         model.device.name, f"in a training step with batch size {config.batch_size}",
         f"Try a smaller --batch-size (e.g. {max(1, config.batch_size // 2)}) or smaller --hidden layers.")
-    with in_a_step:
+    with in_a_step, model.device.context():  # the step's operators (steps[i] = loss) on the model's GPU
+        steps[:, LABEL_FLAG] = float(NO_ERROR)
         for i, (xb, yb) in enumerate(bar):
             # The step boundary: no step is in flight here, and every rank is at the same step.
             opt.lr = learning_rate(config, opt.step_count, total_steps)
-            losses[i] = trainer.step(xb, yb)
+            steps[i, LOSS] = trainer.step(xb, yb)
+            _keep_label_flag(kernels.take_label_flag(), steps, i, yb, parallel, flagged)
             seen += len(yb)
             if i % CHECK_EVERY == CHECK_EVERY - 1 or i == len(batches) - 1:
-                _check_finite(model.device, losses, i, epoch, first_step, config)
-                bar.set_postfix(loss=f"{float(losses[i]):.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
+                loss = _check_window(model.device, steps, i, epoch, first_step, config, flagged)
+                bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{seen / (time.perf_counter() - start):.0f}")
             stop_if_requested(parallel.comm if parallel else None)  # a signal: every rank stops after this step
     _check_weights_finite(model, opt, epoch, config)
     model.device.synchronize()
     seconds = time.perf_counter() - start
-    record = {"epoch": epoch + 1, "train_loss": float(losses.mean()), "seconds": seconds,
+    record = {"epoch": epoch + 1, "train_loss": float(xp.mean(steps[:, LOSS])), "seconds": seconds,
               "samples_per_s": seen / seconds}
     if parallel:
         record["allreduce_seconds_per_step"] = parallel.allreduce_seconds / max(parallel.steps, 1)
     return record
 
 
-def _check_finite(device, losses, upto, epoch, first_step, config):
-    start = max(0, upto - CHECK_EVERY + 1)
-    if bool(device.xp.isfinite(losses[start:upto + 1]).all()):
+def _keep_label_flag(flag, steps, i, labels, parallel, flagged):
+    """Step ``i``'s label flag (``KernelLauncher.take_label_flag``) into ``steps``, on the device (one copy), and
+    what the window needs to name a flagged label: the step's labels and its rows' offset in the global batch."""
+    if flag is None:
         return
-    values = device.to_numpy(losses)
-    bad = next(j for j in range(start, upto + 1) if not math.isfinite(float(values[j])))
-    raise DivergenceError(
-        f"loss became {float(values[bad])} at step {first_step + bad + 1} (epoch {epoch + 1}, batch {bad + 1}): "
-        f"the weights diverged. {_causes(config)}")
+    steps[i, LABEL_FLAG] = flag.word[0]
+    offset = split(len(labels), parallel.comm.size, parallel.comm.rank)[0] if parallel else 0
+    flagged[i] = (labels, flag, offset)
+
+
+def _check_window(device, steps, upto, epoch, first_step, config, flagged):
+    """Read the window's steps (its one host sync): a label out of range is named by its step and row (one more
+    read, for its value), then a NaN or inf loss by its step. Returns the last step's loss."""
+    start = max(0, upto - CHECK_EVERY + 1)
+    values = device.to_numpy(steps[start:upto + 1])
+    for j, (loss, word) in enumerate(values, start):
+        where = f"step {first_step + j + 1} (epoch {epoch + 1}, batch {j + 1})"
+        row = LabelFlag.flagged_row(word)
+        if row is not None:
+            labels, flag, offset = flagged[j]
+            label = int(device.to_numpy(labels.reshape(-1)[row + offset]))
+            error = label_out_of_range(row + offset, label, flag.n_classes, flag.ignore_index)
+            raise ValueError(f"{error}; in the batch of {where}, found by the loss kernel's flag")
+        if not math.isfinite(loss):
+            raise DivergenceError(f"loss became {loss} at {where}: the weights diverged. {_causes(config)}")
+    flagged.clear()
+    return float(values[-1, LOSS])
 
 
 def _check_weights_finite(model, opt, epoch, config):
@@ -87,7 +115,7 @@ def _check_weights_finite(model, opt, epoch, config):
     xp = model.device.xp
     named = [(name, p.data) for name, p in model.named_parameters()]
     named += [(f"optimizer state.{i}.{key}", buf) for i, slot in enumerate(opt.state) for key, buf in slot.items()]
-    finite = model.device.to_numpy(xp.stack([xp.isfinite(a).all() for _, a in named]))
+    finite = model.device.to_numpy(xp.stack([xp.all(xp.isfinite(a)) for _, a in named]))
     if finite.all():
         return
     name = named[int((~finite).argmax())][0]

@@ -57,7 +57,7 @@ def default_device() -> str:
     return os.environ.get("GPUNET_DEVICE") or "auto"
 
 
-DEVICE_HELP = "cpu, sim, cuda, cuda:N or auto (default: $GPUNET_DEVICE, else auto)"
+DEVICE_HELP = "cpu, sim, cuda, cuda:N, simgpu[:N] (a simulated GPU) or auto (default: $GPUNET_DEVICE, else auto)"
 
 
 def setting(default, help: str = "", *, flag: str | None = "", parse=None, choices=None, metavar=None,

@@ -21,7 +21,8 @@ def parser():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--rounds", type=int, default=5,
                    help="runs of each side's workers, alternating the order; the tables give medians over them")
-    p.add_argument("--devices", default="cpu,cuda", help="comma-separated devices to bench, of those present")
+    p.add_argument("--devices", default="cpu,cuda", help="comma-separated devices to bench, of those present "
+                   "(simgpu: the simulated GPU, a slow dry run whose host syncs are counted; only by name)")
     p.add_argument("--worker", choices=[s.NAME for s in SECTIONS if hasattr(s, "worker")], help=argparse.SUPPRESS)
     p.add_argument("--framework", choices=("gpunet", "torch", "cupy-naive"), help=argparse.SUPPRESS)
     p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)

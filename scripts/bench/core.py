@@ -63,11 +63,13 @@ class Bench:
         return torch.cuda.is_available()
 
     def has_torch(self, device_name: str) -> bool:
-        return self.torch_version is not None and (device_name == "cpu" or self.torch_cuda)
+        wanted_torch = device_name == "cpu" or (device_name == "cuda" and self.torch_cuda)  # not on simgpu
+        return self.torch_version is not None and wanted_torch
 
     @functools.cached_property
     def devices(self) -> list:
-        """The devices of ``--devices`` that are present: the CPU, and the GPU when gpunet can use one."""
+        """The devices of ``--devices`` that are present: the CPU, the GPU when gpunet can use one, and the
+        simulated GPU (``simgpu``: a dry run of the GPU path, its host syncs counted) only by name."""
         wanted = self.args.devices.split(",")
         found = ["cpu"] if "cpu" in wanted else []
         try:
@@ -76,7 +78,7 @@ class Bench:
             print(f"no GPU: {exc}")
         else:
             found += ["cuda"] if "cuda" in wanted else []
-        return found
+        return found + (["simgpu"] if "simgpu" in wanted else [])  # the simulated GPU: only where asked for
 
     def worker(self, section: str, framework: str, device_name: str, *argv):
         """``section``'s worker for one framework on one device, with the flags every such worker takes."""

@@ -23,6 +23,19 @@ def count_gpunet_launches(dev, step):
     return dev.kernel_launches - before
 
 
+def count_host_syncs(dev, step):
+    """The host synchronisations one ``step()`` makes, by the simulated GPU's own counter
+    (``gpunet.devices.simgpu.host_syncs``) on a device over it; None elsewhere (a real GPU's are counted by
+    the profiler, :func:`profile_step`)."""
+    from gpunet.devices import simgpu
+
+    if getattr(dev, "cupy", None) is not simgpu.cupy:
+        return None
+    before = simgpu.host_syncs()
+    step()
+    return simgpu.host_syncs() - before
+
+
 def profile_step(step, synchronize):
     """``{"kernels": every kernel and copy the GPU ran in one step, "host_syncs": the synchronising CUDA calls
     the host made in it}``, as CUPTI sees them through PyTorch's profiler (process-wide: CuPy's and cuBLAS's calls

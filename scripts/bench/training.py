@@ -13,7 +13,7 @@ from gpunet.trainer import Trainer
 from .products import matrix_products, products_and_update, products_bound_columns
 from .report import plain
 from .step import loss_module, require_labels
-from .step_counts import count_gpunet_launches, profile_step
+from .step_counts import count_gpunet_launches, count_host_syncs, profile_step
 from .timing import alternating_rounds, device_timer, joined_rounds, median_runs, torch_cuda_timer
 
 NAME = "training"
@@ -144,6 +144,9 @@ def measure(framework, device_name, networks=None):
             if device_name.startswith("cuda"):
                 row["step_s"] = timer(lambda: step(xb, yb), STEP_REPEATS)
                 row.update(gpu_counts(lambda: step(xb, yb), dev.synchronize))
+            syncs = count_host_syncs(dev, lambda: step(xb, yb))
+            if syncs is not None:  # the simulated GPU counts its own (simgpu)
+                row["host_syncs_per_step"] = syncs
         out.append(row)
     return out
 

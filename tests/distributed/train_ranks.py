@@ -14,6 +14,7 @@ import numpy as np
 
 from gpunet import nn, optim
 from gpunet.data import Batches
+from gpunet.devices import is_cupy_array, simgpu
 from gpunet.distributed import Communicator, DataParallel, rank_device, split, world
 from gpunet.trainer import Trainer
 
@@ -38,13 +39,13 @@ x[:, 0] = np.arange(args.rows) / 1000  # the sample's index, to see which rank u
 y = rng.integers(0, 4, args.rows)
 y[::7] = -100  # ignored rows: the loss divides by the global batch's counted rows
 model = nn.mlp([6, 16, 4], args.activation, seed=0, device=dev)
-loss_fn = nn.SoftmaxCrossEntropy(device=dev)
+loss_fn = nn.SoftmaxCrossEntropy(check_labels=False, device=dev)  # as gpunet train: no read back per step
 opt = (optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if args.optimizer == "sgd"
        else optim.Adam(model.parameters(), lr=0.01))
 parallel = None if args.single else DataParallel(model, loss_fn, comm)
 trainer = Trainer(model, loss_fn, opt, parallel=parallel, clip_grad_norm=args.clip_grad_norm)
 batches = Batches(x, y, args.batch, shuffle=True, seed=0, device=dev)
-used, losses, norms, step = [], [], [], 0
+used, losses, norms, syncs, step = [], [], [], [], 0
 for epoch in range(args.epochs):
     mine = []
     for xb, yb in batches.epoch(epoch):
@@ -53,11 +54,19 @@ for epoch in range(args.epochs):
             raise RuntimeError(f"an injected fault on rank {comm.rank}")
         lo, hi = split(len(yb), comm.size, comm.rank)
         mine += np.rint(dev.to_numpy(xb[lo:hi, 0]) * 1000).astype(int).tolist()
-        losses.append(float(dev.to_numpy(trainer.step(xb, yb))))
+        before = simgpu.host_syncs()
+        loss = trainer.step(xb, yb)
+        syncs.append(simgpu.host_syncs() - before)  # counted on the simulated GPU only (0 elsewhere)
+        losses.append(float(dev.to_numpy(loss)))
         if args.clip_grad_norm is not None:
             norms.append(float(dev.to_numpy(trainer.grad_norm)))
     used.append(np.array(mine))
 weights = {name: dev.to_numpy(p.data) for name, p in model.named_parameters()}
-np.savez(Path(args.out) / f"rank{comm.rank}.npz", losses=np.array(losses), **weights,
+arrays = [a for p in model.parameters() for a in (p.data, p.grad)] + [batches.x, batches.y]
+arrays += [buf for slot in opt.state for buf in slot.values()]
+arrays += parallel.buffers.data + parallel.buffers.grads if parallel else []
+gpus = [a.device.id if is_cupy_array(a) else -1 for a in arrays]  # the GPU each array lives on (-1: the host)
+np.savez(Path(args.out) / f"rank{comm.rank}.npz", losses=np.array(losses), **weights, usedgpus=np.array(gpus),
+         usedsyncs=np.array(syncs),
          **({"norms": np.array(norms)} if norms else {}),
          **{f"used{e}": u for e, u in enumerate(used)})

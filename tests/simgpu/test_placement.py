@@ -1,0 +1,46 @@
+"""Defect 2 of issue 23: a device on GPU N must allocate and run everything on GPU N, whichever GPU is current
+(CuPy allocates and launches on the current one). Proven on the simulated GPU 1 while GPU 0 is current."""
+import numpy as np
+
+import gpunet
+from gpunet import nn, optim
+from gpunet.data.batches import Batches
+from gpunet.devices import simgpu
+from gpunet.trainer import Trainer
+from gpunet.training import TrainConfig, fit, train_epoch
+
+cp = simgpu.cupy
+
+
+def _every_array(model, opt, batches):
+    arrays = [a for p in model.parameters() for a in (p.data, p.grad)]
+    arrays += [buf for slot in opt.state for buf in slot.values()]
+    arrays += [batches.x, batches.y]
+    arrays += [layer._rng._target for layer in model.modules() if isinstance(layer, nn.Dropout)]
+    return arrays
+
+
+def test_a_training_epoch_on_gpu_1_keeps_every_array_on_gpu_1_while_gpu_0_is_current():
+    """Defect 2 of issue 23: gradients, optimizer state, the batch gather, matmul, Dropout's generator and the
+    epoch's losses landed on the current GPU (0), not on the device's."""
+    dev = gpunet.device("simgpu:1")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((96, 6)).astype(np.float32), rng.integers(0, 3, 96)
+    model = nn.mlp([6, 16, 3], "relu", dropout=0.2, seed=1, device=dev)
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    batches = Batches(x, y, 32, seed=0, device=dev)
+    config = TrainConfig(epochs=1, batch_size=32, progress=False)
+    assert cp.cuda.Device().id == 0
+    trainer = Trainer(model, nn.SoftmaxCrossEntropy(check_labels=False, device=dev), opt)
+    record = train_epoch(trainer, batches, 0, config, 3)
+    assert np.isfinite(record["train_loss"])
+    product = dev.matmul(model.parameters()[0].data.T, model.parameters()[0].data)
+    arrays = _every_array(model, opt, batches) + [product]
+    assert len(arrays) > 10 and [getattr(a, "_device", None) for a in arrays] == [1] * len(arrays)
+
+
+def test_fit_on_simulated_gpu_1_trains_there(tmp_path):
+    config = TrainConfig(dataset="spiral", device="simgpu:1", hidden=(8,), epochs=1, batch_size=100,
+                         out=str(tmp_path / "run"), progress=False, save_every=0.0)
+    result = fit(config, log=lambda *a: None)
+    assert result["history"][0]["epoch"] == 1 and np.isfinite(result["history"][0]["train_loss"])
