@@ -44,8 +44,9 @@ def module(*, available: bool, device_of_pointer, current_device) -> types.Simpl
             if where != self.device:
                 raise NcclError(f"ncclInvalidArgument: a buffer of GPU {where} handed to the communicator of GPU "
                                 f"{self.device}")
-            c_type = np.ctypeslib.as_ctypes_type(_DTYPES[datatype])
-            return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(c_type)), shape=(count,))
+            dtype = np.dtype(_DTYPES[datatype])  # ctypes has no float16: the bytes as unsigned ints, then viewed
+            c_type = np.ctypeslib.as_ctypes_type(np.dtype(f"u{dtype.itemsize}"))
+            return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(c_type)), shape=(count,)).view(dtype)
 
         def allReduce(self, sendbuf, recvbuf, count, datatype, op, stream):  # noqa: N802  (NCCL's names)
             if op != NCCL_SUM:
