@@ -4,6 +4,7 @@ default: a lease gives 15 minutes in all, 10 per command, the machine's start ta
 at most 8 files under the out folder (what such a machine gives back).
 
     python scripts/gpu_check.py [--device cuda] [--budget-s 300] [--out DIR]    # DIR defaults to $OUT
+    python scripts/gpu_check.py --only fuzz,memcheck                             # a rerun of some stages
     python scripts/gpu_check.py --dry-run --out /tmp/check                      # the same on the simulated GPU
 
 Stages run in order of value (scripts/gpu_check_stages.py), each limited to the smaller of its own cap and the time
@@ -34,8 +35,8 @@ from gpu_check_stages import NotRun
 
 MAX_FILES = 8            # a lent machine gives back at most this many files from $OUT
 LOG, SUMMARY = "gpu_check.log", "summary.json"
-MARGIN_S = 3.0           # kept back from the budget for the summary
 KILL_GRACE_S = 5.0       # after SIGTERM, before SIGKILL, for a command past its limit
+MARGIN_S = KILL_GRACE_S + 2.0  # kept back from the budget: the last command's kill, then the summary
 TAIL_LINES = 12          # of each stage's output, printed as it ends
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +179,14 @@ def parse_args(argv=None):
                         "(default: $OUT)")
     parser.add_argument("--dry-run", action="store_true",
                         help="the simulated GPU (simgpu), tiny shapes; stages that need hardware say so")
+    names = [stage.name for stage in gpu_check_stages.STAGES]
+    parser.add_argument("--only", default=None, metavar="STAGES",
+                        help=f"comma-separated stages to run, in their order (a rerun of those a first run had no "
+                        f"time for): {','.join(names)}")
     args = parser.parse_args(argv)
+    args.only = names if args.only is None else [n.strip() for n in args.only.split(",")]
+    if set(args.only) - set(names):
+        parser.error(f"--only: unknown stages {sorted(set(args.only) - set(names))}; the stages: {', '.join(names)}")
     if not args.out:
         parser.error("--out is needed where $OUT is not set")
     if args.budget_s <= MARGIN_S:
@@ -195,7 +203,8 @@ def main(argv=None) -> int:
     with open(out / LOG, "w", encoding="utf-8") as log, gpu_check_stages.scratch() as work:
         check = Check(args.device, args.dry_run, out, Path(work), log)
         check.note(f"gpu_check on {args.device}{' (dry run)' if args.dry_run else ''}, budget {args.budget_s:g} s")
-        results = run_stages(gpu_check_stages.STAGES, check, args.budget_s)
+        stages = [stage for stage in gpu_check_stages.STAGES if stage.name in args.only]
+        results = run_stages(stages, check, args.budget_s)
     failed = [r.stage for r in results if r.status in ("failed", "timed out")]
     summary = {"device": args.device, "dry_run": args.dry_run, "budget_s": args.budget_s,
                "wall_s": round(time.monotonic() - started, 1), "commit": gpu_check_stages.commit(),

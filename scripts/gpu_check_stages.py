@@ -35,10 +35,17 @@ class Stage:
 
 
 def pytest_line(output: str) -> str:
-    """pytest's closing count ("207 passed, 3 skipped in 80.1s"), or a note that it printed none."""
+    """pytest's closing count ("207 passed, 3 skipped in 80.1s"); where it was stopped before printing one, what
+    its progress dots say so far."""
     counts = re.compile(r"\b\d+ (passed|failed|skipped|errors?|deselected|xfailed|xpassed|tests? collected)\b")
     found = [line.strip(" =") for line in output.splitlines() if counts.search(line)]
-    return found[-1] if found else "pytest printed no count"
+    if found:
+        return found[-1]
+    progress = "".join(m[1] for m in re.finditer(r"^([.sFExX]+)\s*(?:\[\s*\d+%\])?$", output, re.M))
+    if not progress:
+        return "pytest printed no count"
+    seen = {"passed": ".", "failed": "F", "errors": "E", "skipped": "s"}
+    return "no count printed; so far " + ", ".join(f"{progress.count(c)} {w}" for w, c in seen.items())
 
 
 def pytest(check, *args):
