@@ -20,6 +20,7 @@ Exit status: 0 when no stage failed or ran out of time, 1 otherwise, 2 for a bad
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -117,17 +118,15 @@ class Check:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """End a command and everything it started (its own session): SIGTERM, then SIGKILL after a grace."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """End a command and everything it started (its own session): SIGTERM, so that it can say where it was, then
+    SIGKILL to whatever of the group is left once the command ended or the grace is over."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=KILL_GRACE_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def run_stages(stages, check: Check, budget_s: float, echo=print) -> list[Result]:

@@ -80,9 +80,11 @@ def test_a_stage_that_does_not_fit_is_skipped_with_the_seconds_left(check):
 
 
 def test_a_command_past_its_stage_limit_is_stopped_and_the_next_stage_runs(check):
-    """A stage's command gets min(cap, time left); past it the command and what it started are killed."""
+    """A stage's command gets min(cap, time left); past it the command and what it started are killed, even what
+    ignores SIGTERM."""
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
     sleeper = [sys.executable, "-c", "import subprocess, sys, time; print('child', subprocess.Popen("
-               "[sys.executable, '-c', 'import time; time.sleep(60)']).pid, flush=True); time.sleep(60)"]
+               f"[sys.executable, '-c', {stubborn!r}]).pid, flush=True); time.sleep(60)"]
     children = []
 
     def slow(check):
