@@ -59,7 +59,8 @@ def environment(check):
         if shutil.which("nvidia-smi"):
             check.run("nvidia-smi")
             query = check.run("nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader")
-            gpu = query.output.strip().splitlines()[0] if query.exit == 0 and query.output.strip() else "nvidia-smi failed"
+            said = query.output.strip().splitlines()
+            gpu = said[0] if query.exit == 0 and said else f"nvidia-smi failed (exit {query.exit})"
         else:
             gpu = "no nvidia-smi on PATH"
     versions = check.run(check.python, "-c", VERSIONS, "show" if not check.dry_run else "")
@@ -182,14 +183,25 @@ def memcheck(check):
         raise NotRun("no compute-sanitizer on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin")
     ran = check.run(tool, "--tool", "memcheck", "--error-exitcode", "9", "--leak-check", "no", check.python,
                     "scripts/gpu_check_kernels.py", "--device", check.device, "--no-pool", "--dtypes", "float32")
-    summary = re.findall(r"ERROR SUMMARY: (\d+) errors?", ran.output)
+    return judge_memcheck(ran)
+
+
+def judge_memcheck(ran):
+    """Errors memcheck found fail the stage; a sanitizer that could not run the program (it said "Error:", or
+    printed no summary) is said, not failed; a program that failed under it fails the stage."""
     if ran.timed_out:
         return 124, "memcheck ran out of time"
-    if not summary:
-        said = [line for line in ran.output.splitlines() if line.startswith("=========") and "rror" in line]
-        raise NotRun(f"compute-sanitizer refused to run it: {said[0] if said else f'exit {ran.exit}'}")
-    errors = int(summary[-1])
-    return (0 if ran.exit == 0 and errors == 0 else ran.exit or 1), f"memcheck: {errors} errors (pools off)"
+    summary = [int(n) for n in re.findall(r"ERROR SUMMARY: (\d+) errors?", ran.output)]
+    if summary and summary[-1]:
+        return ran.exit or 1, f"memcheck: {summary[-1]} errors (pools off; the log names them)"
+    refused = [line for line in ran.output.splitlines() if line.startswith("=========") and "Error:" in line]
+    if refused or not summary:
+        said = refused[0] if refused else f"no error summary, exit {ran.exit}"
+        raise NotRun(f"compute-sanitizer refused to run it: {said}")
+    if ran.exit:
+        return ran.exit, f"memcheck: 0 errors, but the kernel program failed under it (exit {ran.exit})"
+    last = [line for line in ran.output.splitlines() if line.startswith("kernels:")]
+    return 0, f"memcheck: 0 errors (pools off); {last[-1] if last else 'the kernel program ran'}"
 
 
 STAGES = [

@@ -138,3 +138,23 @@ def test_only_runs_the_named_stages_and_refuses_an_unknown_one(tmp_path, monkeyp
     with pytest.raises(SystemExit):
         gpu_check.main(["--dry-run", "--out", str(tmp_path), "--only", "a,z"])
     assert "unknown stages ['z']" in capsys.readouterr().err
+
+
+CLEAN = "========= COMPUTE-SANITIZER\nkernels: 52 loaded in float32; every op ran\n========= ERROR SUMMARY: 0 errors\n"
+OVERRUN = ("========= Invalid __global__ read of size 4 bytes\n=========     at softmax_warp+0x1f0\n"
+           "========= ERROR SUMMARY: 2 errors\n")
+REFUSED = "========= COMPUTE-SANITIZER\n========= Error: Device not supported\n"
+
+
+@pytest.mark.parametrize("output, code, status, said", [
+    (CLEAN, 0, ("passed", 0), "memcheck: 0 errors (pools off); kernels: 52 loaded"),
+    (OVERRUN, 9, ("failed", 9), "memcheck: 2 errors"),
+    (REFUSED, 1, ("skipped", None), "compute-sanitizer refused to run it: ========= Error: Device not supported"),
+    ("Segmentation fault\n", 139, ("skipped", None), "compute-sanitizer refused to run it: no error summary"),
+    (CLEAN.replace("every op ran", "2 FAILURES"), 1, ("failed", 1), "memcheck: 0 errors, but the kernel program"),
+    (CLEAN, 124, ("timed out", 124), "memcheck ran out of time")])
+def test_memcheck_fails_on_errors_and_says_when_the_sanitizer_refuses(check, output, code, status, said):
+    """What memcheck found fails the check; a sanitizer that refuses the device (some hosts) or dies is said."""
+    stage = Stage("memcheck", 5, 1, lambda c: gpu_check_stages.judge_memcheck(gpu_check.Ran(code, output, 1.0)))
+    result, = gpu_check.run_stages([stage], check, budget_s=30, echo=lambda line: None)
+    assert (result.status, result.exit) == status and result.result.startswith(said), result
