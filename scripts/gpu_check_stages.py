@@ -101,7 +101,7 @@ def kernels(check):
 
 
 def gpu_tests(check):
-    """The gpu-marked tests (the stand-in's conformance tests among them) but test_parity, which the kernels stage ran."""
+    """The gpu-marked tests (the stand-in's conformance tests among them) but test_parity: the kernels stage ran it."""
     ran = pytest(check, "-m", "gpu", "tests", "--ignore", "tests/ops/test_parity.py")
     return ran.exit, pytest_line(ran.output) + (" (no GPU here: every gpu test skips)" if check.dry_run else "")
 
