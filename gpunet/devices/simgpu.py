@@ -117,7 +117,8 @@ class ndarray(np.ndarray):  # noqa: N801  (CuPy's name)
         if out is not None:
             _check(out)
             kwargs["out"] = _plain(out)
-        result = getattr(ufunc, method)(*_plain(inputs), **kwargs)
+        with np.errstate(all="ignore"):  # CuPy never warns of an overflow or a NaN: neither does its stand-in
+            result = getattr(ufunc, method)(*_plain(inputs), **kwargs)
         if out is not None:
             return out[0] if len(out) == 1 else out
         return _on_device(result)
