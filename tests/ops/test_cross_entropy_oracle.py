@@ -12,6 +12,7 @@ import pathlib
 import numpy as np
 import pytest
 
+import gpunet
 from gpunet import ops
 
 DATA = pathlib.Path(__file__).parent / "data" / "cross_entropy_oracle.npz"
@@ -92,30 +93,32 @@ def test_the_oracle_covers_every_option(oracle):
     assert any(c["weighted"] and c.get("label_smoothing") and c.get("ignore_index") is not None for c in cases)
 
 
-def _compare_every_case(oracle, loss_and_grad):
-    """``loss_and_grad(x, t, kwargs)`` against PyTorch's recorded answers, case by case, in the logits' dtype."""
+def _compare_every_case(oracle, form, loss_and_grad):
+    """``loss_and_grad(x, t, kwargs)`` on ``form`` against PyTorch's recorded answers, case by case, in the logits'
+    dtype."""
     meta, arrays = oracle
+    host = gpunet.device(form).to_numpy
     for i, case in enumerate(meta["cases"]):
         x, t, kwargs = _inputs(case, arrays)
         rtol = RTOL[x.dtype.type]
         loss_terms, grad_terms = _magnitudes(x, t, kwargs)
-        loss, grad = loss_and_grad(x, t, kwargs)
+        loss, grad = (host(a) for a in loss_and_grad(x, t, kwargs))
         what = f"case {i} ({case['source']}, {kwargs['reduction']}, shape {x.shape}, {x.dtype})"
         assert np.dtype(loss.dtype) == x.dtype and np.dtype(grad.dtype) == x.dtype, what
         _assert_close(loss, arrays[f"out{i}_loss"], loss_terms, rtol, what + " loss")
         _assert_close(grad, arrays[f"out{i}_grad"], grad_terms, rtol, what + " grad")
 
 
-def test_with_grad_matches_pytorch(oracle, form):
-    _compare_every_case(oracle, lambda x, t, kwargs: ops.softmax_cross_entropy_with_grad(x, t, device=form,
-                                                                                         **kwargs))
+def test_with_grad_matches_pytorch(oracle, device_form):
+    _compare_every_case(oracle, device_form, lambda x, t, kwargs: ops.softmax_cross_entropy_with_grad(
+        x, t, device=device_form, **kwargs))
 
 
-def test_forward_then_backward_matches_pytorch(oracle, form):
+def test_forward_then_backward_matches_pytorch(oracle, device_form):
     def forward_then_backward(x, t, kwargs):
-        loss, probs = ops.softmax_cross_entropy(x, t, device=form, **kwargs)
-        return loss, ops.softmax_cross_entropy_backward(probs, t, device=form, **kwargs)
-    _compare_every_case(oracle, forward_then_backward)
+        loss, probs = ops.softmax_cross_entropy(x, t, device=device_form, **kwargs)
+        return loss, ops.softmax_cross_entropy_backward(probs, t, device=device_form, **kwargs)
+    _compare_every_case(oracle, device_form, forward_then_backward)
 
 
 def test_a_planted_bug_fails_the_comparison(oracle, monkeypatch):
