@@ -7,6 +7,7 @@ A single process is a communicator of one rank whose collectives do nothing, so 
 from __future__ import annotations
 
 import faulthandler
+import importlib
 import logging
 import os
 import socket
@@ -170,12 +171,15 @@ class NcclCommunicator(MpiCommunicator):
 
 
 def nccl_of(cupy=None):
-    """``(cupy, nccl, None)`` where this rank can use NCCL, else ``(cupy, None, why)``. CuPy without NCCL still
-    imports ``cupy.cuda.nccl``: it says ``available = False`` and has no functions."""
+    """``(cupy, nccl, None)`` where this rank can use NCCL, else ``(cupy, None, why)``. CuPy imports its
+    ``cupy.cuda.nccl`` only when asked (14.x: no ``cupy.cuda.nccl`` attribute before that import), so it is
+    imported by name; CuPy without NCCL still imports it: it says ``available = False`` and has no functions."""
     try:
         if cupy is None:
             import cupy
-        nccl = cupy.cuda.nccl
+        nccl = getattr(cupy.cuda, "nccl", None)
+        if nccl is None:
+            nccl = importlib.import_module(cupy.cuda.__name__ + ".nccl")
         if not getattr(nccl, "available", False):
             raise ImportError("CuPy finds no NCCL library")
     except (ImportError, AttributeError) as exc:

@@ -127,3 +127,36 @@ def test_the_watchdog_writes_to_the_original_stderr_or_nowhere(monkeypatch):
     assert comms._stream_with_a_file_descriptor() is not None  # sys.__stderr__
     monkeypatch.setattr("sys.__stderr__", NoDescriptor())
     assert comms._stream_with_a_file_descriptor() is None
+
+
+def test_the_real_cupys_nccl_module_is_imported_not_looked_up(tmp_path):
+    """CuPy 14 has no ``cupy.cuda.nccl`` attribute until ``cupy.cuda.nccl`` is imported: looking it up gave
+    "NCCL unavailable" on every GPU machine, NCCL installed or not, and the job fell back to MPI. In a fresh
+    process (nothing imported it yet), with the real CuPy of the test extra: NCCL found, or (no NCCL wheel here)
+    CuPy's own answer that it finds no library; and a package laid out as CuPy is, whose ``nccl`` is there."""
+    import subprocess
+    import textwrap
+
+    code = ("import cupy\nfrom gpunet.distributed.communicator import nccl_of\n"
+            "_, nccl, why = nccl_of(cupy)\nprint('found' if nccl is not None else why)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.strip().splitlines()[-1]
+    assert said == "found" or "CuPy finds no NCCL library" in said, said
+    lazy = tmp_path / "lazycupy"
+    (lazy / "cuda").mkdir(parents=True)
+    (lazy / "__init__.py").write_text("from . import cuda\n")
+    (lazy / "cuda" / "__init__.py").write_text("")  # as CuPy's: nccl is a submodule not imported here
+    (lazy / "cuda" / "nccl.py").write_text(textwrap.dedent("""\
+        available = True
+        """))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import lazycupy
+        assert not hasattr(lazycupy.cuda, "nccl")
+        _, nccl, why = nccl_of(lazycupy)
+        assert why is None and nccl is sys.modules["lazycupy.cuda.nccl"]
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n.startswith("lazycupy")]:
+            del sys.modules[name]
