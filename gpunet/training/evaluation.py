@@ -21,24 +21,27 @@ def accuracy(model, x, y, batch_size: int = 1000) -> float:
     """Fraction of rows of ``x`` whose arg-max logit equals ``y`` (ValueError for an empty ``x``)."""
     if len(x) == 0:
         raise ValueError("accuracy of an empty set of samples is undefined")
-    correct = sum(int((pred == model.device.asarray(y[start:start + len(pred)])).sum())
-                  for start, pred in _predictions(model, x, batch_size))
+    with model.device.context():  # its GPU current: the comparison runs where the arrays are (cuda:N)
+        correct = sum(int((pred == model.device.asarray(y[start:start + len(pred)])).sum())
+                      for start, pred in _predictions(model, x, batch_size))
     return correct / len(x)
 
 
 def confusion_matrix(model, x, y, n_classes: int, batch_size: int = 1000):
     """``m[true, predicted]`` counts over ``x``, as a host array."""
     xp = model.device.xp
-    counts = xp.zeros(n_classes * n_classes, dtype=xp.int64)
-    for start, pred in _predictions(model, x, batch_size):
-        true = model.device.asarray(y[start:start + len(pred)])
-        counts += xp.bincount(true * n_classes + pred, minlength=n_classes * n_classes)
-    return model.device.to_numpy(counts).reshape(n_classes, n_classes)
+    with model.device.context():  # as accuracy's
+        counts = xp.zeros(n_classes * n_classes, dtype=xp.int64)
+        for start, pred in _predictions(model, x, batch_size):
+            true = model.device.asarray(y[start:start + len(pred)])
+            counts += xp.bincount(true * n_classes + pred, minlength=n_classes * n_classes)
+        return model.device.to_numpy(counts).reshape(n_classes, n_classes)
 
 
 def model_predictions(model, x):
     """The predicted class of every row of host array ``x`` (on the model's device)."""
-    return next(pred for _, pred in _predictions(model, x, len(x)))
+    with model.device.context():
+        return next(pred for _, pred in _predictions(model, x, len(x)))
 
 
 def model_sizes(model) -> list:

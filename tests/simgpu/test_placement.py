@@ -44,3 +44,22 @@ def test_fit_on_simulated_gpu_1_trains_there(tmp_path):
                          out=str(tmp_path / "run"), progress=False, save_every=0.0)
     result = fit(config, log=lambda *a: None)
     assert result["history"][0]["epoch"] == 1 and np.isfinite(result["history"][0]["train_loss"])
+
+
+def test_evaluation_on_gpu_1_runs_there_while_gpu_0_is_current():
+    """accuracy, the confusion matrix and the predictions compared and counted on the current GPU (0) arrays of
+    GPU 1: CuPy's device error (what ``gpunet eval --device cuda:1`` met)."""
+    from gpunet.training import accuracy, confusion_matrix
+    from gpunet.training.evaluation import model_predictions
+
+    dev = gpunet.device("simgpu:1")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((50, 6)).astype(np.float32), rng.integers(0, 3, 50)
+    model = nn.mlp([6, 8, 3], "relu", seed=1, device=dev)
+    assert cp.cuda.Device().id == 0
+    host = nn.mlp([6, 8, 3], "relu", seed=1, device="cpu")
+    want = np.argmax(host.forward(x), axis=1)
+    assert accuracy(model, x, y, batch_size=16) == np.mean(want == y)
+    matrix = confusion_matrix(model, x, y, 3, batch_size=16)
+    assert matrix.sum() == 50 and np.trace(matrix) == np.sum(want == y)
+    assert np.array_equal(dev.to_numpy(model_predictions(model, x)), want)
