@@ -87,7 +87,10 @@ def _keep_label_flag(flag, steps, i, labels, parallel, flagged):
     if flag is None:
         return
     steps[i, LABEL_FLAG] = flag.word[0]
-    offset = split(len(labels), parallel.comm.size, parallel.comm.rank)[0] if parallel else 0
+    # the kernel counts rows of this rank's labels flattened (a K-dim sample is several rows): its first row's
+    # index in the global batch's flattened labels
+    per_sample = labels.size // max(len(labels), 1)
+    offset = split(len(labels), parallel.comm.size, parallel.comm.rank)[0] * per_sample if parallel else 0
     flagged[i] = (labels, flag, offset)
 
 
@@ -101,13 +104,25 @@ def _check_window(device, steps, upto, epoch, first_step, config, flagged):
         row = LabelFlag.flagged_row(word)
         if row is not None:
             labels, flag, offset = flagged[j]
-            label = int(device.to_numpy(labels.reshape(-1)[row + offset]))
-            error = label_out_of_range(row + offset, label, flag.n_classes, flag.ignore_index)
+            host = device.to_numpy(labels).reshape(-1)  # the error's path only: one more read
+            index = _bad_label_index(host, row + offset, flag.n_classes, flag.ignore_index)
+            error = label_out_of_range(index, int(host[index]), flag.n_classes, flag.ignore_index)
             raise ValueError(f"{error}; in the batch of {where}, found by the loss kernel's flag")
         if not math.isfinite(loss):
             raise DivergenceError(f"loss became {loss} at {where}: the weights diverged. {_causes(config)}")
     flagged.clear()
     return float(values[-1, LOSS])
+
+
+def _bad_label_index(labels, flagged: int, n_classes: int, ignore_index: int) -> int:
+    """The flagged index of host ``labels`` where its label is indeed out of range, else the first one that is:
+    a loss that runs the kernel on parts of the batch (``linear_cross_entropy``'s row blocks) flags a row of its
+    part, and the error must name a label that is wrong, not a valid one."""
+    def bad(value) -> bool:
+        return value != ignore_index and not 0 <= value < n_classes
+    if 0 <= flagged < labels.size and bad(int(labels[flagged])):
+        return flagged
+    return next((i for i, value in enumerate(labels.tolist()) if bad(value)), min(max(flagged, 0), labels.size - 1))
 
 
 def _check_weights_finite(model, opt, epoch, config):

@@ -139,3 +139,18 @@ def test_a_ranks_flagged_row_is_named_in_the_global_batch():
                            flagged)
     with pytest.raises(ValueError, match=r"label 11 at row 7 is out of range.*in the batch of step 2 \(epoch 1, "):
         epoch._check_window(dev, steps, 1, 0, 0, TrainConfig(), flagged)
+
+
+def test_a_bad_label_under_a_blocked_loss_is_named_by_its_row_in_the_batch():
+    """nn.LinearCrossEntropy runs the kernel on row blocks, each flagging a row of its own block: the error still
+    names the wrong label at its row in the batch (it named row 5's valid label for row 37)."""
+    dev = gpunet.device("simgpu:0")
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((40, 5)).astype(np.float32), rng.integers(0, 4, 40)
+    y[37] = 9
+    model = nn.mlp([5, 8], "relu", seed=2, device=dev)
+    loss_fn = nn.LinearCrossEntropy(8, 4, check_labels=False, block_rows=16, device=dev)
+    trainer = Trainer(model, loss_fn, optim.SGD(model.parameters(), lr=0.1))
+    batches = Batches(x, y, 40, shuffle=False, device=dev)
+    with pytest.raises(ValueError, match=r"label 9 at row 37 is out of range.*in the batch of step 1"):
+        train_epoch(trainer, batches, 0, TrainConfig(epochs=1, batch_size=40, progress=False), len(batches))
