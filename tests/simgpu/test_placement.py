@@ -63,3 +63,28 @@ def test_evaluation_on_gpu_1_runs_there_while_gpu_0_is_current():
     matrix = confusion_matrix(model, x, y, 3, batch_size=16)
     assert matrix.sum() == 50 and np.trace(matrix) == np.sum(want == y)
     assert np.array_equal(dev.to_numpy(model_predictions(model, x)), want)
+
+
+def test_auto_is_one_decision_for_every_rank(monkeypatch, caplog):
+    """"auto" on a job where one rank has no usable GPU: every rank takes the CPU (it was: that rank alone, while
+    the others waited in the GPU communicator's setup, a hang), and rank 0 names the rank without one."""
+    import logging
+
+    from gpunet.distributed import placement
+    from gpunet.distributed.communicator import Communicator
+
+    class TwoRanks(Communicator):
+        rank, size, local_rank, local_size, host = 0, 2, 0, 2, "node-a"
+
+        def allgather(self, value):
+            return [value, ("node-b", "no NVIDIA driver")]
+
+    monkeypatch.setattr(placement, "probe_cuda", lambda index: (simgpu.cupy, None))  # this rank has a GPU
+    comm = TwoRanks()
+    with caplog.at_level(logging.WARNING, logger="gpunet"):
+        dev, got = placement.rank_device("auto", comm)
+    assert dev.name == "cpu" and got is comm
+    assert "every rank trains on the CPU: rank 1 on node-b cannot use a GPU (no NVIDIA driver)" in caplog.text
+    monkeypatch.setattr(TwoRanks, "allgather", lambda self, value: [value, None])  # both have one: the GPU
+    assert placement._without_a_gpu(TwoRanks(), None) is False
+    assert placement._without_a_gpu(TwoRanks(), "no NVIDIA driver") is True  # this rank lacks one: all do
